@@ -1,0 +1,367 @@
+"""A pool of plugin worker processes, sized to the CPUs, with fault isolation.
+
+Slots are spread over workers (slot s lives on worker s mod W) and never move, so a slot's plugin instances
+keep their state across steps. A worker that crashes or hangs is killed and restarted; the row it was on is
+retried on fresh instances or returned dry (zero gradient), the rows it had not reached are rendered by its
+replacement, and every such event is counted in :class:`FaultStats` and logged: nothing fails silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+import weakref
+from dataclasses import dataclass, field
+from multiprocessing import Pipe
+from multiprocessing.connection import wait
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from .shared import SharedArrays
+from .worker import DONE, FAULT, RUNNING, GroupLayout, WorkerConfig, worker_main
+
+log = logging.getLogger(__name__)
+
+FAULT_KINDS = ("exception", "nonfinite", "crash", "timeout")
+
+
+@dataclass(frozen=True)
+class SlotGroup:
+    """A set of slots with the same number of plugin instances each (train: 1 + 2K, eval: 1)."""
+
+    num_slots: int
+    instances: int
+
+
+@dataclass
+class FaultStats:
+    """Running totals since the pool started."""
+
+    exception: int = 0
+    nonfinite: int = 0
+    crash: int = 0
+    timeout: int = 0
+    retries: int = 0
+    rows_dropped: int = 0
+    worker_restarts: int = 0
+    slots_reset: int = 0
+
+    def as_dict(self) -> Dict[str, int]:
+        return dict(self.__dict__)
+
+    @property
+    def faults(self) -> int:
+        return self.exception + self.nonfinite + self.crash + self.timeout
+
+
+@dataclass(frozen=True)
+class FaultEvent:
+    kind: str
+    group: str
+    row: int
+    slot: int
+    message: str
+
+
+@dataclass
+class RenderResult:
+    """``out``: [M, I, C, N] rendered audio (a dropped row holds its dry input in every instance)."""
+
+    out: np.ndarray
+    failed: np.ndarray
+    events: List[FaultEvent] = field(default_factory=list)
+    plugin_cpu_s: float = 0.0
+    wall_s: float = 0.0
+
+
+def default_num_workers() -> int:
+    """The CPUs this process may run on (respects taskset/cgroups affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class FxWorkerPool:
+    """Renders rows of a batch through per-slot plugin instances living in worker processes."""
+
+    def __init__(
+        self,
+        chain_factory: Callable[..., object],
+        groups: Mapping[str, SlotGroup],
+        channels: int,
+        block_size: int,
+        num_params: int,
+        sample_rate: int,
+        num_workers: Optional[int] = None,
+        timeout_s: float = 30.0,
+        max_retries: int = 1,
+    ):
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        self.groups = dict(groups)
+        self.channels, self.block_size, self.num_params = channels, block_size, num_params
+        self.num_workers = int(num_workers or default_num_workers())
+        self.timeout_s = float(timeout_s)
+        self.max_retries = int(max_retries)
+        self.stats = FaultStats()
+        self._shared: Dict[str, SharedArrays] = {}
+        for name, g in self.groups.items():
+            self._shared[name] = SharedArrays(
+                [
+                    ("audio", (g.num_slots, channels, block_size), "float32"),
+                    ("params", (g.num_slots, g.instances, num_params), "float32"),
+                    ("out", (g.num_slots, g.instances, channels, block_size), "float32"),
+                    ("status", (g.num_slots,), "int32"),
+                    ("started", (g.num_slots,), "float64"),
+                ]
+            )
+        self._config = WorkerConfig(
+            chain_factory=chain_factory,
+            sample_rate=sample_rate,
+            block_size=block_size,
+            groups={n: GroupLayout(self._shared[n].layout, g.instances) for n, g in self.groups.items()},
+        )
+        self._procs: List[Optional[subprocess.Popen]] = [None] * self.num_workers
+        self._conns: List[Optional[object]] = [None] * self.num_workers
+        # Which slots each worker has created instances for, so a restart knows whose state was lost.
+        self._live_slots: List[set] = [set() for _ in range(self.num_workers)]
+        self._finalizer = weakref.finalize(self, _shutdown, self._procs, self._conns, list(self._shared.values()))
+        for w in range(self.num_workers):
+            self._spawn(w)
+        self._await_ready(range(self.num_workers))
+
+    # ------------------------------------------------------------------ workers
+    def _start_worker(self, w: int) -> None:
+        self._spawn(w)
+        self._await_ready([w])
+
+    def _spawn(self, w: int) -> None:
+        parent, child = Pipe(duplex=True)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # user factories must import there too
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "afx_lightning.blackbox", str(child.fileno())],
+            pass_fds=(child.fileno(),),
+            env=env,
+        )
+        child.close()
+        parent.send(("init", pickle.dumps(self._config)))
+        self._procs[w], self._conns[w] = proc, parent
+        self._live_slots[w] = set()
+
+    def _await_ready(self, workers: Sequence[int], timeout_s: float = 120.0) -> None:
+        """A worker that cannot even start (unimportable factory, broken install) is a setup error, not a fault."""
+        for w in workers:
+            conn, proc = self._conns[w], self._procs[w]
+            try:
+                if not conn.poll(timeout_s):
+                    raise TimeoutError
+                message = conn.recv()
+            except (EOFError, OSError, TimeoutError):
+                proc.kill()
+                proc.wait()
+                self.close()
+                raise RuntimeError(
+                    f"fx worker {w} failed to start (exit code {proc.returncode}); its error is printed above. "
+                    "Is the chain factory importable from a fresh interpreter?"
+                ) from None
+            assert message[0] == "ready", message
+
+    def _restart_worker(self, w: int) -> None:
+        proc = self._procs[w]
+        if proc is not None:
+            proc.kill()
+            proc.wait(timeout=10)
+        lost = len(self._live_slots[w])
+        self.stats.worker_restarts += 1
+        self.stats.slots_reset += lost
+        log.warning("fx worker %d restarted; %d slot(s) lost their plugin state", w, lost)
+        self._start_worker(w)
+
+    def close(self) -> None:
+        """Stop the workers and free the shared memory (idempotent)."""
+        self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
+    # ------------------------------------------------------------------ rendering
+    def render(
+        self,
+        group: str,
+        slots: Sequence[int],
+        fresh: Sequence[bool],
+        audio: np.ndarray,
+        params: np.ndarray,
+    ) -> RenderResult:
+        """Render row m of ``audio`` [M, C, N] with ``params[m, i]`` through instance i of slot ``slots[m]``."""
+        if self.closed:
+            raise RuntimeError("the fx worker pool is closed")
+        if group not in self.groups:
+            raise KeyError(f"unknown slot group {group!r}; this pool has {sorted(self.groups)}")
+        spec, arrays = self.groups[group], self._shared[group]
+        slots = [int(s) for s in slots]
+        fresh = [bool(f) for f in fresh]
+        m = len(slots)
+        self._check_rows(group, spec, slots, audio, params)
+        t0 = time.perf_counter()
+        arrays["audio"][:m] = audio
+        arrays["params"][:m] = params
+        arrays["status"][:m] = 0
+
+        attempts = [0] * m
+        failed = np.zeros(m, dtype=bool)
+        events: List[FaultEvent] = []
+        cpu = 0.0
+        todo: Dict[int, List[int]] = {}
+        for row, slot in enumerate(slots):
+            todo.setdefault(slot % self.num_workers, []).append(row)
+        while todo:
+            busy = {}
+            for w, rows in todo.items():
+                if self._procs[w].poll() is not None:  # died between steps (e.g. killed from outside)
+                    self._restart_worker(w)
+                    for r in rows:
+                        fresh[r] = True
+                self._conns[w].send(("render", group, rows, [slots[r] for r in rows], [fresh[r] for r in rows]))
+                self._live_slots[w].update(slots[r] for r in rows)
+                busy[w] = rows
+            todo = {}
+            while busy:
+                outcome = self._wait_any(busy, arrays["status"], arrays["started"])
+                for w, (kind, payload) in outcome.items():
+                    rows = busy.pop(w)
+                    if kind == "done":
+                        faults, cpu_s = payload
+                        cpu += cpu_s
+                        problems = [(row, k, msg) for row, k, msg in faults]
+                        retry_rows: List[int] = []
+                    else:  # the worker died or hung: find the row it was on and re-run those it never reached
+                        status = arrays["status"]
+                        culprit = [r for r in rows if status[r] == RUNNING]
+                        if not culprit:  # died between rows: charge the next row, so retries stay bounded
+                            culprit = [r for r in rows if status[r] not in (DONE, FAULT)][:1]
+                        problems = [(r, kind, payload) for r in culprit]
+                        # Faults the worker had handled but could not report before it died.
+                        problems += [
+                            (r, "exception", "plugin error (details lost: the worker died later in the step)")
+                            for r in rows
+                            if status[r] == FAULT
+                        ]
+                        retry_rows = [r for r in rows if status[r] not in (DONE, FAULT) and r not in culprit]
+                        self._restart_worker(w)
+                        for r in retry_rows:
+                            fresh[r] = True  # the replacement worker starts these slots from scratch
+                    for row, k, msg in problems:
+                        self._count(k)
+                        events.append(FaultEvent(k, group, row, slots[row], msg))
+                        log.warning("fx fault (%s) in group %r slot %d: %s", k, group, slots[row], msg)
+                        if attempts[row] < self.max_retries:
+                            attempts[row] += 1
+                            self.stats.retries += 1
+                            fresh[row] = True
+                            retry_rows.append(row)
+                        else:
+                            failed[row] = True
+                            arrays["out"][row] = arrays["audio"][row]
+                            self.stats.rows_dropped += 1
+                    if retry_rows:
+                        todo.setdefault(w, []).extend(sorted(retry_rows))
+        out = arrays["out"][:m].copy()
+        return RenderResult(out, failed, events, cpu, time.perf_counter() - t0)
+
+    def _check_rows(self, group: str, spec: SlotGroup, slots: List[int], audio: np.ndarray, params: np.ndarray) -> None:
+        m = len(slots)
+        if m == 0:
+            raise ValueError("render() needs at least one row")
+        if len(set(slots)) != m:
+            raise ValueError("each slot may appear only once per batch (its plugin state is sequential)")
+        if min(slots) < 0 or max(slots) >= spec.num_slots:
+            raise ValueError(
+                f"slot ids must lie in [0, {spec.num_slots}) for group {group!r}, got {min(slots)}..{max(slots)}"
+            )
+        expected_audio = (m, self.channels, self.block_size)
+        if tuple(audio.shape) != expected_audio:
+            raise ValueError(f"audio must be shaped {expected_audio} (rows, channels, block), got {tuple(audio.shape)}")
+        expected_params = (m, spec.instances, self.num_params)
+        if tuple(params.shape) != expected_params:
+            raise ValueError(f"params must be shaped {expected_params} (rows, instances, P), got {tuple(params.shape)}")
+
+    def _wait_any(self, busy: Dict[int, List[int]], status: np.ndarray, started: np.ndarray) -> Dict[int, tuple]:
+        """Block until at least one busy worker answers, dies, or overruns the per-row timeout."""
+        waitables = {self._conns[w]: w for w in busy}  # a dead worker's pipe reads as EOF
+        poll = min(0.25, self.timeout_s / 4)
+        while True:
+            ready = wait(list(waitables), timeout=poll)
+            outcome: Dict[int, tuple] = {}
+            for obj in ready:
+                w = waitables[obj]
+                if w in outcome:
+                    continue
+                conn = self._conns[w]
+                if conn.poll():
+                    try:
+                        message = conn.recv()
+                        outcome[w] = ("done", (message[1], message[2]))
+                        continue
+                    except (EOFError, OSError):
+                        pass
+                proc = self._procs[w]
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                outcome[w] = ("crash", f"worker process died ({_describe_exit(proc.returncode)})")
+            if outcome:
+                return outcome
+            now = time.monotonic()
+            for w, rows in busy.items():
+                running = [r for r in rows if status[r] == RUNNING]
+                if running and now - started[running[0]] > self.timeout_s:
+                    outcome[w] = ("timeout", f"plugin call exceeded {self.timeout_s:g} s")
+            if outcome:
+                return outcome
+
+    def _count(self, kind: str) -> None:
+        setattr(self.stats, kind, getattr(self.stats, kind) + 1)
+
+
+def _describe_exit(code: Optional[int]) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            pass
+    return f"exit code {code}"
+
+
+def _shutdown(procs, conns, shared: List[SharedArrays]) -> None:
+    for conn in conns:
+        if conn is not None:
+            try:
+                conn.send(("close",))
+            except Exception:
+                pass
+    deadline = time.monotonic() + 2.0
+    for proc in procs:
+        if proc is None:
+            continue
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for conn in conns:
+        if conn is not None:
+            conn.close()
+    for s in shared:
+        s.close()

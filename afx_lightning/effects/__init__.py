@@ -1,0 +1,22 @@
+"""What a plugin is: named parameters, the effect contract, chains, and the backends."""
+
+from .base import Chain, ChainFactory, Effect, PluginUnavailable
+from .params import ParamSpec, Scale, defaults_normalized
+from .pedalboard_backend import PedalboardEffect, PedalboardGraph, attribute_setter, fan_out, plugin_file_effect
+from .python_backend import FunctionEffect
+
+__all__ = [
+    "Chain",
+    "ChainFactory",
+    "Effect",
+    "FunctionEffect",
+    "ParamSpec",
+    "PedalboardEffect",
+    "PedalboardGraph",
+    "PluginUnavailable",
+    "Scale",
+    "attribute_setter",
+    "defaults_normalized",
+    "fan_out",
+    "plugin_file_effect",
+]

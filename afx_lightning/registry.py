@@ -1,0 +1,90 @@
+"""Discovery of effect chains and recipes through entry points.
+
+The shipped chains and recipes register exactly as a third-party package would, in ``pyproject.toml``::
+
+    [project.entry-points."afx_lightning.effects"]
+    my_chain = "my_package.chains:my_chain"        # a ChainFactory(sample_rate, block_size) -> Chain
+
+    [project.entry-points."afx_lightning.recipes"]
+    my_task = "my_package:MY_TASK_YAML"             # a path to a YAML recipe (or a callable returning one)
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from typing import Callable
+
+from .effects.base import Chain, ChainFactory
+
+CHAIN_GROUP = "afx_lightning.effects"
+RECIPE_GROUP = "afx_lightning.recipes"
+
+
+class UnknownNameError(KeyError):
+    """A chain or recipe name that no installed package registers."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+def _entry_points(group: str) -> dict[str, EntryPoint]:
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=group):
+        found.setdefault(ep.name, ep)
+    return found
+
+
+def _lookup(group: str, kind: str, name: str) -> EntryPoint:
+    eps = _entry_points(group)
+    if name not in eps:
+        known = ", ".join(sorted(eps)) or "none"
+        raise UnknownNameError(f"unknown {kind} {name!r}; registered {kind}s: {known}")
+    return eps[name]
+
+
+def chain_names() -> list[str]:
+    return sorted(_entry_points(CHAIN_GROUP))
+
+
+def recipe_names() -> list[str]:
+    return sorted(_entry_points(RECIPE_GROUP))
+
+
+@functools.lru_cache(maxsize=None)
+def get_chain_factory(name: str) -> ChainFactory:
+    """The factory registered as ``name`` (cached: workers build many instances of one chain)."""
+    return _lookup(CHAIN_GROUP, "chain", name).load()
+
+
+def build_chain(name: str, sample_rate: int, block_size: int) -> Chain:
+    """Build a registered chain (raises :class:`PluginUnavailable` when its plugins are not installed)."""
+    chain = get_chain_factory(name)(sample_rate=sample_rate, block_size=block_size)
+    if not isinstance(chain, Chain):
+        raise TypeError(f"chain factory {name!r} returned {type(chain).__name__}, not an afx_lightning Chain")
+    return chain
+
+
+@functools.lru_cache(maxsize=None)
+def _recipe_target(name: str) -> object:
+    return _lookup(RECIPE_GROUP, "recipe", name).load()
+
+
+def recipe_path(name: str) -> Path:
+    """The YAML file of a registered recipe."""
+    target = _recipe_target(name)
+    if callable(target):
+        target = target()
+    if not isinstance(target, (str, os.PathLike)):
+        raise TypeError(f"recipe {name!r} resolves to {type(target).__name__}, not a path to a YAML file")
+    path = Path(target)
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe {name!r} points at {path}, which does not exist")
+    return path
+
+
+def chain_reference(name: str) -> Callable[..., Chain]:
+    """A picklable factory for a registered chain, to hand to worker processes."""
+    return functools.partial(build_chain, name)
