@@ -86,3 +86,16 @@ def faulty_chain(sample_rate: int, block_size: int) -> Chain:
     """A gain that raises, returns NaN, segfaults or hangs when a block starts with a trigger value."""
     params = (ParamSpec("gain", 0.0, 2.0, 1.0),)
     return Chain([FunctionEffect("faulty", _faulty, params, sample_rate)], name="faulty")
+
+
+def _previous_block(audio: np.ndarray, values: Dict[str, float], state: Dict[str, Any]) -> np.ndarray:
+    out = state.get("previous", np.zeros_like(audio)) * values["gain"]
+    state["previous"] = audio.copy()
+    return out.astype(np.float32)
+
+
+def delay_chain(sample_rate: int, block_size: int) -> Chain:
+    """Outputs the previous block times a gain: its state is exactly the last input it saw."""
+    params = (ParamSpec("gain", 0.5, 1.5, 1.0),)
+    effect = FunctionEffect("block_delay", _previous_block, params, sample_rate, latency=block_size)
+    return Chain([effect], name="block_delay")

@@ -103,6 +103,13 @@ class FxWorkerPool:
         timeout_s: float = 30.0,
         max_retries: int = 1,
     ):
+        try:
+            pickle.dumps(chain_factory)
+        except Exception as exc:
+            raise TypeError(
+                f"chain factory {chain_factory!r} must be picklable (a module-level function or a "
+                f"functools.partial of one): plugins are built inside worker processes ({exc})"
+            ) from None
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         self.groups = dict(groups)

@@ -1,0 +1,264 @@
+"""The black-box layer against ground truth: SPSA/FD vs autodiff, state across blocks, faults."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from afx_lightning.blackbox import BlackBoxLayer, FxWorkerPool, SlotGroup
+from afx_lightning.registry import build_chain
+from afx_lightning.testing import (
+    TRIGGER_CRASH,
+    TRIGGER_EXCEPTION,
+    TRIGGER_HANG,
+    TRIGGER_NAN,
+    delay_chain,
+    faulty_chain,
+    reference_chain,
+    reference_torch,
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    return torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0).item()
+
+
+def _autodiff_grad(x, theta, weight):
+    t = theta.detach().clone().requires_grad_()
+    (reference_torch(x.double(), t.double()) * weight.double()).sum().backward()
+    return t.grad.float()
+
+
+def _layer_grad(layer, x, theta, weight, fresh=True):
+    t = theta.detach().clone().requires_grad_()
+    m = x.shape[0]
+    y = layer(x, t, torch.arange(m), torch.full((m,), fresh))
+    (y * weight).sum().backward()
+    return y.detach(), t.grad
+
+
+@pytest.fixture(scope="module")
+def frames():
+    g = torch.Generator().manual_seed(0)
+    x = 0.5 * torch.randn(4, 1, 1024, generator=g)
+    theta = 0.15 + 0.7 * torch.rand(4, 3, generator=g)  # away from the box edges
+    weight = torch.randn(4, 1, 1024, generator=g)  # dL/dy of a linear loss
+    return x, theta, weight
+
+
+def test_spsa_gradient_matches_autodiff(frames):
+    x, theta, weight = frames
+    layer = BlackBoxLayer(reference_chain, num_slots=4, num_eval_slots=1, num_perturbations=32, num_workers=2, seed=3)
+    try:
+        y, grad = _layer_grad(layer, x, theta, weight)
+    finally:
+        layer.close()
+    assert torch.allclose(y, reference_torch(x, theta), atol=1e-5)  # forward renders the real effect
+    truth = _autodiff_grad(x, theta, weight)
+    assert _cos(grad, truth) >= 0.95
+    # magnitudes agree too, not only directions
+    assert grad.norm() == pytest.approx(truth.norm().item(), rel=0.2)
+
+
+def test_finite_differences_match_autodiff(frames):
+    x, theta, weight = frames
+    layer = BlackBoxLayer(reference_chain, num_slots=4, num_eval_slots=1, gradient="fd", epsilon=1e-3, num_workers=2)
+    try:
+        _, grad = _layer_grad(layer, x, theta, weight)
+    finally:
+        layer.close()
+    truth = _autodiff_grad(x, theta, weight)
+    torch.testing.assert_close(grad, truth, rtol=2e-2, atol=1e-2 * truth.abs().max().item())
+
+
+def test_single_spsa_draws_are_unbiased(frames):
+    """K=1 estimates are noisy, but their average over many steps converges to the true gradient."""
+    x, theta, weight = frames
+    layer = BlackBoxLayer(reference_chain, num_slots=4, num_eval_slots=1, num_workers=2, seed=7)
+    try:
+        grads = [_layer_grad(layer, x, theta, weight)[1] for _ in range(60)]
+    finally:
+        layer.close()
+    truth = _autodiff_grad(x, theta, weight)
+    assert _cos(grads[0], truth) < 0.99  # a single draw is not exact ...
+    assert _cos(torch.stack(grads).mean(0), truth) > 0.95  # ... the mean is
+
+
+def test_spsa_and_fd_agree_on_a_pedalboard_chain():
+    g = torch.Generator().manual_seed(1)
+    m = 3
+    x = 0.8 * torch.randn(m, 1, 1024, generator=g)
+    theta = 0.2 + 0.6 * torch.rand(m, 21, generator=g)
+    target = 0.3 * torch.randn(m, 1, 1024, generator=g)
+
+    def grad(layer):
+        t = theta.clone().requires_grad_()
+        y = layer(x, t, torch.arange(m), torch.ones(m, dtype=torch.bool))
+        ((y - target) ** 2).mean().backward()
+        return t.grad
+
+    spsa = BlackBoxLayer("pb_mb_compressor", num_slots=m, num_perturbations=48, num_workers=2, seed=0)
+    fd = BlackBoxLayer("pb_mb_compressor", num_slots=m, gradient="fd", num_workers=2)
+    try:
+        g_spsa, g_fd = grad(spsa), grad(fd)
+    finally:
+        spsa.close()
+        fd.close()
+    assert g_fd.abs().sum() > 0
+    assert _cos(g_spsa, g_fd) > 0.6
+
+
+def test_gradient_is_zero_where_a_parameter_has_no_effect():
+    """FD on the mastering chain: EQ bands above 0.9 Nyquist are inactive, so their gradient is exactly 0."""
+    layer = BlackBoxLayer("pb_mastering", num_slots=1, gradient="fd", num_workers=1)
+    try:
+        t = torch.full((1, 50), 0.5, requires_grad=True)
+        y = layer(0.5 * torch.randn(1, 1, 1024), t, torch.tensor([0]), torch.tensor([True]))
+        (y**2).sum().backward()
+    finally:
+        layer.close()
+    names = layer.info.param_names
+    inactive = [i for i, p in enumerate(layer.info.trainable_params) if "inactive" in p.description]
+    assert inactive, "expected inactive EQ bands at 22050 Hz"
+    assert torch.all(t.grad[0, inactive] == 0)
+    assert t.grad[0, names.index("eq.g_out")] != 0
+
+
+def _stream(layer, clip, theta, slot_fresh_every=None):
+    """Render a [1, T] clip frame by frame through slot 0 of a layer in eval mode."""
+    n = layer.block_size
+    out = []
+    for i, start in enumerate(range(0, clip.shape[-1], n)):
+        fresh = i == 0 or (slot_fresh_every is not None and i % slot_fresh_every == 0)
+        frame = clip[None, :, start : start + n]
+        out.append(layer(frame, theta[None], torch.tensor([0]), torch.tensor([fresh]))[0])
+    return torch.cat(out, dim=-1)
+
+
+def test_frame_by_frame_through_a_slot_equals_one_call():
+    sr, n, frames = 22050, 1024, 12
+    g = torch.Generator().manual_seed(2)
+    t = torch.arange(n * frames) / sr
+    clip = (torch.sin(2 * np.pi * 220 * t) * torch.linspace(0.05, 1.0, n * frames)).float()[None]
+    clip = clip + 0.05 * torch.randn(clip.shape, generator=g)
+    theta = torch.rand(21, generator=g)
+    layer = BlackBoxLayer("pb_mb_compressor", num_slots=1, num_eval_slots=1, num_workers=1).eval()
+    try:
+        streamed = _stream(layer, clip, theta)
+        restarted = _stream(layer, clip, theta, slot_fresh_every=4)
+    finally:
+        layer.close()
+    whole = build_chain("pb_mb_compressor", sample_rate=sr, block_size=n * frames)
+    one_call = torch.from_numpy(whole.process(clip.numpy(), theta.numpy()))
+    torch.testing.assert_close(streamed, one_call, atol=1e-5, rtol=0)
+    # a fresh flag truly resets: frames 4.. of a restarted stream equal a stream started at frame 4
+    layer2 = BlackBoxLayer("pb_mb_compressor", num_slots=1, num_eval_slots=1, num_workers=1).eval()
+    try:
+        from_frame4 = _stream(layer2, clip[:, 4 * n :], theta)
+    finally:
+        layer2.close()
+    torch.testing.assert_close(restarted[:, 4 * n : 8 * n], from_frame4[:, : 4 * n], atol=1e-6, rtol=0)
+    assert not torch.allclose(restarted[:, 4 * n : 8 * n], streamed[:, 4 * n : 8 * n], atol=1e-4)
+
+
+def test_perturbed_instances_see_the_same_frames_as_the_forward_one():
+    """Every instance of a slot (forward, +, -) must receive every frame, in order, once."""
+    layer = BlackBoxLayer(delay_chain, num_slots=3, num_workers=2, num_perturbations=2, epsilon=0.1)
+    g = torch.Generator().manual_seed(5)
+    previous = None
+    try:
+        for step in range(6):
+            x = torch.randn(3, 1, 1024, generator=g)
+            theta = torch.rand(3, 1, generator=g).requires_grad_()
+            layer(x, theta, torch.arange(3), torch.full((3,), step == 0))
+            out = torch.from_numpy(layer.last_result.out)  # [M, 1 + 2K, C, N]
+            params = layer.estimator.perturb(theta.detach(), torch.Generator())[0]  # only for shapes
+            assert out.shape[1] == params.shape[1] == 5
+            if previous is not None:
+                gains = out.abs().amax(dim=(2, 3)) / previous.abs().amax(dim=(1, 2))[:, None]
+                torch.testing.assert_close(out / gains[..., None, None], previous[:, None].expand_as(out))
+            previous = x
+    finally:
+        layer.close()
+
+
+def test_faults_inside_a_training_loop_are_survived_and_counted():
+    m = 6
+    plan = {3: TRIGGER_CRASH, 11: TRIGGER_HANG, 19: TRIGGER_NAN, 27: TRIGGER_EXCEPTION, 40: TRIGGER_CRASH}
+    layer = BlackBoxLayer(faulty_chain, num_slots=m, num_workers=2, timeout_s=1.0, max_retries=0)
+    g = torch.Generator().manual_seed(0)
+    zeroed = []
+    try:
+        for step in range(50):
+            x = 0.5 * torch.rand(m, 1, 1024, generator=g)
+            if step in plan:
+                x[step % m, 0, 0] = plan[step]
+            theta = torch.rand(m, 1, generator=g).requires_grad_()
+            y = layer(x, theta, torch.arange(m), torch.full((m,), step == 0))
+            y.sum().backward()
+            assert torch.isfinite(y).all()
+            zeroed += [(step, r) for r in range(m) if theta.grad[r, 0] == 0]
+            if step in plan:  # the faulty row comes back dry
+                torch.testing.assert_close(y[step % m], x[step % m])
+        stats = layer.fault_stats
+    finally:
+        layer.close()
+    assert (stats.crash, stats.timeout, stats.nonfinite, stats.exception) == (2, 1, 1, 1)
+    assert stats.rows_dropped == 5
+    assert zeroed == sorted((s, s % m) for s in plan)  # exactly the faulty rows lost their gradient
+    assert stats.worker_restarts == 3  # two crashes and one hang
+
+
+def test_a_retry_on_fresh_instances_rescues_a_transient_fault():
+    pool = FxWorkerPool(
+        faulty_chain, {"train": SlotGroup(2, 1)}, channels=1, block_size=16, num_params=1,
+        sample_rate=22050, num_workers=1, timeout_s=5, max_retries=1,
+    )
+    try:
+        audio = np.full((2, 1, 16), 0.25, np.float32)
+        audio[1, 0, 0] = TRIGGER_EXCEPTION  # deterministic: fails again on retry
+        result = pool.render("train", [0, 1], [True, True], audio, np.full((2, 1, 1), 0.5, np.float32))
+        assert result.failed.tolist() == [False, True]
+        assert pool.stats.exception == 2 and pool.stats.retries == 1 and pool.stats.rows_dropped == 1
+        np.testing.assert_allclose(result.out[0, 0], 0.25 * 1.0)  # gain 0.5 * 2 = 1
+    finally:
+        pool.close()
+
+
+def test_bad_inputs_get_clear_errors():
+    layer = BlackBoxLayer(reference_chain, num_slots=2, num_eval_slots=1, num_workers=1)
+    try:
+        with pytest.raises(ValueError, match=r"theta must be shaped \(2, 3\)"):
+            layer(torch.zeros(2, 1, 1024), torch.zeros(2, 4), torch.arange(2), torch.ones(2, dtype=torch.bool))
+        with pytest.raises(ValueError, match="each slot may appear only once"):
+            layer(torch.zeros(2, 1, 1024), torch.zeros(2, 3), torch.tensor([1, 1]), torch.ones(2, dtype=torch.bool))
+        with pytest.raises(ValueError, match=r"slot ids must lie in \[0, 2\)"):
+            layer(torch.zeros(1, 1, 1024), torch.zeros(1, 3), torch.tensor([5]), torch.ones(1, dtype=torch.bool))
+        with pytest.raises(ValueError, match=r"audio must be shaped \(1, 1, 1024\)"):
+            layer(torch.zeros(1, 1, 512), torch.zeros(1, 3), torch.tensor([0]), torch.ones(1, dtype=torch.bool))
+    finally:
+        layer.close()
+    with pytest.raises(KeyError, match="unknown chain 'nope'; registered chains: .*pb_mb_compressor"):
+        BlackBoxLayer("nope")
+
+
+def test_a_factory_that_cannot_start_in_a_worker_fails_at_start_up(monkeypatch):
+    # a module that exists only in this process: the worker cannot import the factory
+    module = types.ModuleType("afx_ephemeral_chains")
+    exec("from afx_lightning.testing import reference_chain\ndef chain(**kw):\n    return reference_chain(**kw)", module.__dict__)
+    monkeypatch.setitem(sys.modules, "afx_ephemeral_chains", module)
+    layer = BlackBoxLayer(module.chain, num_slots=1, num_workers=1)
+    with pytest.raises(RuntimeError, match="fx worker 0 failed to start"):
+        layer(torch.zeros(1, 1, 1024), torch.zeros(1, 3), torch.tensor([0]), torch.ones(1, dtype=torch.bool))
+
+
+def test_an_unpicklable_factory_is_refused_with_a_clear_message():
+    layer = BlackBoxLayer(lambda sample_rate, block_size: reference_chain(sample_rate, block_size), num_slots=1)
+    with pytest.raises(TypeError, match="chain factory .* must be picklable"):
+        layer(torch.zeros(1, 1, 1024), torch.zeros(1, 3), torch.tensor([0]), torch.ones(1, dtype=torch.bool))
