@@ -1,0 +1,428 @@
+"""The LightningDataModule: paired clips -> slot streams -> whole batches for the black-box layer.
+
+Every batch is a dict of tensors::
+
+    context  float32 (R, C, context_size)  the encoder's view, frame at offset context_before, zero-padded at clip edges
+    frame    float32 (R, C, frame_size)    input[pos : pos + N]
+    target   float32 (R, C, frame_size)    target[pos : pos + N]
+    slot     int64   (R,)                  which slot (set of plugin instances) the row belongs to
+    fresh    bool    (R,)                  the slot starts a new clip: reset its instances before rendering
+    clip     int64   (R,)                  clip index in its split
+    position int64   (R,)                  frame start, in samples
+
+Training batches always have R = batch_size rows with slot = arange(batch_size). Evaluation batches drop the
+rows of slots that have nothing left to play, so the last ones are smaller; ``slot`` then lists only the
+playing slots (never renumbered), which keeps each row on the instances that heard its clip so far.
+
+Exact resume. The training stream is persistent across epochs and its state goes into checkpoints. Lightning
+fetches one batch ahead, so at checkpoint time the live stream has already produced a batch the model has not
+seen. The module therefore snapshots the stream before producing each batch and :meth:`state_dict` returns the
+snapshot of the next batch the model will consume: batch ``trainer.global_step * accumulate_grad_batches``.
+That is exact when every optimizer step consumes ``accumulate_grad_batches`` batches (automatic optimization,
+or manual optimization stepping once per batch, without skipped steps) and checkpoints are written at
+optimizer-step boundaries, as ``ModelCheckpoint`` does; keep ``steps_per_epoch`` a multiple of the
+accumulation. Epochs end where the global batch count reaches a multiple of ``steps_per_epoch``, so a resumed
+run keeps the same epoch boundaries.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from .datasets import DataError, DemoClips, PairedClips, PairedFolder
+from .streams import SlotStream, StreamStep
+
+SPLITS = ("train", "val", "test")
+Batch = dict[str, torch.Tensor]
+
+
+class _EvalBatches(IterableDataset):
+    """A finite, repeatable pass over one split: every iteration replays the same schedule from the start."""
+
+    def __init__(self, frame_counts: list[int], num_slots: int, make_batch: Callable[[StreamStep], Batch]):
+        self._frame_counts = frame_counts
+        self._num_slots = num_slots
+        self._make_batch = make_batch
+        self._length = SlotStream(frame_counts, num_slots, mode="eval").count_steps()
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[Batch]:
+        for step in SlotStream(self._frame_counts, self._num_slots, mode="eval"):
+            yield self._make_batch(step)
+
+
+class _TrainBatches(IterableDataset):
+    """One epoch of the data module's persistent training stream."""
+
+    def __init__(self, owner: "AudioFxDataModule"):
+        self._owner = owner
+
+    def __len__(self) -> int:
+        return self._owner.steps_per_epoch
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self._owner._train_epoch()
+
+
+class _ResumableLoader(DataLoader):
+    """A DataLoader that Lightning sees as resumable (so it does not warn about mid-epoch checkpoints).
+
+    Its state is the data module's snapshot, so with the data module attached both checkpoint copies are equal.
+    Without the data module (``trainer.fit(model, train_dataloaders=...)``) the consumed-batch count is unknown,
+    so it saves nothing rather than a state one prefetched batch ahead.
+    """
+
+    def __init__(self, dataset: _TrainBatches, owner: "AudioFxDataModule"):
+        super().__init__(dataset, batch_size=None, num_workers=0)
+        self._owner = owner
+
+    def state_dict(self) -> dict[str, Any]:
+        if self._owner.trainer is None:
+            warnings.warn(
+                "data: pass the data module as trainer.fit(datamodule=...) to checkpoint the training stream; "
+                "a resume will restart it",
+                stacklevel=2,
+            )
+            return {}
+        return self._owner.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._owner.load_state_dict(state)
+
+
+class AudioFxDataModule(pl.LightningDataModule):
+    """Paired audio for DeepAFx training, cut into per-slot consecutive frames.
+
+    Args:
+        dataset: ``demo`` (generated known-answer task through ``chain``) or ``folder`` (WAV pairs under ``root``).
+        root: for ``folder``: a folder with ``train/``, ``val/`` and optionally ``test/``, each holding
+            ``input/`` and ``target/`` WAVs paired by file name.
+        chain: for ``demo``: the registered chain that renders the targets.
+        batch_size: M, the number of training slots (sets of plugin instances).
+        val_batch_size: slots used for validation and test.
+        steps_per_epoch: training batches per epoch.
+        frame_size: N, samples per frame (and the plugin block size).
+        context_size: samples the encoder sees around each frame; ``(context_size - frame_size) // 2`` lie before it.
+        sample_rate: the rate every file must have.
+        channels: 1 downmixes files to mono; otherwise files must have exactly this many channels.
+        seed: training stream shuffling and demo data generation.
+        demo_clips, demo_val_clips, demo_test_clips, demo_seconds: demo split sizes and clip length.
+        demo_variation: how far the hidden parameters wander around their base point (in [0, 1] units).
+        demo_spread: how far the base point lies from the chain defaults toward a random point (0..1).
+        input_dir, target_dir: sub-folder names inside each split of ``root``.
+        length_tolerance: input/target length difference (samples) trimmed silently; more is an error.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "demo",
+        root: Optional[str] = None,
+        chain: str = "pb_mb_compressor",
+        batch_size: int = 100,
+        val_batch_size: int = 8,
+        steps_per_epoch: int = 1000,
+        frame_size: int = 1024,
+        context_size: int = 40960,
+        sample_rate: int = 22050,
+        channels: int = 1,
+        seed: int = 0,
+        demo_clips: int = 8,
+        demo_val_clips: int = 4,
+        demo_test_clips: int = 4,
+        demo_seconds: float = 6.0,
+        demo_variation: float = 0.1,
+        demo_spread: float = 0.3,
+        input_dir: str = "input",
+        target_dir: str = "target",
+        length_tolerance: int = 1024,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.dataset = dataset
+        self.root = root
+        self.chain = chain
+        self.batch_size = int(batch_size)
+        self.val_batch_size = int(val_batch_size)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.frame_size = int(frame_size)
+        self.context_size = int(context_size)
+        self._sample_rate = int(sample_rate)
+        self.channels = int(channels)
+        self.seed = int(seed)
+        self.demo_clips = int(demo_clips)
+        self.demo_val_clips = int(demo_val_clips)
+        self.demo_test_clips = int(demo_test_clips)
+        self.demo_seconds = float(demo_seconds)
+        self.demo_variation = float(demo_variation)
+        self.demo_spread = float(demo_spread)
+        self.input_dir = input_dir
+        self.target_dir = target_dir
+        self.length_tolerance = int(length_tolerance)
+        self._check_args()
+        self._splits: dict[str, Optional[PairedClips]] = {}
+        self._given: dict[str, Optional[PairedClips]] = {}
+        self._train: Optional[SlotStream] = None
+        self._pending: Optional[dict[str, Any]] = None
+        self._snapshots: deque[tuple[int, dict[str, Any]]] = deque(maxlen=8)
+
+    @classmethod
+    def from_clips(
+        cls,
+        train: PairedClips,
+        val: Optional[PairedClips] = None,
+        test: Optional[PairedClips] = None,
+        **kwargs: Any,
+    ) -> "AudioFxDataModule":
+        """A data module over clips built in code (tests, notebooks); other options as in the constructor."""
+        kwargs.setdefault("sample_rate", train.sample_rate)
+        dm = cls(**kwargs)
+        dm._given = {"train": train, "val": val, "test": test}
+        return dm
+
+    # ------------------------------------------------------------------------------------------ config
+
+    @property
+    def context_before(self) -> int:
+        """Samples of context before the frame start (19 968 for the paper's 40 960 / 1024)."""
+        return (self.context_size - self.frame_size) // 2
+
+    @property
+    def sample_rate(self) -> int:
+        return self._sample_rate
+
+    @property
+    def num_channels(self) -> int:
+        return self._split("train").num_channels
+
+    def _check_args(self) -> None:
+        if self.dataset not in ("demo", "folder"):
+            raise DataError(f"data.dataset must be 'demo' or 'folder', got {self.dataset!r}")
+        positive = {
+            "batch_size": self.batch_size,
+            "val_batch_size": self.val_batch_size,
+            "steps_per_epoch": self.steps_per_epoch,
+            "frame_size": self.frame_size,
+            "sample_rate": self._sample_rate,
+            "channels": self.channels,
+        }
+        for name, value in positive.items():
+            if value < 1:
+                raise DataError(f"data.{name} must be at least 1, got {value}")
+        if self.context_size < self.frame_size:
+            raise DataError(f"data.context_size ({self.context_size}) must be at least data.frame_size ({self.frame_size})")
+
+    def _make_split(self, split: str) -> Optional[PairedClips]:
+        if self._given:
+            return self._given.get(split)
+        if self.dataset == "folder":
+            if self.root is None:
+                raise DataError(
+                    "data.root is not set: point it at a folder with train/input and train/target (or use data.dataset=demo)"
+                )
+            if split == "test" and not (Path(self.root).expanduser() / "test").is_dir():
+                return None
+            return PairedFolder(
+                self.root,
+                split,
+                self.input_dir,
+                self.target_dir,
+                self._sample_rate,
+                self.channels,
+                self.length_tolerance,
+            )
+        counts = {"train": self.demo_clips, "val": self.demo_val_clips, "test": self.demo_test_clips}
+        if counts[split] < 1:
+            return None
+        return DemoClips(
+            self.chain,
+            num_clips=counts[split],
+            clip_seconds=self.demo_seconds,
+            sample_rate=self._sample_rate,
+            seed=3 * self.seed + SPLITS.index(split),  # distinct audio per split ...
+            task_seed=self.seed,  # ... one hidden task for all of them
+            block_size=self.frame_size,
+            depth=self.demo_variation,
+            spread=self.demo_spread,
+            name=f"demo {split} [{self.chain}]",
+        )
+
+    def _split(self, split: str, required: bool = True) -> Optional[PairedClips]:
+        """The clips of a split, loaded and checked once."""
+        if split not in self._splits:
+            clips = self._make_split(split)
+            if clips is not None:
+                self._check_clips(split, clips)
+            self._splits[split] = clips
+        clips = self._splits[split]
+        if clips is None and required:
+            if self._given:
+                where = "none given"
+            elif self.dataset == "folder":
+                where = f"{Path(self.root).expanduser() / split} does not exist"
+            else:
+                where = f"data.demo_{split}_clips is 0" if split != "train" else "data.demo_clips is 0"
+            raise DataError(f"data: no {split} split ({where})")
+        return clips
+
+    def _check_clips(self, split: str, clips: PairedClips) -> None:
+        if clips.sample_rate != self._sample_rate:
+            raise DataError(f"data: {split} clips are at {clips.sample_rate} Hz but data.sample_rate is {self._sample_rate} Hz")
+        if not any(c.num_samples >= self.frame_size for c in clips):
+            raise DataError(f"data: no {split} clip is at least one frame ({self.frame_size} samples) long")
+        train = self._splits.get("train")
+        if split != "train" and train is not None and clips.num_channels != train.num_channels:
+            raise DataError(f"data: {split} clips have {clips.num_channels} channels, train clips {train.num_channels}")
+
+    def setup(self, stage: str) -> None:
+        """Load (or render) the splits a stage needs, failing early with one-line errors."""
+        self._check_args()
+        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ()}.get(stage, ())
+        for split in needed:
+            self._split(split)
+        if stage == "fit":
+            self._train_stream()
+
+    def describe(self) -> str:
+        """One line for logs: source, split sizes, layout."""
+        source = "clips given in code" if self._given else (
+            f"demo chain {self.chain}" if self.dataset == "demo" else f"folder {self.root}"
+        )
+        parts = []
+        for split in SPLITS:
+            clips = self._splits.get(split)
+            if clips is not None:
+                parts.append(f"{split} {len(clips)} clips/{clips.total_seconds:.1f} s")
+        sizes = ", ".join(parts) or "not loaded yet"
+        channels = f"{self._splits['train'].num_channels} ch" if self._splits.get("train") is not None else f"{self.channels} ch"
+        return (
+            f"data: {source} | {sizes} | {channels} @ {self._sample_rate} Hz | M={self.batch_size} slots "
+            f"(val {self.val_batch_size}) x N={self.frame_size}, context {self.context_size} "
+            f"({self.context_before} before) | {self.steps_per_epoch} steps/epoch"
+        )
+
+    @property
+    def train_clips(self) -> PairedClips:
+        return self._split("train")
+
+    @property
+    def val_clips(self) -> PairedClips:
+        return self._split("val")
+
+    @property
+    def test_clips(self) -> PairedClips:
+        return self._split("test")
+
+    # ------------------------------------------------------------------------------------------ batches
+
+    def _frame_counts(self, clips: PairedClips) -> list[int]:
+        return [c.num_samples // self.frame_size for c in clips]
+
+    def make_batch(self, clips: PairedClips, step: StreamStep) -> Batch:
+        """Cut the audio a schedule step asks for."""
+        rows, n, width, before = len(step), self.frame_size, self.context_size, self.context_before
+        channels = clips.num_channels
+        context = np.zeros((rows, channels, width), dtype=np.float32)
+        frame = np.empty((rows, channels, n), dtype=np.float32)
+        target = np.empty((rows, channels, n), dtype=np.float32)
+        positions = step.frames * n
+        for r, (c, pos) in enumerate(zip(step.clips.tolist(), positions.tolist())):
+            clip = clips[c]
+            frame[r] = clip.input[:, pos : pos + n]
+            target[r] = clip.target[:, pos : pos + n]
+            lo = pos - before
+            a, b = max(lo, 0), min(lo + width, clip.num_samples)
+            context[r, :, a - lo : b - lo] = clip.input[:, a:b]
+        return {
+            "context": torch.from_numpy(context),
+            "frame": torch.from_numpy(frame),
+            "target": torch.from_numpy(target),
+            "slot": torch.from_numpy(step.slots.copy()),
+            "fresh": torch.from_numpy(step.fresh.copy()),
+            "clip": torch.from_numpy(step.clips.copy()),
+            "position": torch.from_numpy(positions),
+        }
+
+    def _train_stream(self) -> SlotStream:
+        if self._train is None:
+            self._train = SlotStream(self._frame_counts(self._split("train")), self.batch_size, "train", self.seed)
+            if self._pending is not None:
+                self._apply(self._pending)
+        return self._train
+
+    def _train_epoch(self) -> Iterator[Batch]:
+        stream = self._train_stream()
+        clips = self._split("train")
+        for _ in range(self.steps_per_epoch - stream.steps % self.steps_per_epoch):
+            self._snapshots.append((stream.steps, stream.state_dict()))
+            yield self.make_batch(clips, next(stream))
+
+    def train_dataloader(self) -> DataLoader:
+        self._split("train")
+        return _ResumableLoader(_TrainBatches(self), self)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        clips = self._split(split)
+        dataset = _EvalBatches(self._frame_counts(clips), self.val_batch_size, lambda step: self.make_batch(clips, step))
+        return DataLoader(dataset, batch_size=None, num_workers=0)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    # ------------------------------------------------------------------------------------------ resume
+
+    def _consumed_batches(self) -> int:
+        """How many training batches the model has taken (see the module docstring for the assumption)."""
+        trainer = self.trainer
+        if trainer is None:
+            return self._train.steps if self._train is not None else 0
+        return int(trainer.global_step) * int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
+
+    def state_dict_at(self, batch: int) -> dict[str, Any]:
+        """The checkpoint state that resumes the stream right before training batch ``batch`` (global count)."""
+        stream = self._train_stream()
+        if batch == stream.steps:
+            return {"train_stream": stream.state_dict()}
+        for index, snapshot in self._snapshots:
+            if index == batch:
+                return {"train_stream": copy.deepcopy(snapshot)}
+        warnings.warn(
+            f"data: no stream snapshot for batch {batch} (stream is at {stream.steps}); "
+            "saving the live state, so a resume may replay or skip a batch",
+            stacklevel=2,
+        )
+        return {"train_stream": stream.state_dict()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Stream state for the next batch the model will consume (Lightning stores it in checkpoints)."""
+        if self._train is None:
+            return copy.deepcopy(self._pending) if self._pending is not None else {}
+        return self.state_dict_at(self._consumed_batches())
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not state_dict or "train_stream" not in state_dict:
+            return
+        self._pending = copy.deepcopy(state_dict)
+        if self._train is not None:
+            self._apply(self._pending)
+
+    def _apply(self, state: dict[str, Any]) -> None:
+        try:
+            self._train.load_state_dict(state["train_stream"])
+        except (KeyError, ValueError) as err:
+            raise DataError(f"data: cannot resume the training stream from the checkpoint: {err}") from None
+        self._snapshots.clear()
+        self._pending = None

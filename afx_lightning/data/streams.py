@@ -1,0 +1,136 @@
+"""Which clip and frame each slot plays next: the scheduler that keeps stateful plugins honest.
+
+The black-box layer keeps one set of plugin instances per slot (batch row). A plugin's state is only right if
+its slot hears consecutive, non-overlapping frames of one clip, so a :class:`SlotStream` plays each slot's clip
+from frame 0 to its last full frame before swapping in another clip and flagging the row ``fresh``.
+The stream works in frame units and never touches audio; its whole state is a few plain ints and lists, so it
+checkpoints with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+import numpy as np
+
+StreamMode = Literal["train", "eval"]
+IDLE = -1  # slot_clip value: the slot has no clip (not started yet, or nothing left to play)
+
+
+@dataclass(frozen=True)
+class StreamStep:
+    """One batch worth of schedule: the rows of the slots that play this step (ascending slot ids)."""
+
+    slots: np.ndarray  # int64 (R,)
+    clips: np.ndarray  # int64 (R,)
+    frames: np.ndarray  # int64 (R,), frame index inside the clip
+    fresh: np.ndarray  # bool (R,), the slot starts a new clip: reset its plugin instances
+
+    def __len__(self) -> int:
+        return int(self.slots.size)
+
+
+class SlotStream:
+    """A stateful schedule over ``num_slots`` slots and clips of ``frame_counts[i]`` full frames each.
+
+    - ``train``: endless; a free slot takes the next clip of a shuffled deck of all playable clips (every clip
+      is dealt once before any is dealt again), reshuffled from the seeded generator when empty. Every step has
+      ``num_slots`` rows.
+    - ``eval``: finite and deterministic; playable clips are dealt in order, each to the lowest free slot, and
+      each played once from its start. Slots with nothing left go idle and their rows are dropped, so the last
+      steps have fewer rows (slot ids stay those of the playing slots). Iteration stops when all are idle.
+
+    Clips shorter than one frame are never dealt.
+    """
+
+    def __init__(self, frame_counts: Sequence[int], num_slots: int, mode: StreamMode = "train", seed: int = 0):
+        if mode not in ("train", "eval"):
+            raise ValueError(f"stream mode must be 'train' or 'eval', got {mode!r}")
+        if num_slots < 1:
+            raise ValueError(f"a stream needs at least one slot, got {num_slots}")
+        self.frame_counts = [int(n) for n in frame_counts]
+        self.playable = [i for i, n in enumerate(self.frame_counts) if n >= 1]
+        if not self.playable:
+            raise ValueError("no clip is at least one frame long")
+        self.num_slots = int(num_slots)
+        self.mode: StreamMode = mode
+        self._rng = np.random.default_rng(seed)
+        self.slot_clip = [IDLE] * self.num_slots
+        self.slot_frame = [0] * self.num_slots
+        self.steps = 0
+        self._deck: list[int] = []
+        self._next_clip = 0
+
+    # ----------------------------------------------------------------------------------------- scheduling
+
+    def _deal(self) -> int:
+        if self.mode == "eval":
+            if self._next_clip >= len(self.playable):
+                return IDLE
+            self._next_clip += 1
+            return self.playable[self._next_clip - 1]
+        if not self._deck:
+            self._deck = [int(i) for i in self._rng.permutation(self.playable)]
+        return self._deck.pop()
+
+    def __iter__(self) -> "SlotStream":
+        return self
+
+    def __next__(self) -> StreamStep:
+        rows: list[tuple[int, int, int]] = []
+        for s in range(self.num_slots):
+            clip = self.slot_clip[s]
+            if clip == IDLE or self.slot_frame[s] >= self.frame_counts[clip]:
+                clip = self.slot_clip[s] = self._deal()
+                self.slot_frame[s] = 0
+                if clip == IDLE:
+                    continue
+            rows.append((s, clip, self.slot_frame[s]))
+            self.slot_frame[s] += 1
+        if not rows:
+            raise StopIteration
+        self.steps += 1
+        table = np.asarray(rows, dtype=np.int64)
+        return StreamStep(table[:, 0], table[:, 1], table[:, 2], table[:, 2] == 0)
+
+    def count_steps(self) -> int:
+        """How many steps an eval stream yields from its current state (it is not advanced)."""
+        if self.mode != "eval":
+            raise ValueError("a train stream is endless")
+        probe = copy.deepcopy(self)
+        return sum(1 for _ in probe)
+
+    # ----------------------------------------------------------------------------------------- state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain ints, lists and dicts only (the generator state is numpy's dict of Python ints)."""
+        return {
+            "mode": self.mode,
+            "num_slots": self.num_slots,
+            "num_clips": len(self.frame_counts),
+            "steps": self.steps,
+            "slot_clip": list(self.slot_clip),
+            "slot_frame": list(self.slot_frame),
+            "deck": list(self._deck),
+            "next_clip": self._next_clip,
+            "rng": copy.deepcopy(self._rng.bit_generator.state),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["mode"] != self.mode:
+            raise ValueError(f"saved stream is a {state['mode']} stream, this one is {self.mode}")
+        if state["num_slots"] != self.num_slots:
+            raise ValueError(f"saved stream has {state['num_slots']} slots, this one has {self.num_slots} (batch size changed?)")
+        if state["num_clips"] != len(self.frame_counts):
+            raise ValueError(f"saved stream covers {state['num_clips']} clips, the data now has {len(self.frame_counts)}")
+        clips = [int(c) for c in state["slot_clip"]]
+        if any(c != IDLE and not 0 <= c < len(self.frame_counts) for c in clips) or len(clips) != self.num_slots:
+            raise ValueError("saved stream refers to clips that do not exist")
+        self.steps = int(state["steps"])
+        self.slot_clip = clips
+        self.slot_frame = [int(f) for f in state["slot_frame"]]
+        self._deck = [int(c) for c in state["deck"]]
+        self._next_clip = int(state["next_clip"])
+        self._rng.bit_generator.state = copy.deepcopy(state["rng"])

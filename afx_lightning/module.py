@@ -1,0 +1,223 @@
+"""The LightningModule: encoder -> black-box plugin layer -> delay-invariant loss. Wiring only.
+
+DSP lives in the chains, gradient estimation and plugin processes in ``blackbox``, the loss in ``loss.py``,
+metrics in ``metrics.py``. This file decides what is logged and how the parts are connected.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Literal, Optional
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from .blackbox import BlackBoxLayer
+from .effects.params import defaults_normalized
+from .encoders import InceptionEncoder, ParameterEncoder
+from .loss import DelayInvariantLoss
+from .metrics import mfcc_distance
+
+EncoderFactory = Callable[[int], ParameterEncoder]
+
+
+class DeepAFx(pl.LightningModule):
+    """DeepAFx: a deep encoder drives real plugins; SPSA gradients flow through them.
+
+    Args:
+        chain: registered effect chain (``afx effects list``).
+        encoder: encoder class and its options; ``num_params`` is filled in from the chain
+            (YAML: ``class_path: afx_lightning.encoders.InceptionEncoder`` plus ``init_args``).
+        sample_rate, frame_size: audio the plugins run at (linked from ``data.*`` by the CLI).
+        num_slots, num_eval_slots: plugin slots for training / evaluation rows (linked from the batch sizes).
+        gradient, epsilon, num_perturbations: SPSA (paper eq. 2; official ε = 0.01) or FD, and K.
+        fx_workers, fx_timeout_s, fx_max_retries: the plugin worker pool (see ``BlackBoxLayer``).
+        lr: Adam learning rate (paper: 1e-4).
+        pretrain_steps, pretrain_lr: optional first steps that regress the encoder onto the chain's default
+            parameters (MSE), as the official code does, before plugins are used.
+        max_shift: extra alignment search of the loss in samples; the chain's reported latency is added.
+        time_weight, freq_weight: the loss weights (paper: 10 and 1).
+        plateau_factor, plateau_patience, min_lr: ReduceLROnPlateau on ``val/loss`` (paper: 0.2, 20, 1.6e-6);
+            ``plateau_patience=0`` disables it.
+        start_at_defaults: initialise the encoder's output bias at the chain's default parameters.
+        seed: SPSA perturbation seed.
+    """
+
+    def __init__(
+        self,
+        chain: str = "pb_mb_compressor",
+        encoder: Optional[EncoderFactory] = None,
+        sample_rate: int = 22050,
+        frame_size: int = 1024,
+        num_slots: int = 100,
+        num_eval_slots: int = 8,
+        gradient: Literal["spsa", "fd"] = "spsa",
+        epsilon: float = 0.01,
+        num_perturbations: int = 1,
+        fx_workers: Optional[int] = None,
+        fx_timeout_s: float = 30.0,
+        fx_max_retries: int = 1,
+        lr: float = 1e-4,
+        pretrain_steps: int = 0,
+        pretrain_lr: float = 1e-3,
+        max_shift: int = 100,
+        time_weight: float = 10.0,
+        freq_weight: float = 1.0,
+        plateau_factor: float = 0.2,
+        plateau_patience: int = 20,
+        min_lr: float = 1.6e-6,
+        start_at_defaults: bool = True,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["encoder"])
+        self.fx = BlackBoxLayer(
+            chain,
+            sample_rate=sample_rate,
+            block_size=frame_size,
+            num_slots=num_slots,
+            num_eval_slots=num_eval_slots,
+            gradient=gradient,
+            epsilon=epsilon,
+            num_perturbations=num_perturbations,
+            num_workers=fx_workers,
+            timeout_s=fx_timeout_s,
+            max_retries=fx_max_retries,
+            seed=seed,
+        )
+        make_encoder = encoder if encoder is not None else InceptionEncoder
+        self.encoder = make_encoder(self.fx.num_params)
+        if getattr(self.encoder, "num_params", self.fx.num_params) != self.fx.num_params:
+            raise ValueError(
+                f"model.encoder predicts {self.encoder.num_params} parameters but chain {chain!r} has {self.fx.num_params}"
+            )
+        if getattr(self.encoder, "sample_rate", sample_rate) != sample_rate:
+            raise ValueError(
+                f"model.encoder runs at {self.encoder.sample_rate} Hz but the data is at {sample_rate} Hz"
+            )
+        self.register_buffer("defaults", torch.from_numpy(defaults_normalized(self.fx.info.params)), persistent=False)
+        if start_at_defaults:
+            self.encoder.init_output_bias(self.defaults, weight_scale=0.1)
+        self.loss = DelayInvariantLoss(max_shift + self.fx.latency, time_weight, freq_weight)
+        self._force_fresh = False
+        self._val_outputs: Dict[int, Dict[int, tuple]] = {}
+
+    # ------------------------------------------------------------------ parts
+    @property
+    def param_names(self) -> List[str]:
+        return self.fx.info.param_names
+
+    def forward(self, context: Tensor) -> Tensor:
+        """Context audio [M, C, T] -> normalised parameters [M, P]."""
+        return self.encoder(context)
+
+    def render(self, batch: Dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Predict parameters and render the batch's frames through the plugins: (output, theta)."""
+        theta = self(batch["context"])
+        fresh = batch["fresh"]
+        if self._force_fresh and self.training:
+            fresh, self._force_fresh = torch.ones_like(fresh), False
+        return self.fx(batch["frame"], theta, batch["slot"], fresh), theta
+
+    def _loss(self, out: Tensor, target: Tensor) -> Tensor:
+        per_item = self.loss.per_item(out, target).loss
+        failed = self.fx.last_result.failed if self.fx.last_result is not None else None
+        if failed is not None and failed.any() and len(failed) == len(per_item):
+            keep = torch.from_numpy(~failed).to(per_item.device)
+            return per_item[keep].mean() if keep.any() else per_item.sum() * 0.0
+        return per_item.mean()
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, batch: Dict[str, Tensor], batch_idx: int) -> Tensor:
+        m = batch["frame"].shape[0]
+        if self.global_step < self.hparams.pretrain_steps:
+            theta = self(batch["context"])
+            loss = torch.nn.functional.mse_loss(theta, self.defaults.expand_as(theta))
+            self.log("train/pretrain_mse", loss, prog_bar=True, batch_size=m)
+            self._force_fresh = True  # the plugins have not seen these frames: restart them when they join
+            return loss
+        out, _ = self.render(batch)
+        loss = self._loss(out, batch["target"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=m)
+        result = self.fx.last_result
+        if result is not None:
+            self.log("fx/step_s", result.wall_s, batch_size=m)
+            self.log("fx/plugin_cpu_s", result.plugin_cpu_s, batch_size=m)
+        for key, value in self.fx.fault_stats.as_dict().items():
+            self.log(f"fx/{key}", float(value), batch_size=m)
+        return loss
+
+    def validation_step(self, batch: Dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def _eval_step(self, batch: Dict[str, Tensor], stage: str) -> None:
+        out, theta = self.render(batch)
+        m = out.shape[0]
+        self.log(f"{stage}/loss", self._loss(out, batch["target"]), prog_bar=True, batch_size=m)
+        self.log(f"{stage}/loss_identity", self.loss(batch["frame"], batch["target"]), batch_size=m)
+        clips = self._val_outputs
+        for row in range(m):
+            clip, pos = int(batch["clip"][row]), int(batch["position"][row])
+            clips.setdefault(clip, {})[pos] = (
+                batch["frame"][row].cpu(), batch["target"][row].cpu(), out[row].cpu(), theta[row].detach().cpu()
+            )
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_outputs = {}
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_clip_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_clip_metrics("test")
+
+    def evaluated_clips(self) -> Dict[int, Dict[str, Tensor]]:
+        """The last evaluation's clips reassembled: input, target, output [C, T] and theta [frames, P]."""
+        clips = {}
+        for clip, frames in sorted(self._val_outputs.items()):
+            ordered = [frames[p] for p in sorted(frames)]
+            clips[clip] = {
+                "input": torch.cat([f[0] for f in ordered], dim=-1),
+                "target": torch.cat([f[1] for f in ordered], dim=-1),
+                "output": torch.cat([f[2] for f in ordered], dim=-1),
+                "theta": torch.stack([f[3] for f in ordered]),
+            }
+        return clips
+
+    def _log_clip_metrics(self, stage: str) -> None:
+        clips = self.evaluated_clips()
+        if not clips:
+            return
+        model = torch.stack([mfcc_distance(c["output"], c["target"], self.hparams.sample_rate)[0] for c in clips.values()])
+        identity = torch.stack([mfcc_distance(c["input"], c["target"], self.hparams.sample_rate)[0] for c in clips.values()])
+        self.log(f"{stage}/d_mfcc", model.mean())
+        self.log(f"{stage}/d_mfcc_identity", identity.mean())
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        if self.hparams.plateau_patience <= 0:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            factor=self.hparams.plateau_factor,
+            patience=self.hparams.plateau_patience,
+            min_lr=self.hparams.min_lr,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Pre-training uses its own learning rate; the real one takes over afterwards."""
+        if self.hparams.pretrain_steps <= 0 or self.global_step > self.hparams.pretrain_steps:
+            return
+        lr = self.hparams.pretrain_lr if self.global_step < self.hparams.pretrain_steps else self.hparams.lr
+        for group in self.trainer.optimizers[0].param_groups:
+            group["lr"] = lr
+
+    def teardown(self, stage: str) -> None:
+        self.fx.close()
