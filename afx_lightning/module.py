@@ -193,8 +193,10 @@ class DeepAFx(pl.LightningModule):
         clips = self.evaluated_clips()
         if not clips:
             return
-        model = torch.stack([mfcc_distance(c["output"], c["target"], self.hparams.sample_rate)[0] for c in clips.values()])
-        identity = torch.stack([mfcc_distance(c["input"], c["target"], self.hparams.sample_rate)[0] for c in clips.values()])
+        sr = self.hparams.sample_rate
+        # per-coefficient cosine distance over time: the official code's (and Table 1's) d_MFCC
+        model = torch.stack([mfcc_distance(c["output"], c["target"], sr, over="coefficients")[0] for c in clips.values()])
+        identity = torch.stack([mfcc_distance(c["input"], c["target"], sr, over="coefficients")[0] for c in clips.values()])
         self.log(f"{stage}/d_mfcc", model.mean())
         self.log(f"{stage}/d_mfcc_identity", identity.mean())
 

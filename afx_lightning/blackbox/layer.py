@@ -14,7 +14,6 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Literal, Optional, Union
 
-import numpy as np
 import torch
 from torch import nn
 

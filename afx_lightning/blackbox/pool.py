@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from .shared import SharedArrays
-from .worker import DONE, FAULT, RUNNING, GroupLayout, WorkerConfig, worker_main
+from .worker import DONE, FAULT, RUNNING, GroupLayout, WorkerConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,73 @@
+"""What every parameter encoder is: log-mel front end -> trainable body -> dense ``P`` -> sigmoid (paper §2.1)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .frontend import LogMelFrontend
+
+
+class ParameterEncoder(nn.Module):
+    """Base class: maps an audio context ``[B, C, T]`` to plugin parameters ``[B, num_params]`` in (0, 1).
+
+    Subclasses build ``self.body`` (log-mel ``[B, 1, n_mels, frames]`` -> features ``[B, F]``) and call
+    :meth:`_build_head` with ``F``. The constructor convention ``(num_params, sample_rate, ...)`` with typed keyword
+    arguments is what lets LightningCLI / jsonargparse expose every encoder the same way.
+    """
+
+    def __init__(self, num_params: int, sample_rate: int = 22050, n_mels: int = 128, dropout: float = 0.0) -> None:
+        super().__init__()
+        if num_params < 1:
+            raise ValueError(f"num_params must be >= 1, got {num_params}")
+        self.num_params = num_params
+        self.sample_rate = sample_rate
+        self.frontend = LogMelFrontend(sample_rate=sample_rate, n_mels=n_mels)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.body: nn.Module = nn.Identity()
+        self.head: nn.Linear | None = None
+
+    def _build_head(self, in_features: int) -> None:
+        self.head = nn.Linear(in_features, self.num_params)
+
+    def logits(self, context: Tensor) -> Tensor:
+        """Pre-sigmoid outputs ``[B, num_params]``; useful for losses that want logits."""
+        if self.head is None:
+            raise RuntimeError(f"{type(self).__name__} did not build its head")
+        return self.head(self.dropout(self.body(self.frontend(context))))
+
+    def forward(self, context: Tensor) -> Tensor:
+        return torch.sigmoid(self.logits(context))
+
+    @torch.no_grad()
+    def init_output_bias(self, values: Tensor, weight_scale: float = 0.0) -> None:
+        """Start an untrained encoder at given normalised parameters (e.g. the chain's defaults).
+
+        Sets the last dense bias to ``logit(clip(values, 0.01, 0.99))`` and multiplies its weights by
+        ``weight_scale``. With the default 0 the output is exactly those values for any input; the head's weights
+        still receive gradients (its input features are non-zero), so training moves off the defaults after one
+        step. This is a cheap alternative to the paper's MSE pretraining towards the defaults.
+        """
+        if self.head is None:
+            raise RuntimeError(f"{type(self).__name__} did not build its head")
+        values = torch.as_tensor(values, dtype=self.head.bias.dtype, device=self.head.bias.device).flatten()
+        if values.numel() == 1:
+            values = values.expand(self.num_params)
+        if values.numel() != self.num_params:
+            raise ValueError(f"expected {self.num_params} values, got {values.numel()}")
+        self.head.bias.copy_(torch.logit(values.clamp(0.01, 0.99)))
+        self.head.weight.mul_(weight_scale)
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (buffers such as the mel filterbank are not parameters)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def conv_bn_relu(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> nn.Sequential:
+    """Conv (no bias: the batch norm has one) -> BatchNorm -> ReLU, 'same' padding for odd kernels."""
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+    )

@@ -1,0 +1,106 @@
+"""Evaluation metrics. ``mfcc_distance`` is the paper's d_MFCC (§4.2, Table 1), reproduced from its official code.
+
+What the official DeepAFx evaluation does (``getMSE_MFCC``), and what is kept here:
+
+1. Level matching: the prediction is scaled by ``mean|target| / mean|pred|``. Here both signals are scaled to unit
+   mean absolute level, which gives the same MFCCs (step 2 is relative to each signal's own peak) and is symmetric.
+2. 13 MFCCs from a 128-band mel power spectrogram (n_fft 1024, hop 256, Hann, centred frames) in dB relative to the
+   signal's own maximum (librosa ``power_to_db(ref=np.max)``: amin 1e-10, top_db 80), DCT-II with orthonormal
+   scaling. The mel filterbank is librosa's default (Slaney scale and area normalisation). Centring pads with zeros
+   (librosa >= 0.10's default; older librosa reflected) so any length works.
+3. Cosine distance ``1 - cos``. The brief and the paper's wording ("mean cosine distance") are implemented by default
+   as one distance per frame (13-dim MFCC vectors), averaged over frames (``over="frames"``). The official code passes
+   the ``[13, frames]`` matrices to sklearn's ``paired_distances``, i.e. one distance per coefficient over its whole
+   time trajectory, averaged over the 13 coefficients: ``over="coefficients"`` reproduces Table 1's definition.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torchaudio
+from torch import Tensor
+
+_MFCC_CACHE: dict[tuple, tuple[torchaudio.transforms.MelSpectrogram, Tensor]] = {}
+
+
+def _mfcc_parts(sample_rate: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.nn.Module, Tensor]:
+    key = (sample_rate, device, dtype)
+    if key not in _MFCC_CACHE:
+        mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=sample_rate,
+            n_fft=1024,
+            hop_length=256,
+            n_mels=128,
+            power=2.0,
+            center=True,
+            pad_mode="constant",
+            norm="slaney",
+            mel_scale="slaney",
+        ).to(device=device, dtype=dtype)
+        dct = torchaudio.functional.create_dct(13, 128, norm="ortho").to(device=device, dtype=dtype)
+        _MFCC_CACHE[key] = (mel, dct)
+    return _MFCC_CACHE[key]
+
+
+def _as_bt(x: Tensor) -> Tensor:
+    if x.dim() == 3:
+        return x.mean(dim=1)
+    if x.dim() == 2:
+        return x
+    if x.dim() == 1:
+        return x[None]
+    raise ValueError(f"expected audio [B, C, T], [B, T] or [T], got shape {tuple(x.shape)}")
+
+
+def normalize_level(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """Scale each row of ``[B, T]`` to unit mean absolute level (the official d_MFCC's gain matching)."""
+    return x / x.abs().mean(dim=-1, keepdim=True).clamp_min(eps)
+
+
+def mfcc(x: Tensor, sample_rate: int = 22050, top_db: float = 80.0) -> Tensor:
+    """The d_MFCC features: ``[B, T]`` (or ``[B, C, T]``, downmixed) -> ``[B, 13, frames]``, dB relative to peak."""
+    x = _as_bt(x)
+    mel, dct = _mfcc_parts(sample_rate, x.device, x.dtype)
+    power = mel(x)  # [B, 128, frames]
+    db = 10.0 * torch.log10(power.clamp_min(1e-10))
+    db = db - db.amax(dim=(1, 2), keepdim=True)  # ref = each item's own maximum
+    db = db.clamp_min(-top_db)
+    return torch.einsum("bmf,mk->bkf", db, dct)
+
+
+@torch.no_grad()
+def mfcc_distance(
+    pred: Tensor,
+    target: Tensor,
+    sample_rate: int = 22050,
+    over: Literal["frames", "coefficients"] = "frames",
+) -> Tensor:
+    """d_MFCC per item, ``[B]``: mean cosine distance between the MFCCs of level-matched ``pred`` and ``target``.
+
+    ``over="frames"``: per-frame distance of 13-dim vectors, averaged over frames (default). ``over="coefficients"``:
+    per-coefficient distance of time trajectories, averaged over the 13 coefficients (the official code).
+    """
+    pred, target = _as_bt(pred), _as_bt(target).to(pred.dtype)
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    a = mfcc(normalize_level(pred), sample_rate)
+    b = mfcc(normalize_level(target), sample_rate)
+    if over == "frames":
+        dim = 1
+    elif over == "coefficients":
+        dim = 2
+    else:
+        raise ValueError(f"over must be 'frames' or 'coefficients', got {over!r}")
+    return (1.0 - torch.nn.functional.cosine_similarity(a, b, dim=dim, eps=1e-8)).mean(dim=-1)
+
+
+def mean_mfcc_distance(
+    pred: Tensor,
+    target: Tensor,
+    sample_rate: int = 22050,
+    over: Literal["frames", "coefficients"] = "frames",
+) -> Tensor:
+    """Batch mean of :func:`mfcc_distance` (a scalar)."""
+    return mfcc_distance(pred, target, sample_rate, over).mean()
