@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -306,3 +308,31 @@ def test_blocks_longer_than_block_size_are_refused():
     chain = build_chain("pb_mb_compressor", SR, BLOCK)
     with pytest.raises(ValueError):
         chain.process(np.zeros((1, 2 * BLOCK), np.float32), theta(chain))
+
+
+ZAMCOMP = Path("/usr/lib/vst3/ZamComp.vst3")
+
+
+@pytest.mark.skipif(not ZAMCOMP.exists(), reason="needs Debian's zam-plugins (apt-get install zam-plugins)")
+def test_a_vst3_file_is_an_effect_with_parameters_in_plugin_units():
+    from afx_lightning.effects import ParamSpec, Scale, plugin_file_effect
+
+    params = [
+        ParamSpec("threshold", -60.0, 0.0, 0.0, unit="dB"),
+        ParamSpec("ratio", 1.0, 20.0, 1.0, Scale.LOG),
+        ParamSpec("release", 5.0, 500.0, 80.0, Scale.LOG, "ms"),
+        ParamSpec("attack", 0.1, 100.0, 1.0, fixed=1.0),
+    ]
+    keys = {"threshold": "threshold_db", "ratio": "ratio", "release": "release_ms", "attack": "attack_ms"}
+    effect = plugin_file_effect(ZAMCOMP, "zamcomp", params, 22050, 1024, parameter_keys=keys)
+    plugin = effect._graph.plugin
+    theta = np.array([params[0].normalize(-30.0), params[1].normalize(8.0), params[2].normalize(200.0)])
+    sine = (0.9 * np.sin(2 * np.pi * 1000 * np.arange(1024) / 22050)).astype(np.float32)[None]
+    out = [effect.process(sine, theta) for _ in range(10)][-1]
+    assert plugin.threshold_db == pytest.approx(-30.0, abs=0.2)  # the raw_value mapping lands on the value
+    assert plugin.ratio == pytest.approx(8.0, abs=0.1)
+    assert plugin.release_ms == pytest.approx(200.0, abs=1.0)
+    assert plugin.attack_ms == pytest.approx(1.0, abs=0.2)  # fixed values are applied
+    assert np.abs(out).max() < 0.5 * 0.9  # and it compresses a loud sine
+    with pytest.raises(ValueError, match="no parameter 'nope'"):
+        plugin_file_effect(ZAMCOMP, "bad", [ParamSpec("nope", 0, 1, 0)], 22050, 1024)

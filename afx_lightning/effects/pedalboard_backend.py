@@ -98,6 +98,36 @@ class PedalboardEffect(Effect):
         return self._graph.plugin.process(audio, self.sample_rate, buffer_size=self.block_size, reset=False)
 
 
+def raw_value_setter(plugin: object, key: str, probes: int = 129) -> Setter:
+    """A fast setter for a VST3/AU parameter in plugin units, through its normalised ``raw_value``.
+
+    Setting a hosted parameter by attribute costs ~70 us (pedalboard converts through the plugin's text
+    values); ``raw_value`` costs ~3 us. The plugin's own value <-> raw mapping, which need not be linear, is
+    probed once at build time and inverted by interpolation. Non-numeric or non-monotonic parameters fall
+    back to the attribute setter.
+    """
+    param = plugin.parameters[key]
+    raws = np.linspace(0.0, 1.0, probes)
+    try:
+        values = []
+        for r in raws:
+            param.raw_value = float(r)
+            values.append(float(getattr(plugin, key)))
+        values = np.asarray(values)
+    except (TypeError, ValueError):
+        return attribute_setter(plugin, key)
+    steps = np.diff(values)
+    if np.all(steps <= 0):
+        values, raws = values[::-1], raws[::-1]
+    elif not np.all(steps >= 0):
+        return attribute_setter(plugin, key)
+
+    def set_value(value: float) -> None:
+        param.raw_value = float(np.interp(value, values, raws))
+
+    return set_value
+
+
 def plugin_file_effect(
     path: str | Path,
     name: str,
@@ -112,8 +142,9 @@ def plugin_file_effect(
     """A VST3/AU plugin file as an effect.
 
     ``parameter_keys`` maps our parameter names to the plugin's own parameter keys (as
-    ``pedalboard.load_plugin(...).parameters`` lists them); a name that is absent maps to itself. Values are
-    handed over in the plugin's units through pedalboard's parameter attributes.
+    ``pedalboard.load_plugin(...).parameters`` lists them); a name that is absent maps to itself. Ranges and
+    values are in the plugin's units; they reach the plugin through its normalised ``raw_value``
+    (:func:`raw_value_setter`).
     """
     import pedalboard
 
@@ -130,7 +161,7 @@ def plugin_file_effect(
             key = keys.get(p.name, p.name)
             if key not in available:
                 raise ValueError(f"plugin {path}: no parameter {key!r} (for {p.name!r}); it has {sorted(available)}")
-            setters[p.name] = attribute_setter(plugin, key)
+            setters[p.name] = raw_value_setter(plugin, key)
         return PedalboardGraph(plugin, setters)
 
     return PedalboardEffect(name, build, params, sample_rate, block_size, channels, latency)
