@@ -8,6 +8,7 @@ expect.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Optional, Sequence
 
@@ -74,6 +75,7 @@ def _effects_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "effects":
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `afx effects show X | head` ends quietly
         args = _effects_parser().parse_args(argv[1:])
         try:
             return args.run(args)

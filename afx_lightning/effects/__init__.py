@@ -1,6 +1,7 @@
 """What a plugin is: named parameters, the effect contract, chains, and the backends."""
 
 from .base import Chain, ChainFactory, Effect, PluginUnavailable
+from .lv2 import LV2Effect, lv2_params_from_ports  # liblilv is loaded only when an LV2 plugin is first used
 from .params import ParamSpec, Scale, defaults_normalized
 from .pedalboard_backend import PedalboardEffect, PedalboardGraph, attribute_setter, fan_out, plugin_file_effect
 from .python_backend import FunctionEffect
@@ -10,6 +11,7 @@ __all__ = [
     "ChainFactory",
     "Effect",
     "FunctionEffect",
+    "LV2Effect",
     "ParamSpec",
     "PedalboardEffect",
     "PedalboardGraph",
@@ -18,5 +20,6 @@ __all__ = [
     "attribute_setter",
     "defaults_normalized",
     "fan_out",
+    "lv2_params_from_ports",
     "plugin_file_effect",
 ]
