@@ -8,7 +8,7 @@ expect.
 from __future__ import annotations
 
 import argparse
-import signal
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -75,13 +75,15 @@ def _effects_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "effects":
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `afx effects show X | head` ends quietly
         args = _effects_parser().parse_args(argv[1:])
         try:
             return args.run(args)
         except (registry.UnknownNameError, PluginUnavailable) as exc:
             print(f"afx effects: {exc}", file=sys.stderr)
             return 2
+        except BrokenPipeError:  # `afx effects show X | head`: the reader left, nothing is wrong
+            sys.stdout = open(os.devnull, "w")
+            return 0
     from .lightning_cli import run_lightning_cli
 
     return run_lightning_cli(argv)

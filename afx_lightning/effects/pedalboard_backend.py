@@ -52,6 +52,16 @@ class PedalboardEffect(Effect):
 
     pedalboard silently re-prepares (and so clears) a plugin when a block is longer than any earlier one, so
     every fresh graph is primed with one silent block of ``block_size`` and then reset.
+
+    Latency. pedalboard compensates a plugin's reported latency even when streaming: after a reset it withholds
+    the first ``latency`` output samples, so the first block(s) come back short (ZaMaximX2: 544 of 1024 samples).
+    Blocks here always keep their length: withheld samples are emitted as leading zeros, so the stream comes out
+    delayed by exactly the plugin's latency, as a host without delay compensation would deliver it. Declare that
+    delay as ``latency`` (the loss widens its alignment search by it).
+
+    ``plugin_channels``: the channel count the plugin's main bus needs, when it differs from ``channels``. Only a
+    mono effect over a multi-channel plugin is supported ("dual mono"): the block is copied to every plugin
+    channel and the plugin's outputs are averaged (identical for linked stereo processors fed identical inputs).
     """
 
     def __init__(
@@ -63,11 +73,19 @@ class PedalboardEffect(Effect):
         block_size: int,
         channels: int = 1,
         latency: int = 0,
+        plugin_channels: int | None = None,
     ):
         super().__init__(name, params, sample_rate, channels, latency)
         self.block_size = int(block_size)
+        self.plugin_channels = int(plugin_channels or channels)
+        if self.plugin_channels != self.channels and self.channels != 1:
+            raise ValueError(
+                f"effect {name!r}: a {self.channels}-channel effect cannot drive a {self.plugin_channels}-channel "
+                "plugin (only mono effects are spread over several plugin channels)"
+            )
         self._build = build
         self._graph: PedalboardGraph | None = None
+        self._pending = np.zeros((self.plugin_channels, 0), np.float32)
         self.reset()
 
     def reset(self) -> None:
@@ -83,29 +101,47 @@ class PedalboardEffect(Effect):
             else:
                 graph.setters[p.name](p.to_plugin(p.default_normalized))
         plugin = graph.plugin
-        plugin.process(np.zeros((self.channels, self.block_size), np.float32), self.sample_rate, reset=False)
+        plugin.process(np.zeros((self.plugin_channels, self.block_size), np.float32), self.sample_rate, reset=False)
         plugin.reset()
+        self._pending = np.zeros((self.plugin_channels, 0), np.float32)
 
     def _set_values(self, values: np.ndarray) -> None:
         for setter, value in zip(self._setters, values.tolist()):
             setter(value)
 
     def _render(self, audio: np.ndarray) -> np.ndarray:
-        if audio.shape[1] > self.block_size:
+        n = audio.shape[1]
+        if n > self.block_size:
             raise ValueError(
-                f"effect {self.name!r} was primed for blocks of {self.block_size} samples, got {audio.shape[1]}"
+                f"effect {self.name!r} was primed for blocks of {self.block_size} samples, got {n}"
             )
-        return self._graph.plugin.process(audio, self.sample_rate, buffer_size=self.block_size, reset=False)
+        if self.plugin_channels != self.channels:
+            audio = np.repeat(audio, self.plugin_channels, axis=0)
+        out = self._graph.plugin.process(audio, self.sample_rate, buffer_size=self.block_size, reset=False)
+        if out.shape[1] != n or self._pending.shape[1]:
+            out = self._fixed_length(out, n)
+        if self.plugin_channels != self.channels:
+            out = out.mean(axis=0, keepdims=True, dtype=np.float32)
+        return out
+
+    def _fixed_length(self, out: np.ndarray, n: int) -> np.ndarray:
+        """Exactly ``n`` samples: samples pedalboard still withholds (latency) become leading zeros."""
+        buffered = np.concatenate([self._pending, out], axis=1) if self._pending.shape[1] else out
+        if buffered.shape[1] < n:
+            pad = np.zeros((buffered.shape[0], n - buffered.shape[1]), np.float32)
+            self._pending = np.zeros((buffered.shape[0], 0), np.float32)
+            return np.concatenate([pad, buffered], axis=1)
+        self._pending = buffered[:, n:]
+        return buffered[:, :n]
 
 
-def raw_value_setter(plugin: object, key: str, probes: int = 129) -> Setter:
-    """A fast setter for a VST3/AU parameter in plugin units, through its normalised ``raw_value``.
+#: Probed value <-> raw_value mappings by (plugin file, plugin name, parameter key): a plugin's mapping is fixed,
+#: and probing costs ~2 ms per parameter, which would otherwise be paid again by every reset and every instance.
+_PROBES: dict[tuple, tuple[np.ndarray, np.ndarray] | None] = {}
 
-    Setting a hosted parameter by attribute costs ~70 us (pedalboard converts through the plugin's text
-    values); ``raw_value`` costs ~3 us. The plugin's own value <-> raw mapping, which need not be linear, is
-    probed once at build time and inverted by interpolation. Non-numeric or non-monotonic parameters fall
-    back to the attribute setter.
-    """
+
+def _probe(plugin: object, key: str, probes: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(values increasing, raws) of one parameter, or None when it is not numeric and monotonic."""
     param = plugin.parameters[key]
     raws = np.linspace(0.0, 1.0, probes)
     try:
@@ -115,12 +151,34 @@ def raw_value_setter(plugin: object, key: str, probes: int = 129) -> Setter:
             values.append(float(getattr(plugin, key)))
         values = np.asarray(values)
     except (TypeError, ValueError):
-        return attribute_setter(plugin, key)
+        return None
     steps = np.diff(values)
     if np.all(steps <= 0):
-        values, raws = values[::-1], raws[::-1]
-    elif not np.all(steps >= 0):
+        return values[::-1], raws[::-1]
+    if not np.all(steps >= 0):
+        return None
+    return values, raws
+
+
+def raw_value_setter(plugin: object, key: str, probes: int = 129, cache_key: tuple | None = None) -> Setter:
+    """A fast setter for a VST3/AU parameter in plugin units, through its normalised ``raw_value``.
+
+    Setting a hosted parameter by attribute costs ~70 us (pedalboard converts through the plugin's text
+    values); ``raw_value`` costs ~3 us. The plugin's own value <-> raw mapping, which need not be linear, is
+    probed once at build time and inverted by interpolation (once per process when ``cache_key`` names the
+    plugin, e.g. its file). Non-numeric or non-monotonic parameters fall back to the attribute setter.
+    """
+    param = plugin.parameters[key]
+    full_key = None if cache_key is None else (*cache_key, key, probes)
+    if full_key is not None and full_key in _PROBES:
+        mapping = _PROBES[full_key]
+    else:
+        mapping = _probe(plugin, key, probes)
+        if full_key is not None:
+            _PROBES[full_key] = mapping
+    if mapping is None:
         return attribute_setter(plugin, key)
+    values, raws = mapping
 
     def set_value(value: float) -> None:
         param.raw_value = float(np.interp(value, values, raws))
@@ -137,7 +195,8 @@ def plugin_file_effect(
     parameter_keys: Mapping[str, str] | None = None,
     plugin_name: str | None = None,
     channels: int = 1,
-    latency: int = 0,
+    latency: int | None = 0,
+    plugin_channels: int | None = None,
 ) -> PedalboardEffect:
     """A VST3/AU plugin file as an effect.
 
@@ -145,6 +204,10 @@ def plugin_file_effect(
     ``pedalboard.load_plugin(...).parameters`` lists them); a name that is absent maps to itself. Ranges and
     values are in the plugin's units; they reach the plugin through its normalised ``raw_value``
     (:func:`raw_value_setter`).
+
+    ``latency``: the streaming delay in samples; ``None`` takes the latency the plugin reports once prepared at
+    ``sample_rate`` (which is the delay :class:`PedalboardEffect` streams with; verify it with an impulse).
+    ``plugin_channels``: for a stereo-only plugin in a mono chain (dual mono, see :class:`PedalboardEffect`).
     """
     import pedalboard
 
@@ -161,7 +224,10 @@ def plugin_file_effect(
             key = keys.get(p.name, p.name)
             if key not in available:
                 raise ValueError(f"plugin {path}: no parameter {key!r} (for {p.name!r}); it has {sorted(available)}")
-            setters[p.name] = raw_value_setter(plugin, key)
+            setters[p.name] = raw_value_setter(plugin, key, cache_key=(str(path.resolve()), plugin_name))
         return PedalboardGraph(plugin, setters)
 
-    return PedalboardEffect(name, build, params, sample_rate, block_size, channels, latency)
+    effect = PedalboardEffect(name, build, params, sample_rate, block_size, channels, latency or 0, plugin_channels)
+    if latency is None:
+        effect.latency = int(getattr(effect._graph.plugin, "reported_latency_samples", 0) or 0)
+    return effect
