@@ -1,7 +1,7 @@
 """Media for the dashboards: audio, spectrograms and the predicted parameter automation.
 
 Every ``every_n_epochs`` validation runs, the first ``num_clips`` validation clips (input, target, output) are
-written as WAV and PNG under ``<log_dir>/media`` and sent to the logger: W&B (``wandb.Audio``/``wandb.Image``)
+written as WAV and PNG under the run's folder (``media_files/``) and sent to the logger: W&B (``wandb.Audio``/``wandb.Image``)
 or TensorBoard (``add_audio``/``add_figure``); a CSV logger keeps the files only.
 """
 
@@ -20,6 +20,16 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+
+def run_folder(trainer: pl.Trainer) -> Path:
+    """This run's own folder: W&B's run files folder, else the first logger's version folder."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            return Path(logger.experiment.dir)
+    return Path(trainer.log_dir or trainer.default_root_dir)
 
 
 def spectrogram_db(audio: np.ndarray, n_fft: int = 1024, hop: int = 256) -> np.ndarray:
@@ -92,7 +102,7 @@ class MediaLogger(pl.Callback):
             return
         sr = pl_module.hparams.sample_rate
         names = pl_module.param_names
-        folder = Path(trainer.log_dir or trainer.default_root_dir) / "media" / f"step_{trainer.global_step:07d}"
+        folder = run_folder(trainer) / "media_files" / f"step_{trainer.global_step:07d}"
         folder.mkdir(parents=True, exist_ok=True)
         media: List[tuple] = []
         for clip_id, clip in clips:

@@ -7,6 +7,7 @@ format to the model, W&B offline logging by default, and one-line errors for bad
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import traceback
 import warnings
@@ -35,18 +36,33 @@ def default_callbacks() -> list:
 
 
 class RunConfigSaver(SaveConfigCallback):
-    """Saves the resolved config next to the checkpoints and, for W&B, into the run with the recipe files."""
+    """Saves the resolved config and copies of the recipe files into the run's own folder.
+
+    For W&B that is the run's files folder (synced with it; copies, not links, because an offline run is
+    synced later, when a recipe may have changed); otherwise the logger's version folder. Lightning's default
+    (``trainer.log_dir``) is shared by every W&B run and would be overwritten by the next one.
+    """
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
         from lightning.pytorch.loggers import WandbLogger
 
+        from .callbacks import run_folder
+
+        folder = run_folder(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        saved = [folder / "lightning_config.yaml"]
+        self.parser.save(self.config, str(saved[0]), skip_none=False, overwrite=True, multifile=False)
+        for cfg in self.config.get("config", None) or []:
+            path = Path(str(getattr(cfg, "absolute", cfg)))
+            if path.is_file():
+                saved.append(folder / path.name)
+                shutil.copyfile(path, saved[-1])
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.experiment.config.update(self.config.as_dict(), allow_val_change=True)
-                for cfg in self.config.get("config", None) or []:
-                    path = Path(str(getattr(cfg, "absolute", cfg)))
-                    if path.is_file():
-                        logger.experiment.save(str(path), base_path=str(path.parent), policy="now")
+                run = logger.experiment
+                run.config.update(self.config.as_dict(), allow_val_change=True)
+                for path in saved:
+                    run.save(str(path), base_path=str(folder), policy="now")
 
 
 class AfxCLI(LightningCLI):
@@ -84,11 +100,15 @@ def make_cli(argv: Optional[Sequence[str]] = None, run: bool = True) -> AfxCLI:
         DeepAFx,
         AudioFxDataModule,
         save_config_callback=RunConfigSaver,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={"logger": DEFAULT_LOGGER, "callbacks": default_callbacks()},
+        save_config_kwargs={"overwrite": True, "save_to_log_dir": False},
+        # The run's full config goes to the log dir and W&B (RunConfigSaver). Lightning's own hparams logging would
+        # merge model and data hparams into one flat dict and refuse the run when a shared name differs
+        # (model.chain vs data.chain in recipes/breath.yaml, model.seed vs data.seed).
+        trainer_defaults={"logger": DEFAULT_LOGGER, "callbacks": default_callbacks(), "enable_autolog_hparams": False},
         args=list(argv) if argv is not None else None,
         run=run,
-        parser_kwargs={"prog": "afx"},
+        # Parse errors are raised, not printed with the whole usage: run_lightning_cli reports them in one line.
+        parser_kwargs={"prog": "afx", "exit_on_error": False},
     )
 
 
@@ -105,7 +125,15 @@ def run_lightning_cli(argv: Sequence[str]) -> int:
     except Exception as exc:
         if os.environ.get("AFX_DEBUG"):
             traceback.print_exc()
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        message = lines[0] if lines else type(exc).__name__
+        if message.endswith(":") and len(lines) > 1:  # jsonargparse: 'Parser key "x":' + indented details
+            rest = lines[1:]
+            i = next((k for k, line in enumerate(rest) if line.startswith("- ")), 0)
+            detail = rest[i].removeprefix("- ")
+            if detail.endswith(":") and i + 1 < len(rest):
+                detail += " " + rest[i + 1]
+            message += " " + detail
         print(f"afx: error: {message}  ({type(exc).__name__}; AFX_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
     return 0

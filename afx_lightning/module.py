@@ -40,7 +40,7 @@ class DeepAFx(pl.LightningModule):
         plateau_factor, plateau_patience, min_lr: ReduceLROnPlateau on ``val/loss`` (paper: 0.2, 20, 1.6e-6);
             ``plateau_patience=0`` disables it.
         start_at_defaults: initialise the encoder's output bias at the chain's default parameters.
-        seed: SPSA perturbation seed.
+        spsa_seed: seeds the SPSA perturbation directions (saved in checkpoints with the generator state).
     """
 
     def __init__(
@@ -67,7 +67,7 @@ class DeepAFx(pl.LightningModule):
         plateau_patience: int = 20,
         min_lr: float = 1.6e-6,
         start_at_defaults: bool = True,
-        seed: int = 0,
+        spsa_seed: int = 0,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["encoder"])
@@ -83,7 +83,7 @@ class DeepAFx(pl.LightningModule):
             num_workers=fx_workers,
             timeout_s=fx_timeout_s,
             max_retries=fx_max_retries,
-            seed=seed,
+            seed=spsa_seed,
         )
         make_encoder = encoder if encoder is not None else InceptionEncoder
         self.encoder = make_encoder(self.fx.num_params)
@@ -220,6 +220,15 @@ class DeepAFx(pl.LightningModule):
         lr = self.hparams.pretrain_lr if self.global_step < self.hparams.pretrain_steps else self.hparams.lr
         for group in self.trainer.optimizers[0].param_groups:
             group["lr"] = lr
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        # the perturbation stream continues where it stopped on resume (plugin state cannot be saved: the
+        # slots' instances restart fresh mid-clip, a short transient)
+        checkpoint["afx_spsa_generator"] = self.fx.generator.get_state()
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        if "afx_spsa_generator" in checkpoint:
+            self.fx.generator.set_state(checkpoint["afx_spsa_generator"])
 
     def teardown(self, stage: str) -> None:
         self.fx.close()

@@ -392,7 +392,7 @@ def test_demo_datamodule_shares_the_task_across_splits(monkeypatch):
     import afx_lightning.registry as registry
 
     monkeypatch.setattr(registry, "get_chain_factory", lambda name: toy_chain)
-    dm = AudioFxDataModule(dataset="demo", chain="toy", sample_rate=SR, frame_size=N, context_size=CONTEXT,
+    dm = AudioFxDataModule(dataset="demo", demo_chain="toy", sample_rate=SR, frame_size=N, context_size=CONTEXT,
                            demo_clips=2, demo_val_clips=1, demo_seconds=0.2, batch_size=2, steps_per_epoch=2)
     dm.setup("fit")
     train, val = dm.train_clips, dm.val_clips

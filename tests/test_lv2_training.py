@@ -1,6 +1,6 @@
 """End to end: the ``amp_lv2`` recipe (Calf Multiband Compressor, LV2) trains through the plugin worker pool.
 
-The demo dataset stands in for a folder of pairs (``--data.dataset demo --data.chain calf_mb_compressor``), with
+The demo dataset stands in for a folder of pairs (``--data.dataset demo --data.demo_chain calf_mb_compressor``), with
 the small encoder and tiny sizes. The point is where the plugins live: every training and validation render
 must happen in the worker processes. The trainer process builds the chain twice on its own, both before
 training (once to read the layout, once to render the demo targets); from fit start on it must not instantiate
@@ -77,7 +77,7 @@ def test_amp_lv2_recipe_trains_with_the_plugins_in_worker_processes(tmp_path, mo
     cli = make_cli(
         [
             "--config", str(RECIPE),
-            "--data.dataset", "demo", "--data.chain", "calf_mb_compressor",
+            "--data.dataset", "demo", "--data.demo_chain", "calf_mb_compressor",
             "--data.demo_clips", "3", "--data.demo_val_clips", "2", "--data.demo_test_clips", "0",
             "--data.demo_seconds", "2.0",
             "--data.batch_size", "4", "--data.val_batch_size", "2", "--data.steps_per_epoch", "3",

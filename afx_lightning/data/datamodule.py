@@ -42,6 +42,7 @@ from .datasets import DataError, DemoClips, PairedClips, PairedFolder
 from .streams import SlotStream, StreamStep
 
 SPLITS = ("train", "val", "test")
+MISSING_ROOT = "data.root is not set: point it at a folder with train/input and train/target (or use data.dataset=demo)"
 Batch = dict[str, torch.Tensor]
 
 
@@ -105,10 +106,10 @@ class AudioFxDataModule(pl.LightningDataModule):
     """Paired audio for DeepAFx training, cut into per-slot consecutive frames.
 
     Args:
-        dataset: ``demo`` (generated known-answer task through ``chain``) or ``folder`` (WAV pairs under ``root``).
+        dataset: ``demo`` (generated known-answer task through ``demo_chain``) or ``folder`` (WAV pairs under ``root``).
         root: for ``folder``: a folder with ``train/``, ``val/`` and optionally ``test/``, each holding
             ``input/`` and ``target/`` WAVs paired by file name.
-        chain: for ``demo``: the registered chain that renders the targets.
+        demo_chain: for ``demo``: the registered chain that renders the targets.
         batch_size: M, the number of training slots (sets of plugin instances).
         val_batch_size: slots used for validation and test.
         steps_per_epoch: training batches per epoch.
@@ -128,7 +129,7 @@ class AudioFxDataModule(pl.LightningDataModule):
         self,
         dataset: str = "demo",
         root: Optional[str] = None,
-        chain: str = "pb_mb_compressor",
+        demo_chain: str = "pb_mb_compressor",
         batch_size: int = 100,
         val_batch_size: int = 8,
         steps_per_epoch: int = 1000,
@@ -151,7 +152,7 @@ class AudioFxDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         self.dataset = dataset
         self.root = root
-        self.chain = chain
+        self.demo_chain = demo_chain
         self.batch_size = int(batch_size)
         self.val_batch_size = int(val_batch_size)
         self.steps_per_epoch = int(steps_per_epoch)
@@ -221,15 +222,18 @@ class AudioFxDataModule(pl.LightningDataModule):
                 raise DataError(f"data.{name} must be at least 1, got {value}")
         if self.context_size < self.frame_size:
             raise DataError(f"data.context_size ({self.context_size}) must be at least data.frame_size ({self.frame_size})")
+        if self.dataset == "folder":  # checked here, so a bad run stops before any logger or worker starts
+            if self.root is None:
+                raise DataError(MISSING_ROOT)
+            if not Path(self.root).expanduser().is_dir():
+                raise DataError(f"data.root {self.root} is not a folder (expected train/input and train/target in it)")
 
     def _make_split(self, split: str) -> Optional[PairedClips]:
         if self._given:
             return self._given.get(split)
         if self.dataset == "folder":
             if self.root is None:
-                raise DataError(
-                    "data.root is not set: point it at a folder with train/input and train/target (or use data.dataset=demo)"
-                )
+                raise DataError(MISSING_ROOT)
             if split == "test" and not (Path(self.root).expanduser() / "test").is_dir():
                 return None
             return PairedFolder(
@@ -245,7 +249,7 @@ class AudioFxDataModule(pl.LightningDataModule):
         if counts[split] < 1:
             return None
         return DemoClips(
-            self.chain,
+            self.demo_chain,
             num_clips=counts[split],
             clip_seconds=self.demo_seconds,
             sample_rate=self._sample_rate,
@@ -254,7 +258,7 @@ class AudioFxDataModule(pl.LightningDataModule):
             block_size=self.frame_size,
             depth=self.demo_variation,
             spread=self.demo_spread,
-            name=f"demo {split} [{self.chain}]",
+            name=f"demo {split} [{self.demo_chain}]",
         )
 
     def _split(self, split: str, required: bool = True) -> Optional[PairedClips]:
@@ -296,7 +300,7 @@ class AudioFxDataModule(pl.LightningDataModule):
     def describe(self) -> str:
         """One line for logs: source, split sizes, layout."""
         source = "clips given in code" if self._given else (
-            f"demo chain {self.chain}" if self.dataset == "demo" else f"folder {self.root}"
+            f"demo chain {self.demo_chain}" if self.dataset == "demo" else f"folder {self.root}"
         )
         parts = []
         for split in SPLITS:
