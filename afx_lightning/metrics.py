@@ -104,3 +104,45 @@ def mean_mfcc_distance(
 ) -> Tensor:
     """Batch mean of :func:`mfcc_distance` (a scalar)."""
     return mfcc_distance(pred, target, sample_rate, over).mean()
+
+
+def multi_resolution_stft_distance(
+    pred: Tensor,
+    target: Tensor,
+    fft_sizes: tuple[int, ...] = (512, 1024, 2048),
+    eps: float = 1e-7,
+) -> Tensor:
+    """Multi-resolution STFT distance per item ``[B]``: spectral convergence + mean |log-magnitude difference|,
+    averaged over resolutions (hop = n_fft / 4, Hann). The usual definition (Yamamoto et al.; auraloss's
+    ``MultiResolutionSTFTLoss`` with unit weights), written here on torch.stft to avoid a dependency for ten lines.
+    """
+    pred, target = _as_bt(pred), _as_bt(target).to(pred.dtype)
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    total = torch.zeros(pred.shape[0], dtype=pred.dtype, device=pred.device)
+    for n_fft in fft_sizes:
+        window = torch.hann_window(n_fft, device=pred.device, dtype=pred.dtype)
+
+        def magnitude(x: Tensor) -> Tensor:
+            spec = torch.stft(x, n_fft, n_fft // 4, window=window, return_complex=True)
+            return spec.abs().clamp_min(eps)
+
+        p, t = magnitude(pred), magnitude(target)
+        convergence = torch.linalg.vector_norm(t - p, dim=(1, 2)) / torch.linalg.vector_norm(t, dim=(1, 2)).clamp_min(eps)
+        log_distance = (t.log() - p.log()).abs().mean(dim=(1, 2))
+        total = total + convergence + log_distance
+    return total / len(fft_sizes)
+
+
+def loudness_lufs(audio, sample_rate: int) -> float:
+    """Integrated loudness (ITU-R BS.1770, pyloudnorm) of ``[C, T]`` or ``[T]`` audio; -inf for silence."""
+    import numpy as np
+    import pyloudnorm
+
+    x = np.asarray(audio, dtype=np.float64)
+    x = x.T if x.ndim == 2 else x
+    meter = pyloudnorm.Meter(sample_rate)
+    if x.shape[0] < int(0.4 * sample_rate):  # shorter than one gating block: no integrated loudness
+        return float("nan")
+    with np.errstate(divide="ignore"):
+        return float(meter.integrated_loudness(x))
