@@ -72,8 +72,53 @@ def _effects_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _process_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="afx process",
+        description="Apply a trained model to a whole file: predict smoothed parameter automation, render the "
+        "chain with it. The model runs in mono (the input is downmixed and resampled to the model rate); the "
+        "output is copied back to the input's channels, at its rate and length.",
+    )
+    parser.add_argument("--ckpt", required=True, help="checkpoint of a trained DeepAFx model (loaded weights-only)")
+    parser.add_argument("input", help="audio file to process")
+    parser.add_argument("output", help="where to write the result (refused if it exists, unless --overwrite)")
+    parser.add_argument("--automation", help="write the per-frame parameters to this .csv or .json file")
+    parser.add_argument("--plot", help="write input/output spectrograms and the automation to this .png")
+    parser.add_argument("--smoothing-hz", type=float, default=2.0, help="low-pass cutoff of the parameter curves (0: off)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--device", default="cpu", help="where the encoder runs (default: cpu)")
+    return parser
+
+
+def _process(argv: Sequence[str]) -> int:
+    args = _process_parser().parse_args(argv)
+    from .inference import InferenceError, Processor, load_model
+
+    try:
+        model = load_model(args.ckpt)
+        processor = Processor(model, smoothing_hz=args.smoothing_hz, device=args.device)
+        stats = processor.process_file(
+            args.input, args.output, automation=args.automation, plot=args.plot, overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+    except (InferenceError, PluginUnavailable, registry.UnknownNameError) as exc:
+        print(f"afx process: {exc}", file=sys.stderr)
+        return 2
+    note = f"; {stats.dropped_frames} frame(s) failed in the plugin and were passed through dry" if stats.dropped_frames else ""
+    clip = f"; {stats.clipped_samples} sample(s) clipped to [-1, 1]" if stats.clipped_samples else ""
+    print(
+        f"afx process: wrote {args.output} ({stats.seconds:.1f} s, {stats.frames} frames, "
+        f"{stats.wall_s:.1f} s wall, real-time factor {stats.real_time_factor:.3f}){note}{clip}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "process":
+        return _process(argv[1:])
     if argv and argv[0] == "effects":
         args = _effects_parser().parse_args(argv[1:])
         try:
@@ -84,6 +129,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except BrokenPipeError:  # `afx effects show X | head`: the reader left, nothing is wrong
             sys.stdout = open(os.devnull, "w")
             return 0
+    if argv and argv[0] == "evaluate":
+        from .evaluation import main as evaluate_main
+
+        return evaluate_main(argv[1:])
     from .lightning_cli import run_lightning_cli
 
     return run_lightning_cli(argv)

@@ -131,9 +131,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the per-file and mean scores here")
     parser.add_argument("--smoothing-hz", type=float, default=2.0)
     args = parser.parse_args(argv)
-    try:
-        from .inference import Processor, load_model
+    from .inference import InferenceError, Processor, load_model
 
+    try:
         pairs = paired_files(args.data, args.split)
         processor = Processor(load_model(args.ckpt), smoothing_hz=args.smoothing_hz)
         try:
@@ -142,7 +142,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             close = getattr(processor, "close", None)
             if close is not None:
                 close()
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError, InferenceError) as exc:
         print(f"afx evaluate: {exc}", file=sys.stderr)
         return 2
     print(report.table())

@@ -20,6 +20,44 @@ from .metrics import mfcc_distance
 
 EncoderFactory = Callable[[int], ParameterEncoder]
 
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return isinstance(value, _PLAIN)
+
+
+def encoder_spec(factory: Any, encoder: ParameterEncoder) -> Dict[str, Any]:
+    """``{"class_path", "init_args"}`` of a built encoder, as plain data (no pickled classes or functions).
+
+    The init args come from the factory when it is a (possibly nested) ``functools.partial`` of the class -- what
+    LightningCLI/jsonargparse and users pass -- and otherwise from same-named attributes of the instance; the
+    rest take the class defaults. ``num_params`` is the one the encoder was built with.
+    """
+    import functools
+    import inspect
+
+    cls = type(encoder)
+    names = [n for n in inspect.signature(cls.__init__).parameters if n not in ("self", "num_params")]
+    init_args: Dict[str, Any] = {}
+    for name in names:  # instance attributes first (e.g. ``sample_rate``) ...
+        value = getattr(encoder, name, None)
+        if value is not None and _plain(value):
+            init_args[name] = list(value) if isinstance(value, tuple) else value
+    keywords: List[Dict[str, Any]] = []
+    while isinstance(factory, functools.partial):  # ... then what the factory was given (outermost wins)
+        keywords.append(dict(factory.keywords))
+        inner = [a for a in factory.args if isinstance(a, type) or isinstance(a, functools.partial)]
+        factory = factory.func if not inner or factory.func is cls else inner[-1]
+    for kw in reversed(keywords):
+        for name, value in kw.items():
+            if name in names and _plain(value):
+                init_args[name] = list(value) if isinstance(value, tuple) else value
+    init_args["num_params"] = int(encoder.num_params)
+    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": init_args}
+
 
 class DeepAFx(pl.LightningModule):
     """DeepAFx: a deep encoder drives real plugins; SPSA gradients flow through them.
@@ -87,6 +125,8 @@ class DeepAFx(pl.LightningModule):
         )
         make_encoder = encoder if encoder is not None else InceptionEncoder
         self.encoder = make_encoder(self.fx.num_params)
+        # hparams skip the encoder (a factory is not plain data): keep how to rebuild it, for checkpoints
+        self.encoder_spec = encoder_spec(make_encoder, self.encoder)
         if getattr(self.encoder, "num_params", self.fx.num_params) != self.fx.num_params:
             raise ValueError(
                 f"model.encoder predicts {self.encoder.num_params} parameters but chain {chain!r} has {self.fx.num_params}"
@@ -225,6 +265,8 @@ class DeepAFx(pl.LightningModule):
         # the perturbation stream continues where it stopped on resume (plugin state cannot be saved: the
         # slots' instances restart fresh mid-clip, a short transient)
         checkpoint["afx_spsa_generator"] = self.fx.generator.get_state()
+        # plain data (weights-only loadable): what ``afx_lightning.inference.load_model`` rebuilds the encoder from
+        checkpoint["afx_encoder"] = self.encoder_spec
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         if "afx_spsa_generator" in checkpoint:

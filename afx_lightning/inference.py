@@ -1,0 +1,748 @@
+"""Apply a trained model to whole files: ``afx process --ckpt model.ckpt in.wav out.wav``.
+
+Two streaming passes over the input, so memory does not grow with the file (only θ, frames × P floats, is kept):
+
+1. *predict*: the input is read in blocks, downmixed to mono (the model's channel count: the encoder and the chain
+   are mono), resampled to the model rate in overlapping chunks, cut into the encoder's contexts around each
+   frame (``(context - N) // 2`` samples before the frame start, zero-padded at the file's ends, as in training)
+   and θ is predicted in batches in eval mode. The θ curves are then low-passed with a zero-phase Butterworth
+   filter (the paper's inference recipe) and clipped to [0, 1].
+2. *render*: the input is read again and every frame goes through fresh plugin instances living in one worker
+   process (a one-slot :class:`~afx_lightning.blackbox.pool.FxWorkerPool`: a plugin crash or hang cannot take the
+   process down; a frame that fails twice is passed through dry and counted). The chain's latency is compensated
+   (its first ``latency`` output samples are dropped and ``latency`` zeros are fed at the end), the mono result is
+   resampled back to the input rate and copied to every input channel (up-mix), so the output has the input's
+   length, rate and channel count.
+
+The output is written to a temporary file next to the target and renamed at the end: a failed run leaves nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import importlib
+import json
+import math
+import os
+import pathlib
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from .effects.params import ParamSpec
+
+PathLike = Union[str, os.PathLike]
+
+DEFAULT_CONTEXT = 40960
+READ_BLOCK = 65536  # input samples per read (per channel)
+
+
+class InferenceError(Exception):
+    """A user-facing problem (bad file, bad checkpoint): the CLI prints it as one line."""
+
+
+# ====================================================================================== loading
+
+
+def _allowed_factory(qualname: str) -> Optional[Callable]:
+    """A chain factory named in a checkpoint may be unpickled only if it is a registered chain or a test chain."""
+    module, _, name = qualname.rpartition(".")
+    if not module:
+        return None
+    from . import registry
+
+    registered = set()
+    try:
+        from importlib.metadata import entry_points
+
+        registered = {ep.value.replace(":", ".") for ep in entry_points(group=registry.CHAIN_GROUP)}
+    except Exception:  # pragma: no cover - a broken environment: allow nothing extra
+        pass
+    if qualname not in registered and module != "afx_lightning.testing":
+        return None
+    try:
+        obj = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+    return obj if callable(obj) and not isinstance(obj, type) else None
+
+
+SAFE_GLOBALS: List[Any] = [functools.partial, pathlib.PosixPath, pathlib.PurePosixPath, pathlib.WindowsPath, pathlib.PureWindowsPath]
+
+
+def _safe_load(path: Path) -> Dict[str, Any]:
+    """``torch.load(weights_only=True)`` plus the few globals a DeepAFx checkpoint may legitimately hold."""
+    allowed = list(SAFE_GLOBALS)
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception:  # not a zip checkpoint (legacy format): the load below reports it
+        unsafe = []
+    for qualname in unsafe:
+        factory = _allowed_factory(qualname)
+        if factory is not None:
+            allowed.append(factory)
+    try:
+        with torch.serialization.safe_globals(allowed):
+            checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InferenceError(f"checkpoint {path} does not exist") from None
+    except Exception as exc:
+        text = str(exc)
+        if "weights_only" in text or "Unsupported global" in text or "unpickl" in text.lower():
+            known = {getattr(g, "__module__", "") + "." + getattr(g, "__qualname__", "") for g in allowed}
+            names = [q for q in unsafe if q not in known]
+            what = ", ".join(names) if names else text.strip().splitlines()[0]
+            raise InferenceError(
+                f"this checkpoint needs unsafe unpickling: {path} holds objects that are not plain data ({what}); "
+                "refusing to load it (only weights, plain hyper-parameters and registered chain factories are allowed)"
+            ) from None
+        raise InferenceError(f"cannot read checkpoint {path}: {text.strip().splitlines()[0] if text else type(exc).__name__}") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise InferenceError(f"{path} is not a Lightning checkpoint (no state_dict)")
+    return checkpoint
+
+
+def _encoder_factory(spec: Any, path: Path) -> Callable[[int], Any]:
+    from .encoders import ParameterEncoder
+
+    if not isinstance(spec, dict) or not isinstance(spec.get("class_path"), str):
+        raise InferenceError(
+            f"checkpoint {path} has no encoder spec ('afx_encoder'); it was saved by an older afx-lightning"
+        )
+    class_path, init_args = spec["class_path"], dict(spec.get("init_args") or {})
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise InferenceError(f"checkpoint {path}: cannot import encoder class {class_path!r} ({exc})") from None
+    if not (isinstance(cls, type) and issubclass(cls, ParameterEncoder)):
+        raise InferenceError(
+            f"checkpoint {path}: encoder class {class_path!r} is not a subclass of "
+            "afx_lightning.encoders.ParameterEncoder; refusing to build it"
+        )
+    init_args.pop("num_params", None)
+    return functools.partial(cls, **init_args)
+
+
+def load_model(ckpt_path: PathLike) -> "DeepAFx":  # noqa: F821
+    """Rebuild a :class:`~afx_lightning.module.DeepAFx` from a checkpoint, loading it weights-only (no arbitrary code).
+
+    The chain is looked up by name in today's registry; a chain whose parameter count differs from the one the
+    model was trained for is refused. The returned model is in eval mode and carries ``context_size`` (the
+    encoder context used in training, from the data module's saved hyper-parameters; 40 960 if unknown).
+    """
+    from .module import DeepAFx
+
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise InferenceError(f"checkpoint {path} does not exist")
+    checkpoint = _safe_load(path)
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    spec = checkpoint.get("afx_encoder")
+    factory = _encoder_factory(spec, path)
+    trained_p = int((spec.get("init_args") or {}).get("num_params", -1))
+    head = checkpoint["state_dict"].get("encoder.head.weight")
+    if head is not None:
+        trained_p = int(head.shape[0])
+    chain = hparams.get("chain", "pb_mb_compressor")
+    hparams["fx_workers"] = 1
+    try:
+        model = DeepAFx(**{**hparams, "encoder": factory})
+    except ValueError as exc:
+        raise InferenceError(f"checkpoint {path}: {exc}") from None
+    except Exception as exc:
+        raise InferenceError(f"checkpoint {path}: cannot rebuild the model ({type(exc).__name__}: {exc})") from None
+    if trained_p >= 0 and model.fx.num_params != trained_p:
+        raise InferenceError(
+            f"checkpoint {path} was trained for chain {model.fx.info.name!r} with P={trained_p} parameters, but the "
+            f"registered chain {chain if isinstance(chain, str) else model.fx.info.name!r} now has P={model.fx.num_params} "
+            f"({', '.join(model.param_names)})"
+        )
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as exc:
+        raise InferenceError(f"checkpoint {path}: weights do not fit the rebuilt model: {str(exc).splitlines()[0]}") from None
+    dm = checkpoint.get("datamodule_hyper_parameters") or {}
+    model.context_size = int(dm.get("context_size", DEFAULT_CONTEXT))
+    model.eval()
+    return model
+
+
+# ====================================================================================== streaming resampling
+
+
+class StreamingResampler:
+    """``torchaudio.functional.resample`` over a stream, chunk by chunk, with bounded memory.
+
+    Each chunk is resampled together with ``pad`` input samples of real context on both sides (more than the
+    sinc kernel's reach) and only the outputs of its own span are kept; chunk starts are multiples of the reduced
+    input rate so every chunk's output grid coincides with the whole signal's. The result equals resampling the
+    whole signal at once up to float rounding (no clicks at chunk joints), with the same length ``ceil(L·new/orig)``.
+    """
+
+    def __init__(self, orig_freq: int, new_freq: int, step: int = 1 << 16):
+        import torchaudio
+
+        g = math.gcd(int(orig_freq), int(new_freq))
+        self.o, self.n = int(orig_freq) // g, int(new_freq) // g
+        self.identity = self.o == self.n
+        self._resample = torchaudio.transforms.Resample(self.o, self.n) if not self.identity else None
+        width = math.ceil(6 * self.o / (min(self.o, self.n) * 0.99))  # torchaudio's default kernel half-width
+        self.pad = self.o * math.ceil((width + self.o + 16) / self.o)
+        self.step = self.o * max(1, math.ceil(step / self.o))
+        self._buf = np.zeros(0, dtype=np.float32)
+        self._buf_start = 0  # global index of _buf[0]
+        self._next = 0  # global input index whose outputs come next (a multiple of o)
+
+    def output_length(self, input_length: int) -> int:
+        return -(-input_length * self.n // self.o)
+
+    def _run(self, a: int, b: int, keep_from: int, keep_to: Optional[int]) -> np.ndarray:
+        seg = torch.from_numpy(np.ascontiguousarray(self._buf[a - self._buf_start : b - self._buf_start]))
+        with torch.no_grad():
+            y = self._resample(seg).numpy()
+        lo = (keep_from - a) * self.n // self.o
+        hi = None if keep_to is None else (keep_to - a) * self.n // self.o
+        return y[lo:hi]
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        """Mono input samples -> the output samples that are final now."""
+        x = np.asarray(x, dtype=np.float32)
+        if self.identity:
+            return x
+        self._buf = np.concatenate([self._buf, x])
+        end = self._buf_start + len(self._buf)
+        outs = []
+        while self._next + self.step + self.pad <= end:
+            r0 = self._next
+            a = max(0, r0 - self.pad)
+            outs.append(self._run(a, r0 + self.step + self.pad, r0, r0 + self.step))
+            self._next = r0 + self.step
+        drop = max(0, self._next - self.pad) - self._buf_start
+        if drop > 0:
+            self._buf, self._buf_start = self._buf[drop:], self._buf_start + drop
+        return np.concatenate(outs) if outs else np.zeros(0, dtype=np.float32)
+
+    def flush(self) -> np.ndarray:
+        """The remaining outputs (the stream has ended: zeros beyond it, as torchaudio pads)."""
+        if self.identity:
+            return np.zeros(0, dtype=np.float32)
+        end = self._buf_start + len(self._buf)
+        if self._next >= end:
+            return np.zeros(0, dtype=np.float32)
+        a = max(0, self._next - self.pad)
+        out = self._run(a, end, self._next, None)
+        self._next = end
+        return out
+
+
+class _Ring:
+    """A window of a stream by global sample index; reads outside [0, total) are zeros."""
+
+    def __init__(self) -> None:
+        self.buf = np.zeros(0, dtype=np.float32)
+        self.start = 0
+        self.total: Optional[int] = None  # known once the stream ends
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.buf)
+
+    def append(self, x: np.ndarray) -> None:
+        if len(x):
+            self.buf = np.concatenate([self.buf, x])
+
+    def get(self, a: int, b: int) -> np.ndarray:
+        out = np.zeros(b - a, dtype=np.float32)
+        lo, hi = max(a, self.start), min(b, self.end)
+        if hi > lo:
+            out[lo - a : hi - a] = self.buf[lo - self.start : hi - self.start]
+        return out
+
+    def discard_before(self, index: int) -> None:
+        drop = min(index, self.end) - self.start
+        if drop > 0:
+            self.buf, self.start = self.buf[drop:], self.start + drop
+
+
+# ====================================================================================== automation
+
+
+def smooth_automation(theta: np.ndarray, frame_rate: float, cutoff_hz: Optional[float], order: int = 2) -> np.ndarray:
+    """Zero-phase Butterworth low-pass of each θ curve (``filtfilt`` over frames), then clip to [0, 1].
+
+    ``cutoff_hz`` <= 0 / None, or at or above the frame rate's Nyquist, disables smoothing. Short files get a
+    shorter ``padlen`` (filtfilt needs more frames than it); a single frame is returned as is.
+    """
+    from scipy.signal import butter, filtfilt
+
+    theta = np.asarray(theta, dtype=np.float64)
+    frames = theta.shape[0]
+    if not cutoff_hz or cutoff_hz <= 0 or frames < 2 or cutoff_hz >= frame_rate / 2:
+        return np.clip(theta, 0.0, 1.0).astype(np.float32)
+    b, a = butter(order, cutoff_hz / (frame_rate / 2))
+    padlen = min(3 * max(len(a), len(b)), frames - 1)
+    return np.clip(filtfilt(b, a, theta, axis=0, padlen=padlen), 0.0, 1.0).astype(np.float32)
+
+
+def max_step(theta: np.ndarray) -> float:
+    """Largest frame-to-frame change of any parameter curve (normalised units)."""
+    theta = np.asarray(theta)
+    return float(np.abs(np.diff(theta, axis=0)).max()) if theta.shape[0] > 1 else 0.0
+
+
+@dataclass
+class Automation:
+    """Per-frame parameters: ``normalized`` [frames, P] in [0, 1] (smoothed), ``raw`` as predicted."""
+
+    params: Tuple[ParamSpec, ...]
+    normalized: np.ndarray
+    frame_rate: float
+    raw: Optional[np.ndarray] = None
+
+    @property
+    def names(self) -> List[str]:
+        return [p.name for p in self.params]
+
+    @property
+    def times(self) -> np.ndarray:
+        """Start time of each frame, in seconds of the input."""
+        return np.arange(len(self.normalized)) / self.frame_rate
+
+    @property
+    def values(self) -> np.ndarray:
+        """In plugin units as the ranges are written (``ParamSpec.to_display``: dB stays dB)."""
+        return np.array([[p.to_display(u) for p, u in zip(self.params, row)] for row in self.normalized], dtype=np.float64).reshape(
+            len(self.normalized), len(self.params)
+        )
+
+    def save(self, path: PathLike) -> None:
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix == ".csv":
+            values = self.values
+            with open(path, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["time_s", *self.names, *[f"{p.name}[{p.unit}]" for p in self.params]])
+                for t, u, v in zip(self.times, self.normalized, values):
+                    w.writerow([f"{t:.6f}", *[f"{x:.6g}" for x in u], *[f"{x:.6g}" for x in v]])
+        elif suffix == ".json":
+            data = {
+                "frame_rate": self.frame_rate,
+                "params": [
+                    {"name": p.name, "unit": p.unit, "min": p.min, "max": p.max, "scale": p.scale.value} for p in self.params
+                ],
+                "normalized": np.round(self.normalized.astype(np.float64), 6).tolist(),
+                "values": np.round(self.values, 6).tolist(),
+            }
+            path.write_text(json.dumps(data))
+        else:
+            raise InferenceError(f"automation file {path} must end in .csv or .json")
+
+
+# ====================================================================================== sources and sinks
+
+
+@dataclass
+class _Source:
+    """Where the audio comes from: a fresh block iterator per pass ([C, n] float32 blocks)."""
+
+    name: str
+    sample_rate: int
+    channels: int
+    frames: int
+    blocks: Callable[[], Iterator[np.ndarray]]
+
+
+def _file_source(path: Path) -> Tuple[_Source, Any]:
+    if not path.exists():
+        raise InferenceError(f"input {path} does not exist")
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise InferenceError(f"cannot read {path} as audio ({reason})") from None
+    if info.frames <= 0:
+        raise InferenceError(f"input {path} holds no audio samples")
+
+    def blocks() -> Iterator[np.ndarray]:
+        with sf.SoundFile(str(path)) as f:
+            while True:
+                data = f.read(READ_BLOCK, dtype="float32", always_2d=True)
+                if not len(data):
+                    return
+                yield data.T
+
+    return _Source(str(path), int(info.samplerate), int(info.channels), int(info.frames), blocks), info
+
+
+def _array_source(audio: np.ndarray, sample_rate: int) -> _Source:
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 1:
+        audio = audio[None]
+    if audio.ndim != 2 or audio.shape[1] == 0:
+        raise InferenceError(f"audio must be shaped [channels, samples] with samples > 0, got {audio.shape}")
+
+    def blocks() -> Iterator[np.ndarray]:
+        for i in range(0, audio.shape[1], READ_BLOCK):
+            yield audio[:, i : i + READ_BLOCK]
+
+    return _Source("<array>", int(sample_rate), audio.shape[0], audio.shape[1], blocks)
+
+
+_FORMATS = {"AIF": "AIFF", "OGA": "OGG", "OPUS": "OGG"}
+
+
+def _output_format(path: Path, input_subtype: Optional[str]) -> Tuple[str, Optional[str]]:
+    ext = path.suffix.lstrip(".").upper()
+    fmt = _FORMATS.get(ext, ext)
+    if fmt not in sf.available_formats():
+        raise InferenceError(f"cannot write {path}: unknown audio format {path.suffix!r} (use e.g. .wav or .flac)")
+    want = None
+    if input_subtype in ("FLOAT", "DOUBLE"):
+        want = "FLOAT"
+    elif input_subtype and input_subtype.startswith("PCM_"):
+        want = input_subtype
+    if want is None or not sf.check_format(fmt, want):
+        want = sf.default_subtype(fmt)
+    return fmt, want
+
+
+def _check_output(path: Path, in_path: Optional[Path], overwrite: bool, what: str = "output") -> None:
+    if in_path is not None and path.resolve() == in_path.resolve():
+        raise InferenceError(f"{what} {path} is the input file; choose another name")
+    if path.exists() and not overwrite:
+        raise InferenceError(f"{what} {path} already exists; pass --overwrite (overwrite=True) to replace it")
+    if path.is_dir():
+        raise InferenceError(f"{what} {path} is a directory")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InferenceError(f"cannot write {what} {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InferenceError(f"cannot write {what} {path}: permission denied")
+
+
+# ====================================================================================== the processor
+
+
+@dataclass
+class ProcessStats:
+    frames: int = 0
+    dropped_frames: int = 0
+    clipped_samples: int = 0
+    seconds: float = 0.0
+    wall_s: float = 0.0
+    predict_s: float = 0.0
+    render_s: float = 0.0
+    faults: Dict[str, int] = field(default_factory=dict)
+
+    @property
+    def real_time_factor(self) -> float:
+        """Wall time / audio duration (< 1 is faster than real time)."""
+        return self.wall_s / self.seconds if self.seconds else 0.0
+
+
+class Processor:
+    """Applies a :class:`~afx_lightning.module.DeepAFx` to whole files or arrays (see the module docstring).
+
+    Args:
+        model: a trained model (e.g. from :func:`load_model`).
+        smoothing_hz: cutoff of the zero-phase low-pass on the θ curves (frame rate ≈ 21.5 Hz); 0 disables it.
+        device: where the encoder runs.
+        context_size: encoder context in samples; default: the model's ``context_size`` (set by :func:`load_model`
+            from training) or 40 960.
+        batch_size: contexts per encoder call.
+    """
+
+    def __init__(
+        self,
+        model,
+        smoothing_hz: float = 2.0,
+        device: Union[str, torch.device] = "cpu",
+        context_size: Optional[int] = None,
+        batch_size: int = 64,
+    ):
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.smoothing_hz = float(smoothing_hz or 0.0)
+        self.sample_rate = int(model.hparams.sample_rate)
+        self.frame_size = int(model.hparams.frame_size)
+        self.context_size = int(context_size or getattr(model, "context_size", None) or DEFAULT_CONTEXT)
+        if self.context_size < self.frame_size:
+            raise ValueError(f"context_size ({self.context_size}) must be at least the frame size ({self.frame_size})")
+        self.context_before = (self.context_size - self.frame_size) // 2
+        self.batch_size = int(batch_size)
+        self.fx = model.fx
+        self.latency = int(self.fx.latency)
+        self.last_stats: Optional[ProcessStats] = None
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.frame_size
+
+    # ------------------------------------------------------------------ streams
+    def _model_rate(self, source: _Source, check_finite: bool) -> Iterator[np.ndarray]:
+        """Mono model-rate chunks of the source (downmix by channel mean, then resample)."""
+        rs = StreamingResampler(source.sample_rate, self.sample_rate)
+        pos = 0
+        for block in source.blocks():
+            if check_finite and not np.isfinite(block).all():
+                bad = pos + int(np.argmax(~np.isfinite(block).all(axis=0)))
+                raise InferenceError(
+                    f"input {source.name} contains NaN/Inf samples (first at {bad / source.sample_rate:.3f} s)"
+                )
+            pos += block.shape[1]
+            out = rs.push(block.mean(axis=0) if block.shape[0] > 1 else block[0])
+            if len(out):
+                yield out
+        out = rs.flush()
+        if len(out):
+            yield out
+
+    def _model_length(self, source: _Source) -> int:
+        return StreamingResampler(source.sample_rate, self.sample_rate).output_length(source.frames)
+
+    def _bar(self, total: int, desc: str, progress: bool):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit="frame", file=sys.stderr, leave=False,
+                    disable=not progress or total < 400, mininterval=0.5)
+
+    # ------------------------------------------------------------------ pass 1
+    @torch.no_grad()
+    def predict(self, source: _Source, progress: bool = False) -> Automation:
+        n, width, before = self.frame_size, self.context_size, self.context_before
+        length = self._model_length(source)
+        frames = max(1, -(-length // n))
+        ring, stream = _Ring(), self._model_rate(source, check_finite=True)
+        theta = np.zeros((frames, self.fx.num_params), dtype=np.float32)
+        batch = np.zeros((self.batch_size, 1, width), dtype=np.float32)
+        filled, first = 0, 0
+        encoder = self.model.encoder.eval()
+
+        def run(count: int, start: int) -> None:
+            x = torch.from_numpy(batch[:count]).to(self.device)
+            if self.fx.channels > 1:
+                x = x.expand(-1, self.fx.channels, -1)
+            theta[start : start + count] = encoder(x).float().cpu().numpy()
+
+        with self._bar(frames, "predict", progress) as bar:
+            for i in range(frames):
+                a = i * n - before
+                b = a + width
+                while ring.total is None and ring.end < b:
+                    chunk = next(stream, None)
+                    if chunk is None:
+                        ring.total = ring.end
+                    else:
+                        ring.append(chunk)
+                batch[filled, 0] = ring.get(a, b)
+                ring.discard_before(a + n)
+                filled += 1
+                if filled == self.batch_size:
+                    run(filled, first)
+                    first, filled = first + filled, 0
+                    bar.update(self.batch_size)
+            if filled:
+                run(filled, first)
+                bar.update(filled)
+        for _ in stream:  # drain: the NaN check covers the whole file
+            pass
+        smoothed = smooth_automation(theta, self.frame_rate, self.smoothing_hz)
+        return Automation(self.fx.info.trainable_params, smoothed, self.frame_rate, raw=theta)
+
+    # ------------------------------------------------------------------ pass 2
+    def render(self, source: _Source, automation: Automation, write: Callable[[np.ndarray], None],
+               progress: bool = False, keep: Optional[list] = None) -> ProcessStats:
+        """Render the source through fresh plugins with ``automation``; ``write`` gets mono input-rate chunks."""
+        from .blackbox.pool import FxWorkerPool, SlotGroup
+
+        n, lat = self.frame_size, self.latency
+        length = self._model_length(source)
+        theta = automation.normalized
+        total_frames = -(-(length + lat) // n)
+        stats = ProcessStats(frames=len(theta), seconds=source.frames / source.sample_rate)
+        pool = FxWorkerPool(
+            self.fx.chain_factory, {"process": SlotGroup(1, 1)}, channels=self.fx.channels, block_size=n,
+            num_params=self.fx.num_params, sample_rate=self.sample_rate, num_workers=1,
+            timeout_s=self.fx.timeout_s, max_retries=self.fx.max_retries,
+        )
+        back = StreamingResampler(self.sample_rate, source.sample_rate)
+        out_total = source.frames
+        written = 0
+        to_skip = lat  # latency compensation: the chain's first `lat` samples are its delay
+        produced = 0  # model-rate output samples kept
+        pending = np.zeros(0, dtype=np.float32)
+        stream = self._model_rate(source, check_finite=False)
+        done_input = False
+
+        def emit(y: np.ndarray) -> None:
+            nonlocal written
+            y = y[: out_total - written]
+            if len(y):
+                write(y)
+                written += len(y)
+
+        try:
+            with self._bar(total_frames, "render", progress) as bar:
+                for j in range(total_frames):
+                    while not done_input and len(pending) < n:
+                        chunk = next(stream, None)
+                        if chunk is None:
+                            done_input = True
+                        else:
+                            pending = np.concatenate([pending, chunk])
+                    frame = np.zeros(n, dtype=np.float32)
+                    k = min(n, len(pending))
+                    frame[:k], pending = pending[:k], pending[k:]
+                    x = np.repeat(frame[None, None], self.fx.channels, axis=1)  # [1, C, N]
+                    params = theta[min(j, len(theta) - 1)][None, None]
+                    result = pool.render("process", [0], [j == 0], x, params)
+                    if result.failed[0]:
+                        stats.dropped_frames += 1
+                    y = result.out[0, 0].mean(axis=0)
+                    if keep is not None:
+                        keep[0].append(frame)
+                    if to_skip:
+                        cut = min(to_skip, n)
+                        y, to_skip = y[cut:], to_skip - cut
+                    y = y[: max(0, length - produced)]
+                    produced += len(y)
+                    if keep is not None and len(y):
+                        keep[1].append(y)
+                    emit(back.push(y))
+                    bar.update(1)
+            emit(back.flush())
+            if written < out_total:  # rounding of the two rate conversions: at most a sample or two
+                emit(np.zeros(out_total - written, dtype=np.float32))
+            stats.faults = {k: v for k, v in pool.stats.as_dict().items() if v}
+        finally:
+            pool.close()
+        return stats
+
+    # ------------------------------------------------------------------ public API
+    def process_array(self, audio: np.ndarray, sample_rate: int) -> Tuple[np.ndarray, Automation]:
+        """``audio`` [C, T] float32 at any rate -> (output [C, T] at that rate, automation)."""
+        source = _array_source(audio, sample_rate)
+        t0 = time.perf_counter()
+        automation = self.predict(source)
+        t1 = time.perf_counter()
+        chunks: List[np.ndarray] = []
+        stats = self.render(source, automation, chunks.append)
+        mono = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+        stats.predict_s, stats.render_s, stats.wall_s = t1 - t0, time.perf_counter() - t1, time.perf_counter() - t0
+        self.last_stats = stats
+        return np.repeat(mono[None], source.channels, axis=0), automation
+
+    def process_file(
+        self,
+        in_path: PathLike,
+        out_path: PathLike,
+        automation: Optional[PathLike] = None,
+        plot: Optional[PathLike] = None,
+        overwrite: bool = False,
+        progress: bool = True,
+    ) -> ProcessStats:
+        """Process ``in_path`` into ``out_path`` (input's rate, channels, length and subtype family).
+
+        Optionally writes the automation (``.csv`` / ``.json``) and a PNG with the input and output spectrograms
+        above the automation. The plot is the one part that holds the (mono, model-rate) audio in memory.
+        """
+        in_path, out_path = Path(in_path), Path(out_path)
+        source, info = _file_source(in_path)
+        _check_output(out_path, in_path, overwrite)
+        fmt, subtype = _output_format(out_path, info.subtype)
+        extras = [(Path(p), w) for p, w in ((automation, "automation file"), (plot, "plot")) if p is not None]
+        for p, what in extras:
+            _check_output(p, in_path, overwrite, what)
+        if automation is not None and Path(automation).suffix.lower() not in (".csv", ".json"):
+            raise InferenceError(f"automation file {automation} must end in .csv or .json")
+
+        t0 = time.perf_counter()
+        auto = self.predict(source, progress=progress)
+        t1 = time.perf_counter()
+        keep = ([], []) if plot is not None else None
+        clip = not subtype.startswith(("FLOAT", "DOUBLE"))
+        clipped = 0
+        fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".part" + out_path.suffix,
+                                   dir=str(out_path.parent if str(out_path.parent) else "."))
+        os.close(fd)
+        try:
+            with sf.SoundFile(tmp, "w", samplerate=source.sample_rate, channels=source.channels, format=fmt,
+                              subtype=subtype) as f:
+                def write(y: np.ndarray) -> None:
+                    nonlocal clipped
+                    if clip:
+                        over = np.abs(y) > 1.0
+                        if over.any():
+                            clipped += int(over.sum())
+                            y = np.clip(y, -1.0, 1.0)
+                    f.write(np.repeat(y[:, None], source.channels, axis=1))
+
+                stats = self.render(source, auto, write, progress=progress, keep=keep)
+            os.chmod(tmp, _new_file_mode(out_path))  # mkstemp makes it private; give it the usual permissions
+            os.replace(tmp, out_path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        stats.clipped_samples = clipped
+        stats.predict_s, stats.render_s = t1 - t0, time.perf_counter() - t1
+        stats.wall_s = time.perf_counter() - t0
+        if automation is not None:
+            auto.save(automation)
+        if plot is not None:
+            x = np.concatenate(keep[0])[: self._model_length(source)]
+            y = np.concatenate(keep[1]) if keep[1] else np.zeros(0, dtype=np.float32)
+            plot_automation(x, y, auto, self.sample_rate, plot, title=f"{in_path.name} -> {out_path.name}")
+        self.last_stats = stats
+        return stats
+
+
+def _new_file_mode(path: Path) -> int:
+    if path.exists():
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def plot_automation(inp: np.ndarray, out: np.ndarray, automation: Automation, sample_rate: int, path: PathLike,
+                    title: str = "", max_columns: int = 3000) -> None:
+    """Input and output spectrograms (``callbacks.spectrogram_db``) above a heat map of the automation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .callbacks import spectrogram_db
+
+    seconds = len(inp) / sample_rate
+    names = automation.names
+    fig, axes = plt.subplots(3, 1, figsize=(12, 9), gridspec_kw={"height_ratios": [1, 1, 1.4]})
+    for ax, audio, label in zip(axes[:2], (inp, out), ("input", "output")):
+        audio = np.pad(audio, (0, max(0, 1024 - len(audio))))
+        spec = spectrogram_db(audio)
+        if spec.shape[1] > max_columns:  # display only: max-pool time so the PNG stays small
+            k = -(-spec.shape[1] // max_columns)
+            cols = spec.shape[1] // k * k
+            spec = spec[:, :cols].reshape(spec.shape[0], -1, k).max(axis=2)
+        ax.imshow(spec, origin="lower", aspect="auto", extent=(0, seconds, 0, sample_rate / 2000), cmap="magma")
+        ax.set_ylabel(f"{label}\nkHz")
+    axes[2].imshow(automation.normalized.T, aspect="auto", vmin=0, vmax=1, cmap="viridis", interpolation="nearest",
+                   extent=(0, len(automation.normalized) / automation.frame_rate, len(names), 0))
+    axes[2].set_yticks(np.arange(len(names)) + 0.5)
+    axes[2].set_yticklabels(names, fontsize=max(4, 9 - len(names) // 10))
+    axes[2].set_xlabel("seconds")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=80)
+    plt.close(fig)

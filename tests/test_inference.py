@@ -1,0 +1,271 @@
+"""``afx process`` / :mod:`afx_lightning.inference`: safe loading, streaming two-pass processing, automation export.
+
+A model is fitted for two steps in-process (SmallEncoder, 8192-sample context) and saved with
+``trainer.save_checkpoint``; every test reuses that checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from afx_lightning.cli import main as afx_main
+from afx_lightning.encoders import SmallEncoder
+from afx_lightning.inference import (
+    InferenceError,
+    Processor,
+    StreamingResampler,
+    load_model,
+    max_step,
+    smooth_automation,
+)
+from afx_lightning.module import DeepAFx
+from afx_lightning.testing import delay_chain
+
+MAX_STEP = 0.3  # normalised units per frame after smoothing at 2 Hz (frame rate 21.5 Hz)
+
+
+class Evil:
+    """Stands for any object a checkpoint should not be able to smuggle in."""
+
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from lightning.pytorch import Trainer, seed_everything
+
+    from afx_lightning.data import AudioFxDataModule
+
+    seed_everything(0)
+    dm = AudioFxDataModule(
+        dataset="demo", demo_chain="pb_mb_compressor", batch_size=2, val_batch_size=1, steps_per_epoch=2,
+        context_size=8192, seed=1, demo_clips=2, demo_val_clips=1, demo_test_clips=0, demo_seconds=0.5,
+    )
+    model = DeepAFx(
+        chain="pb_mb_compressor", encoder=functools.partial(SmallEncoder, width=8), num_slots=2, num_eval_slots=1,
+        fx_workers=1, plateau_patience=0, lr=1e-2,
+    )
+    trainer = Trainer(
+        max_steps=2, logger=False, enable_checkpointing=False, callbacks=[], enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+    )
+    trainer.fit(model, datamodule=dm)
+    path = tmp_path_factory.mktemp("ckpt") / "model.ckpt"
+    trainer.save_checkpoint(path)
+    model.fx.close()
+    return path, model.eval()
+
+
+def _tone(seconds: float, sr: int, channels: int = 2, seed: int = 0) -> np.ndarray:
+    """[T, C] music-like test signal whose level moves, so a compressor has something to do."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    env = 0.05 + 0.4 * (0.5 + 0.5 * np.sin(2 * np.pi * 0.2 * t)) ** 2
+    chans = [env * (np.sin(2 * np.pi * (180 + 40 * c) * t) + 0.1 * rng.standard_normal(len(t))) for c in range(channels)]
+    return np.stack(chans, axis=1).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------- building blocks
+
+
+@pytest.mark.parametrize("orig,new", [(44100, 22050), (22050, 44100), (48000, 22050)])
+def test_streamed_resampling_matches_resampling_at_once(orig, new):
+    import torchaudio.functional as AF
+
+    t = np.arange(int(1.3 * orig)) / orig
+    x = (0.5 * np.sin(2 * np.pi * 997 * t)).astype(np.float32)
+    whole = AF.resample(torch.from_numpy(x), orig, new).numpy()
+    rs = StreamingResampler(orig, new, step=3000)
+    rng = np.random.default_rng(0)
+    parts, i = [], 0
+    while i < len(x):
+        k = int(rng.integers(1, 5000))
+        parts.append(rs.push(x[i : i + k]))
+        i += k
+    parts.append(rs.flush())
+    streamed = np.concatenate(parts)
+    assert len(streamed) == len(whole) == rs.output_length(len(x))
+    assert np.abs(streamed - whole).max() < 1e-4  # no clicks at chunk joints (and the ends match too)
+
+
+def test_smoothing_bounds_frame_to_frame_jumps_and_guards_short_inputs():
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(0, 1, size=(500, 3)).astype(np.float32)
+    smooth = smooth_automation(raw, 22050 / 1024, 2.0)
+    assert max_step(raw) > 0.8 and max_step(smooth) < MAX_STEP
+    assert smooth.min() >= 0 and smooth.max() <= 1
+    for frames in (1, 2, 5):  # fewer frames than filtfilt's default padlen
+        assert smooth_automation(raw[:frames], 21.5, 2.0).shape == (frames, 3)
+    np.testing.assert_allclose(smooth_automation(raw, 21.5, 0.0), raw)
+
+
+# ------------------------------------------------------------------------------------------- whole files
+
+
+def test_three_minute_stereo_file_keeps_length_rate_channels_and_exports_automation(trained, tmp_path):
+    ckpt, original = trained
+    model = load_model(ckpt)
+    assert model.context_size == 8192
+    probe = torch.randn(3, 1, 8192)
+    with torch.no_grad():  # the encoder was rebuilt from the checkpoint's plain-data spec
+        torch.testing.assert_close(model.encoder(probe), original.encoder(probe))
+
+    sr, x = 44100, _tone(180.0, 44100)
+    src, out = tmp_path / "song.wav", tmp_path / "song_fx.wav"
+    sf.write(src, x, sr, subtype="PCM_16")
+    processor = Processor(model, smoothing_hz=2.0)
+    stats = processor.process_file(src, out, automation=tmp_path / "auto.csv", plot=tmp_path / "auto.png", progress=False)
+
+    info = sf.info(out)
+    assert (info.samplerate, info.channels, info.frames, info.subtype) == (sr, 2, len(x), "PCM_16")
+    y, _ = sf.read(out, dtype="float32")
+    assert np.isfinite(y).all() and np.abs(y).max() > 1e-3
+    np.testing.assert_array_equal(y[:, 0], y[:, 1])  # mono model, copied to both channels
+    assert stats.frames == -(-len(x) // 2 // 1024) and stats.dropped_frames == 0
+
+    rows = list(csv.reader(open(tmp_path / "auto.csv")))
+    names = model.param_names
+    units = [f"{p.name}[{p.unit}]" for p in model.fx.info.trainable_params]
+    assert rows[0] == ["time_s", *names, *units]
+    table = np.array(rows[1:], dtype=np.float64)
+    assert len(table) == stats.frames
+    theta = table[:, 1 : 1 + len(names)]
+    assert theta.min() >= 0 and theta.max() <= 1 and max_step(theta) < MAX_STEP
+    spec = model.fx.info.trainable_params[0]
+    np.testing.assert_allclose(table[:, 1 + len(names)], [spec.to_display(u) for u in theta[:, 0]], rtol=1e-4, atol=1e-4)
+    assert (tmp_path / "auto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    print(f"\n[process] 180 s 44.1 kHz stereo: {stats.wall_s:.1f} s wall (predict {stats.predict_s:.1f} s, "
+          f"render {stats.render_s:.1f} s), real-time factor {stats.real_time_factor:.3f}")
+
+
+@pytest.mark.parametrize("sr,channels", [(22050, 1), (44100, 2)])
+def test_latency_is_compensated_and_output_is_aligned(sr, channels, tmp_path):
+    """delay_chain outputs the previous 1024-sample block (latency 1024): output must line up with the input."""
+    model = DeepAFx(chain=delay_chain, encoder=functools.partial(SmallEncoder, width=8), num_slots=1,
+                    num_eval_slots=1, fx_workers=1)
+    assert model.fx.latency == 1024
+    # also through a checkpoint: a chain factory from afx_lightning.testing is an allowed global
+    ckpt = tmp_path / "delay.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                "afx_encoder": model.encoder_spec}, ckpt)
+    model = load_model(ckpt)
+    rng = np.random.default_rng(1)
+    x = (0.3 * rng.standard_normal((channels, int(2.5 * sr)))).astype(np.float32)
+    y, automation = Processor(model, context_size=4096).process_array(x, sr)
+    assert y.shape == x.shape
+    gain = automation.values[:, 0]
+    assert np.all(np.abs(gain - 1.0) < 0.2)
+    ref = x.mean(axis=0)
+    lags = np.arange(-2048, 2049)
+    mid = slice(4096, len(ref) - 4096)
+    corr = [np.dot(ref[mid], np.roll(y[0], -lag)[mid]) for lag in lags]
+    assert lags[int(np.argmax(corr))] == 0
+    if sr != model.hparams.sample_rate:  # the model runs at 22.05 kHz: compare with the band it can keep
+        import torchaudio.functional as AF
+
+        ref = AF.resample(AF.resample(torch.from_numpy(ref), sr, 22050), 22050, sr).numpy()
+    np.testing.assert_allclose(y[0, 2048:-2048] / gain.mean(), ref[2048:-2048], atol=0.02)
+
+
+def test_silent_file_and_cli(trained, tmp_path, capsys):
+    ckpt, _ = trained
+    src, out = tmp_path / "silence.wav", tmp_path / "out.wav"
+    sf.write(src, np.zeros((22050 * 2, 1), np.float32), 22050, subtype="FLOAT")
+    args = ["process", "--ckpt", str(ckpt), str(src), str(out), "--no-progress", "--automation", str(tmp_path / "a.json")]
+    assert afx_main(args) == 0
+    y, rate = sf.read(out, dtype="float32")
+    assert rate == 22050 and len(y) == 44100 and np.isfinite(y).all() and sf.info(out).subtype == "FLOAT"
+    data = json.loads((tmp_path / "a.json").read_text())
+    assert set(data) == {"frame_rate", "params", "normalized", "values"}
+    assert len(data["normalized"]) == len(data["values"]) == 44 and len(data["params"][0]) == 5
+
+    capsys.readouterr()
+    assert afx_main(args) == 2  # the output exists now
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("afx process:") and str(out) in err and "--overwrite" in err
+    assert afx_main([*args, "--overwrite"]) == 0
+
+
+# ------------------------------------------------------------------------------------------- errors
+
+
+def test_bad_inputs_and_outputs_fail_with_one_clear_line(trained, tmp_path):
+    ckpt, _ = trained
+    processor = Processor(load_model(ckpt))
+    good = tmp_path / "good.wav"
+    sf.write(good, _tone(0.5, 22050, 1), 22050)
+    cases = []
+    text = tmp_path / "notes.wav"
+    text.write_text("not audio at all")
+    cases.append((text, tmp_path / "o1.wav", "notes.wav"))
+    cases.append((tmp_path / "missing.wav", tmp_path / "o2.wav", "missing.wav"))
+    nan = tmp_path / "nan.wav"
+    bad = _tone(1.0, 22050, 1)
+    bad[15000] = np.nan
+    sf.write(nan, bad, 22050, subtype="FLOAT")
+    cases.append((nan, tmp_path / "o3.wav", "NaN"))
+    cases.append((good, tmp_path / "no_such_dir" / "o4.wav", "no_such_dir"))
+    cases.append((good, good, "is the input"))
+    for src, out, needle in cases:
+        with pytest.raises(InferenceError) as err:
+            processor.process_file(src, out, progress=False)
+        message = str(err.value)
+        assert needle in message and "\n" not in message, message
+        assert not out.exists() or out == good
+    assert not list(tmp_path.glob(".o3.wav.*"))  # the partial output of the NaN file was removed
+
+
+def test_safe_loading_refuses_pickled_objects_and_foreign_classes(trained, tmp_path):
+    ckpt, model = trained
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": {}, "payload": Evil()}, evil)
+    with pytest.raises(InferenceError, match="needs unsafe unpickling") as err:
+        load_model(evil)
+    assert "print" in str(err.value)
+
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    checkpoint["afx_encoder"] = {"class_path": "torch.nn.Linear", "init_args": {"in_features": 1}}
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save(checkpoint, foreign)
+    with pytest.raises(InferenceError, match="not a subclass of afx_lightning.encoders.ParameterEncoder"):
+        load_model(foreign)
+
+
+def test_a_chain_whose_parameter_count_changed_is_refused(trained, tmp_path):
+    ckpt, model = trained
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    p = model.fx.num_params
+    state = checkpoint["state_dict"]
+    state["encoder.head.weight"] = torch.zeros(p + 1, state["encoder.head.weight"].shape[1])
+    state["encoder.head.bias"] = torch.zeros(p + 1)
+    checkpoint["afx_encoder"]["init_args"]["num_params"] = p + 1
+    changed = tmp_path / "changed.ckpt"
+    torch.save(checkpoint, changed)
+    with pytest.raises(InferenceError) as err:
+        load_model(changed)
+    assert f"P={p + 1}" in str(err.value) and f"P={p}" in str(err.value) and "pb_mb_compressor" in str(err.value)
+
+
+def test_a_failing_plugin_frame_is_passed_through_dry_and_counted():
+    """Frames whose first sample is a trigger make the plugin raise / segfault (in its worker process)."""
+    from afx_lightning.testing import TRIGGER_CRASH, TRIGGER_EXCEPTION, faulty_chain
+
+    model = DeepAFx(chain=faulty_chain, encoder=functools.partial(SmallEncoder, width=8), num_slots=1,
+                    num_eval_slots=1, fx_workers=1)
+    x = (0.1 * np.random.default_rng(2).standard_normal((1, 8 * 1024))).astype(np.float32)
+    x[0, 3 * 1024], x[0, 5 * 1024] = TRIGGER_EXCEPTION, TRIGGER_CRASH
+    processor = Processor(model, context_size=2048)
+    y, automation = processor.process_array(x, 22050)
+    assert processor.last_stats.dropped_frames == 2
+    for k in (3, 5):
+        np.testing.assert_array_equal(y[0, k * 1024 : (k + 1) * 1024], x[0, k * 1024 : (k + 1) * 1024])
+    gain = automation.values[:, 0]
+    np.testing.assert_allclose(y[0, :1024], gain[0] * x[0, :1024], rtol=1e-4, atol=1e-6)
