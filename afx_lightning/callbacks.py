@@ -26,10 +26,18 @@ def run_folder(trainer: pl.Trainer) -> Path:
     """This run's own folder: W&B's run files folder, else the first logger's version folder."""
     from lightning.pytorch.loggers import WandbLogger
 
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             return Path(logger.experiment.dir)
-    return Path(trainer.log_dir or trainer.default_root_dir)
+    # what trainer.log_dir returns, without its broadcast: this runs on rank 0 only under DDP, and a collective
+    # there would pair with the next one of the other ranks and hang the run
+    if not trainer.loggers:
+        return Path(trainer.default_root_dir)
+    first = trainer.loggers[0]
+    folder = first.log_dir if isinstance(first, (TensorBoardLogger, CSVLogger)) else first.save_dir
+    return Path(folder or trainer.default_root_dir)
 
 
 def spectrogram_db(audio: np.ndarray, n_fft: int = 1024, hop: int = 256) -> np.ndarray:

@@ -196,8 +196,8 @@ class DeepAFx(pl.LightningModule):
     def _eval_step(self, batch: Dict[str, Tensor], stage: str) -> None:
         out, theta = self.render(batch)
         m = out.shape[0]
-        self.log(f"{stage}/loss", self._loss(out, batch["target"]), prog_bar=True, batch_size=m)
-        self.log(f"{stage}/loss_identity", self.loss(batch["frame"], batch["target"]), batch_size=m)
+        self.log(f"{stage}/loss", self._loss(out, batch["target"]), prog_bar=True, batch_size=m, sync_dist=True)
+        self.log(f"{stage}/loss_identity", self.loss(batch["frame"], batch["target"]), batch_size=m, sync_dist=True)
         clips = self._val_outputs
         for row in range(m):
             clip, pos = int(batch["clip"][row]), int(batch["position"][row])
@@ -237,8 +237,8 @@ class DeepAFx(pl.LightningModule):
         # per-coefficient cosine distance over time: the official code's (and Table 1's) d_MFCC
         model = torch.stack([mfcc_distance(c["output"], c["target"], sr, over="coefficients")[0] for c in clips.values()])
         identity = torch.stack([mfcc_distance(c["input"], c["target"], sr, over="coefficients")[0] for c in clips.values()])
-        self.log(f"{stage}/d_mfcc", model.mean())
-        self.log(f"{stage}/d_mfcc_identity", identity.mean())
+        self.log(f"{stage}/d_mfcc", model.mean(), sync_dist=True)  # ranks validate disjoint clips
+        self.log(f"{stage}/d_mfcc_identity", identity.mean(), sync_dist=True)
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:

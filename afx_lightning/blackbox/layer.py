@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from dataclasses import dataclass
 from typing import Callable, Literal, Optional, Union
 
@@ -104,7 +105,9 @@ class BlackBoxLayer(nn.Module):
         num_slots: training slots (= the training batch size M); num_eval_slots likewise for validation.
         gradient: ``spsa`` (paper eq. 2) or ``fd`` (eq. 1; (2P+1) instances per slot, for diagnostics).
         epsilon, num_perturbations: SPSA step ε (official 0.01) and K perturbation pairs averaged.
-        num_workers: plugin worker processes (default: the CPUs this process may use).
+        num_workers: plugin worker processes of this process (default: the CPUs this process may use, divided
+            among the DDP ranks on the machine, see ``pool.default_num_workers``); each DDP rank has its own
+            pool, slots and plugin instances.
         timeout_s: longest a single row may take before its worker is killed and restarted.
         max_retries: re-renders of a faulty row on fresh instances before it is dropped (zero gradient).
         seed: seeds the perturbation directions.
@@ -167,6 +170,8 @@ class BlackBoxLayer(nn.Module):
                 timeout_s=self.timeout_s,
                 max_retries=self.max_retries,
             )
+            log.info("fx: %d plugin worker(s) for this process (local rank %s)", self._pool.num_workers,
+                     os.environ.get("LOCAL_RANK", "0"))
         return self._pool
 
     @property

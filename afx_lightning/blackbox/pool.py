@@ -80,12 +80,42 @@ class RenderResult:
     wall_s: float = 0.0
 
 
-def default_num_workers() -> int:
-    """The CPUs this process may run on (respects taskset/cgroups affinity), at least 1."""
+def _local_world_size(cpus: int) -> int:
+    """How many training processes (DDP ranks) of this job share this process's CPUs, at least 1.
+
+    ``LOCAL_WORLD_SIZE`` (torchrun, or set it yourself); under SLURM the tasks per node, unless the task is
+    already confined to its own CPUs (affinity no larger than ``SLURM_CPUS_PER_TASK``); otherwise, once
+    ``torch.distributed`` is initialised (Lightning's own launcher), its world size: one machine assumed.
+    """
+    value = os.environ.get("LOCAL_WORLD_SIZE")
+    if value is None and os.environ.get("SLURM_JOB_ID"):
+        per_task = os.environ.get("SLURM_CPUS_PER_TASK", "")
+        if per_task.isdigit() and cpus <= int(per_task):
+            return 1
+        value = os.environ.get("SLURM_NTASKS_PER_NODE") or os.environ.get("SLURM_STEP_TASKS_PER_NODE", "").split("(")[0].split(",")[0]
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            pass
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return max(1, dist.get_world_size())
+    except ImportError:  # pragma: no cover
+        pass
+    return 1
+
+
+def default_num_workers() -> int:
+    """The CPUs this process may run on (respects taskset/cgroups affinity), shared out among the DDP ranks
+    on this machine (see :func:`_local_world_size`), at least 1."""
+    try:
+        cpus = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+        cpus = max(1, os.cpu_count() or 1)
+    return max(1, cpus // _local_world_size(cpus))
 
 
 class FxWorkerPool:

@@ -23,6 +23,17 @@ or manual optimization stepping once per batch, without skipped steps) and check
 optimizer-step boundaries, as ``ModelCheckpoint`` does; keep ``steps_per_epoch`` a multiple of the
 accumulation. Epochs end where the global batch count reaches a multiple of ``steps_per_epoch``, so a resumed
 run keeps the same epoch boundaries.
+
+DDP. Each rank trains on its own stream: a disjoint shard of the training clips (playable clip ``i`` to rank
+``i % world_size``; fewer clips than ranks: a warning and all clips on every rank) and a generator seeded by
+``(seed, rank)``; rank and world size come from the trainer when the stream is built. Validation and test
+loaders likewise play a disjoint shard of their clips per rank (log their metrics with ``sync_dist=True``).
+Lightning writes the data module state of rank 0 only and every rank loads that same state, so a checkpoint
+cannot hold the other ranks' streams. It does not need to: a rank's stream is a pure function of
+``(clips, batch_size, seed, rank, world_size)`` and of the batches played, so a rank whose saved state is not
+its own (``rank``/``world_size`` in the state) rebuilds its stream and fast-forwards it by the saved batch
+count, scheduling only (no audio; about a second per million slot-steps). Resuming with another world size
+keeps the batch count and epoch boundaries but not the data order (a warning says so).
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from .datasets import DataError, DemoClips, PairedClips, PairedFolder
-from .streams import SlotStream, StreamStep
+from .streams import SlotStream, StreamStep, shard_frame_counts
 
 SPLITS = ("train", "val", "test")
 MISSING_ROOT = "data.root is not set: point it at a folder with train/input and train/target (or use data.dataset=demo)"
@@ -106,9 +117,11 @@ class AudioFxDataModule(pl.LightningDataModule):
     """Paired audio for DeepAFx training, cut into per-slot consecutive frames.
 
     Args:
-        dataset: ``demo`` (generated known-answer task through ``demo_chain``) or ``folder`` (WAV pairs under ``root``).
+        dataset: ``demo`` (generated known-answer task through ``demo_chain``), ``folder`` (WAV pairs under
+            ``root``), or a public corpus as unpacked: ``daps``, ``idmt`` (any dry folder + processed folder) or
+            ``mixes`` (unmastered/mastered tracks); layouts in :mod:`afx_lightning.data.corpora`.
         root: for ``folder``: a folder with ``train/``, ``val/`` and optionally ``test/``, each holding
-            ``input/`` and ``target/`` WAVs paired by file name.
+            ``input/`` and ``target/`` WAVs paired by file name. For the corpora: the unpacked corpus folder.
         demo_chain: for ``demo``: the registered chain that renders the targets.
         batch_size: M, the number of training slots (sets of plugin instances).
         val_batch_size: slots used for validation and test.
@@ -121,8 +134,23 @@ class AudioFxDataModule(pl.LightningDataModule):
         demo_clips, demo_val_clips, demo_test_clips, demo_seconds: demo split sizes and clip length.
         demo_variation: how far the hidden parameters wander around their base point (in [0, 1] units).
         demo_spread: how far the base point lies from the chain defaults toward a random point (0..1).
-        input_dir, target_dir: sub-folder names inside each split of ``root``.
-        length_tolerance: input/target length difference (samples) trimmed silently; more is an error.
+        input_dir, target_dir: sub-folder names inside each split of ``root`` (``folder``) or inside ``root``
+            (``daps``, ``mixes``); unset means the dataset's own: input/target, cleanraw/clean, unmastered/mastered.
+        length_tolerance: for ``folder``: input/target length difference (samples) trimmed silently; more is an error.
+
+    Corpus options (``daps``, ``idmt``, ``mixes``; files are read, downmixed to mono, resampled to ``sample_rate``
+    and preprocessed once, then cached, see :mod:`afx_lightning.data.preprocess`):
+        cache_dir: where preprocessed pairs are cached (default ``<root>/.afx_cache``); keyed by file path, size,
+            mtime and every option below, so a changed file or option recomputes.
+        align: time-align each target to its input by cross-correlation (within +-``max_lag_seconds``).
+        max_lag_seconds: the alignment search range.
+        loudness_lufs: normalise each *input* to this integrated loudness (the paper: -25 for mastering); the
+            target keeps its loudness. None: no normalisation.
+        highpass_hz: 2nd-order high-pass on input and target (e.g. 60 for speech). None: off.
+        input_glob, target_glob, pair_key: for ``idmt``: globs relative to ``root`` and the regex whose group
+            ``key`` (or group 1, or whole match) in a file stem pairs an input with a target.
+        split_fractions: (train, val, test) fractions for the hash-based splits of ``idmt`` and ``mixes``
+            (defaults 0.8/0.1/0.1 and 0.81/0.095/0.095); DAPS splits by speaker (val f10/m10, test f9/m9).
     """
 
     def __init__(
@@ -144,9 +172,18 @@ class AudioFxDataModule(pl.LightningDataModule):
         demo_seconds: float = 6.0,
         demo_variation: float = 0.1,
         demo_spread: float = 0.3,
-        input_dir: str = "input",
-        target_dir: str = "target",
+        input_dir: Optional[str] = None,
+        target_dir: Optional[str] = None,
         length_tolerance: int = 1024,
+        cache_dir: Optional[str] = None,
+        align: bool = True,
+        max_lag_seconds: float = 1.0,
+        loudness_lufs: Optional[float] = None,
+        highpass_hz: Optional[float] = None,
+        input_glob: Optional[str] = None,
+        target_glob: Optional[str] = None,
+        pair_key: Optional[str] = None,
+        split_fractions: Optional[list[float]] = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -167,13 +204,25 @@ class AudioFxDataModule(pl.LightningDataModule):
         self.demo_seconds = float(demo_seconds)
         self.demo_variation = float(demo_variation)
         self.demo_spread = float(demo_spread)
-        self.input_dir = input_dir
-        self.target_dir = target_dir
+        default_dirs = {"daps": ("cleanraw", "clean"), "mixes": ("unmastered", "mastered")}.get(dataset, ("input", "target"))
+        self.input_dir = input_dir or default_dirs[0]
+        self.target_dir = target_dir or default_dirs[1]
         self.length_tolerance = int(length_tolerance)
+        self.cache_dir = cache_dir
+        self.align = bool(align)
+        self.max_lag_seconds = float(max_lag_seconds)
+        self.loudness_lufs = None if loudness_lufs is None else float(loudness_lufs)
+        self.highpass_hz = None if highpass_hz is None else float(highpass_hz)
+        self.input_glob = input_glob
+        self.target_glob = target_glob
+        self.pair_key = pair_key
+        self.split_fractions = None if split_fractions is None else [float(f) for f in split_fractions]
+        self._corpus: Optional[list] = None  # all PairSpecs of a corpus, listed once
         self._check_args()
         self._splits: dict[str, Optional[PairedClips]] = {}
         self._given: dict[str, Optional[PairedClips]] = {}
         self._train: Optional[SlotStream] = None
+        self._train_placement: tuple[int, int] = (0, 1)  # (rank, world size) the training stream was built for
         self._pending: Optional[dict[str, Any]] = None
         self._snapshots: deque[tuple[int, dict[str, Any]]] = deque(maxlen=8)
 
@@ -207,8 +256,15 @@ class AudioFxDataModule(pl.LightningDataModule):
         return self._split("train").num_channels
 
     def _check_args(self) -> None:
-        if self.dataset not in ("demo", "folder"):
-            raise DataError(f"data.dataset must be 'demo' or 'folder', got {self.dataset!r}")
+        if self.dataset not in ("demo", "folder", "daps", "idmt", "mixes"):
+            raise DataError(f"data.dataset must be 'demo', 'folder', 'daps', 'idmt' or 'mixes', got {self.dataset!r}")
+        if self.dataset in ("daps", "idmt", "mixes"):
+            if self.root is None:
+                raise DataError(f"data.root is not set: point it at the unpacked {self.dataset} corpus")
+            if not Path(self.root).expanduser().is_dir():
+                raise DataError(f"data.root {self.root} is not a folder (data.dataset={self.dataset})")
+            if self.channels != 1:
+                raise DataError(f"data.dataset={self.dataset} downmixes to mono: data.channels must be 1, got {self.channels}")
         positive = {
             "batch_size": self.batch_size,
             "val_batch_size": self.val_batch_size,
@@ -231,6 +287,8 @@ class AudioFxDataModule(pl.LightningDataModule):
     def _make_split(self, split: str) -> Optional[PairedClips]:
         if self._given:
             return self._given.get(split)
+        if self.dataset in ("daps", "idmt", "mixes"):
+            return self._corpus_split(split)
         if self.dataset == "folder":
             if self.root is None:
                 raise DataError(MISSING_ROOT)
@@ -260,6 +318,26 @@ class AudioFxDataModule(pl.LightningDataModule):
             spread=self.demo_spread,
             name=f"demo {split} [{self.demo_chain}]",
         )
+
+    def _corpus_split(self, split: str) -> Optional[PairedClips]:
+        """One split of a public corpus, preprocessed with caching (an empty split is an error naming the corpus)."""
+        from .corpora import CorpusClips, corpus_pairs, default_cache_dir
+        from .preprocess import PreprocessOptions
+
+        if self._corpus is None:
+            self._corpus = corpus_pairs(
+                self.dataset, self.root, self.input_dir, self.target_dir,
+                self.input_glob, self.target_glob, self.pair_key, self.split_fractions,
+            )
+        pairs = [p for p in self._corpus if p.split == split]
+        if not pairs:
+            raise DataError(f"data: the {self.dataset} corpus at {self.root} has no {split} pairs ({len(self._corpus)} pairs in all)")
+        options = PreprocessOptions(
+            sample_rate=self._sample_rate, align=self.align, max_lag_seconds=self.max_lag_seconds,
+            loudness_lufs=self.loudness_lufs, highpass_hz=self.highpass_hz,
+        )
+        cache = self.cache_dir if self.cache_dir is not None else default_cache_dir(self.root)
+        return CorpusClips(pairs, options, cache, name=f"{self.dataset} {split}")
 
     def _split(self, split: str, required: bool = True) -> Optional[PairedClips]:
         """The clips of a split, loaded and checked once."""
@@ -357,9 +435,29 @@ class AudioFxDataModule(pl.LightningDataModule):
             "position": torch.from_numpy(positions),
         }
 
+    def _rank(self) -> tuple[int, int]:
+        """(global rank, world size) from the trainer; (0, 1) without one."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return int(getattr(trainer, "global_rank", 0) or 0), int(getattr(trainer, "world_size", 1) or 1)
+
+    def _new_train_stream(self, rank: int, world_size: int) -> SlotStream:
+        counts, _ = shard_frame_counts(self._frame_counts(self._split("train")), rank, world_size, "training clips")
+        return SlotStream(counts, self.batch_size, "train", self.seed, rank=rank)
+
     def _train_stream(self) -> SlotStream:
+        placement = self._rank()
+        if self._train is not None and placement != self._train_placement:
+            # built before the trainer (and its rank) was known: rebuild for this rank at the same step count
+            played = self._train.steps
+            self._train = self._new_train_stream(*placement)
+            self._train.fast_forward(played)
+            self._train_placement = placement
+            self._snapshots.clear()
         if self._train is None:
-            self._train = SlotStream(self._frame_counts(self._split("train")), self.batch_size, "train", self.seed)
+            self._train = self._new_train_stream(*placement)
+            self._train_placement = placement
             if self._pending is not None:
                 self._apply(self._pending)
         return self._train
@@ -377,7 +475,8 @@ class AudioFxDataModule(pl.LightningDataModule):
 
     def _eval_loader(self, split: str) -> DataLoader:
         clips = self._split(split)
-        dataset = _EvalBatches(self._frame_counts(clips), self.val_batch_size, lambda step: self.make_batch(clips, step))
+        counts, _ = shard_frame_counts(self._frame_counts(clips), *self._rank(), what=f"{split} clips")
+        dataset = _EvalBatches(counts, self.val_batch_size, lambda step: self.make_batch(clips, step))
         return DataLoader(dataset, batch_size=None, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:
@@ -398,17 +497,18 @@ class AudioFxDataModule(pl.LightningDataModule):
     def state_dict_at(self, batch: int) -> dict[str, Any]:
         """The checkpoint state that resumes the stream right before training batch ``batch`` (global count)."""
         stream = self._train_stream()
+        rank, world_size = self._train_placement
         if batch == stream.steps:
-            return {"train_stream": stream.state_dict()}
+            return {"train_stream": stream.state_dict(), "rank": rank, "world_size": world_size}
         for index, snapshot in self._snapshots:
             if index == batch:
-                return {"train_stream": copy.deepcopy(snapshot)}
+                return {"train_stream": copy.deepcopy(snapshot), "rank": rank, "world_size": world_size}
         warnings.warn(
             f"data: no stream snapshot for batch {batch} (stream is at {stream.steps}); "
             "saving the live state, so a resume may replay or skip a batch",
             stacklevel=2,
         )
-        return {"train_stream": stream.state_dict()}
+        return {"train_stream": stream.state_dict(), "rank": rank, "world_size": world_size}
 
     def state_dict(self) -> dict[str, Any]:
         """Stream state for the next batch the model will consume (Lightning stores it in checkpoints)."""
@@ -424,8 +524,23 @@ class AudioFxDataModule(pl.LightningDataModule):
             self._apply(self._pending)
 
     def _apply(self, state: dict[str, Any]) -> None:
+        saved = (int(state.get("rank", 0)), int(state.get("world_size", 1)))  # older checkpoints: one process
         try:
-            self._train.load_state_dict(state["train_stream"])
+            if saved == self._train_placement:
+                self._train.load_state_dict(state["train_stream"])
+            else:  # another rank's state (Lightning saves rank 0's only): replay this rank's own schedule
+                if saved[1] != self._train_placement[1]:
+                    warnings.warn(
+                        f"data: the checkpoint was written with {saved[1]} rank(s), this run has "
+                        f"{self._train_placement[1]}: the batch count and epoch boundaries continue, the clip order does not",
+                        stacklevel=2,
+                    )
+                copy.deepcopy(self._train).load_state_dict(state["train_stream"])  # the checks of a direct load
+                with warnings.catch_warnings():  # the shard warning was given when the stream was first built
+                    warnings.simplefilter("ignore")
+                    fresh = self._new_train_stream(*self._train_placement)
+                fresh.fast_forward(int(state["train_stream"]["steps"]))
+                self._train = fresh
         except (KeyError, ValueError) as err:
             raise DataError(f"data: cannot resume the training stream from the checkpoint: {err}") from None
         self._snapshots.clear()

@@ -5,11 +5,19 @@ its slot hears consecutive, non-overlapping frames of one clip, so a :class:`Slo
 from frame 0 to its last full frame before swapping in another clip and flagging the row ``fresh``.
 The stream works in frame units and never touches audio; its whole state is a few plain ints and lists, so it
 checkpoints with ``torch.load(weights_only=True)``.
+
+Distributed training (DDP). Every rank builds its own training stream over a disjoint shard of the clips
+(:func:`shard_frame_counts`: playable clip ``i`` of the list goes to rank ``i % world_size``; the others get
+frame count 0 and are never dealt, so clip ids stay those of the whole split) with a generator seeded by
+``(seed, rank)``. A rank's stream is thus a pure function of ``(clips, slots, seed, rank, world_size)`` and of
+how many steps it has played, which is what lets a checkpoint written by rank 0 alone resume every rank
+(:meth:`SlotStream.fast_forward`, see the data module).
 """
 
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
@@ -17,6 +25,29 @@ import numpy as np
 
 StreamMode = Literal["train", "eval"]
 IDLE = -1  # slot_clip value: the slot has no clip (not started yet, or nothing left to play)
+
+
+def shard_frame_counts(frame_counts: Sequence[int], rank: int, world_size: int, what: str = "clips") -> tuple[list[int], bool]:
+    """This rank's view of a split: the frame counts of the clips it does not own set to 0.
+
+    Playable clips (at least one frame) are dealt round-robin: the ``i``-th playable clip goes to rank
+    ``i % world_size``. With fewer playable clips than ranks no disjoint split exists: a warning, and every rank
+    keeps all clips (training streams still differ through their ``(seed, rank)`` generators). Returns the
+    counts and whether they were sharded.
+    """
+    counts = [int(n) for n in frame_counts]
+    if world_size <= 1:
+        return counts, False
+    playable = [i for i, n in enumerate(counts) if n >= 1]
+    if len(playable) < world_size:
+        warnings.warn(
+            f"data: {len(playable)} playable {what} for {world_size} ranks: every rank uses all of them "
+            "(training ranks shuffle them with different seeds; evaluation is repeated on every rank)",
+            stacklevel=2,
+        )
+        return counts, False
+    mine = set(playable[rank::world_size])
+    return [n if i in mine else 0 for i, n in enumerate(counts)], True
 
 
 @dataclass(frozen=True)
@@ -42,10 +73,13 @@ class SlotStream:
       each played once from its start. Slots with nothing left go idle and their rows are dropped, so the last
       steps have fewer rows (slot ids stay those of the playing slots). Iteration stops when all are idle.
 
-    Clips shorter than one frame are never dealt.
+    Clips shorter than one frame are never dealt. ``rank`` (DDP) seeds the train deck with ``(seed, rank)``;
+    rank 0 keeps the plain ``seed`` stream of a single-process run.
     """
 
-    def __init__(self, frame_counts: Sequence[int], num_slots: int, mode: StreamMode = "train", seed: int = 0):
+    def __init__(
+        self, frame_counts: Sequence[int], num_slots: int, mode: StreamMode = "train", seed: int = 0, rank: int = 0
+    ):
         if mode not in ("train", "eval"):
             raise ValueError(f"stream mode must be 'train' or 'eval', got {mode!r}")
         if num_slots < 1:
@@ -56,7 +90,8 @@ class SlotStream:
             raise ValueError("no clip is at least one frame long")
         self.num_slots = int(num_slots)
         self.mode: StreamMode = mode
-        self._rng = np.random.default_rng(seed)
+        self.rank = int(rank)
+        self._rng = np.random.default_rng(seed if self.rank == 0 else [int(seed), self.rank])
         self.slot_clip = [IDLE] * self.num_slots
         self.slot_frame = [0] * self.num_slots
         self.steps = 0
@@ -94,6 +129,13 @@ class SlotStream:
         self.steps += 1
         table = np.asarray(rows, dtype=np.int64)
         return StreamStep(table[:, 0], table[:, 1], table[:, 2], table[:, 2] == 0)
+
+    def fast_forward(self, steps: int) -> None:
+        """Play ``steps`` steps of schedule without making batches (cheap: a few ints per slot and step)."""
+        if self.mode != "train":
+            raise ValueError("only a train stream is fast-forwarded")
+        for _ in range(int(steps)):
+            next(self)
 
     def count_steps(self) -> int:
         """How many steps an eval stream yields from its current state (it is not advanced)."""

@@ -39,3 +39,32 @@ class WrongSizeEncoder(SmallEncoder):
 
     def __init__(self, num_params: int, sample_rate: int = 22050, forced: int = 5) -> None:
         super().__init__(forced, sample_rate=sample_rate, width=4)
+
+
+class RankBatchRecorder(pl.Callback):
+    """Per-rank ``BatchRecorder`` for DDP runs: rank ``r`` appends to ``<path>.rank<r>.jsonl``.
+
+    One JSON line per training batch (``kind: train``) and per validation batch (``kind: val``, sanity checks
+    skipped): global step, rank, world size and the batch's slot/clip/position/fresh columns.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, kind: str, batch) -> None:
+        row = {"kind": kind, "step": int(trainer.global_step), "rank": int(trainer.global_rank),
+               "world_size": int(trainer.world_size)}
+        pool = getattr(getattr(pl_module, "fx", None), "_pool", None)  # started by the first render
+        row["fx_workers"] = pool.num_workers if pool is not None else None
+        for key in ("slot", "clip", "position", "fresh"):
+            row[key] = [int(v) for v in batch[key].tolist()]
+        with Path(f"{self.path}.rank{trainer.global_rank}.jsonl").open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+        self._write(trainer, pl_module, "train", batch)
+
+    def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int,
+                                  dataloader_idx: int = 0) -> None:
+        if not trainer.sanity_checking:
+            self._write(trainer, pl_module, "val", batch)
