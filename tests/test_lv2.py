@@ -32,12 +32,7 @@ FACTORIES = {"calf_mb_compressor": C.calf_mb_compressor, "calf_mb_gate": C.calf_
 
 def theta(chain, **values: float) -> np.ndarray:
     """Normalised parameters from plugin values by name (``.`` written as ``__``); the rest at their defaults."""
-    values = {k.replace("__", "."): v for k, v in values.items()}
-    unknown = set(values) - set(chain.param_names)
-    assert not unknown, f"unknown parameters {unknown}"
-    return np.array(
-        [p.normalize(values[p.name]) if p.name in values else p.default_normalized for p in chain.trainable_params]
-    )
+    return chain.normalized({k.replace("__", "."): v for k, v in values.items()})
 
 
 def stream(chain, x: np.ndarray, th: np.ndarray, block: int = BLOCK) -> np.ndarray:

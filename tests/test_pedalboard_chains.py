@@ -37,12 +37,7 @@ MASTERING_NAMES = (
 
 def theta(chain, **values: float) -> np.ndarray:
     """Normalised parameters from values in range units, by name (``.`` written as ``__``); the rest default."""
-    values = {k.replace("__", "."): v for k, v in values.items()}
-    unknown = set(values) - set(chain.param_names)
-    assert not unknown, f"unknown parameters {unknown}"
-    return np.array(
-        [p.normalize(values[p.name]) if p.name in values else p.default_normalized for p in chain.trainable_params]
-    )
+    return chain.normalized({k.replace("__", "."): v for k, v in values.items()})
 
 
 def stream(chain, x: np.ndarray, th: np.ndarray) -> np.ndarray:

@@ -20,12 +20,7 @@ BLOCK = 1024
 
 def theta(effect, **values: float) -> np.ndarray:
     """Normalised parameters from plugin values by name (``.`` written as ``__``); the rest at their defaults."""
-    values = {k.replace("__", "."): v for k, v in values.items()}
-    unknown = set(values) - set(effect.param_names)
-    assert not unknown, f"unknown parameters {unknown}"
-    return np.array(
-        [p.normalize(values[p.name]) if p.name in values else p.default_normalized for p in effect.trainable_params]
-    )
+    return effect.normalized({k.replace("__", "."): v for k, v in values.items()})
 
 
 def stream(effect, x: np.ndarray, th: np.ndarray) -> np.ndarray:

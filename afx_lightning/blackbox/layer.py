@@ -18,7 +18,7 @@ from typing import Callable, Literal, Optional, Union
 import torch
 from torch import nn
 
-from ..effects.base import Chain
+from ..effects.base import Chain, ParamLayout
 from ..effects.params import ParamSpec
 from .gradients import GradientEstimator
 from .pool import FaultStats, FxWorkerPool, RenderResult, SlotGroup
@@ -29,7 +29,7 @@ ChainSource = Union[str, Callable[..., Chain]]
 
 
 @dataclass(frozen=True)
-class ChainInfo:
+class ChainInfo(ParamLayout):
     """What the trainer needs to know about a chain, without holding a plugin."""
 
     name: str
@@ -37,18 +37,6 @@ class ChainInfo:
     latency: int
     channels: int
     sample_rate: int
-
-    @property
-    def trainable_params(self) -> tuple[ParamSpec, ...]:
-        return tuple(p for p in self.params if p.trainable)
-
-    @property
-    def num_params(self) -> int:
-        return len(self.trainable_params)
-
-    @property
-    def param_names(self) -> list[str]:
-        return [p.name for p in self.trainable_params]
 
 
 def resolve_chain(chain: ChainSource) -> Callable[..., Chain]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import replace
-from typing import Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -45,7 +45,38 @@ class _ParamTable:
         return values
 
 
-class Effect(ABC):
+class ParamLayout:
+    """The trainable-parameter view of anything with ``params`` (an effect, a chain, a chain's description)."""
+
+    name: str
+    params: tuple[ParamSpec, ...]
+
+    @property
+    def trainable_params(self) -> tuple[ParamSpec, ...]:
+        return tuple(p for p in self.params if p.trainable)
+
+    @property
+    def num_params(self) -> int:
+        """P: how many values the encoder predicts."""
+        return len(self.trainable_params)
+
+    @property
+    def param_names(self) -> list[str]:
+        return [p.name for p in self.trainable_params]
+
+    def normalized(self, values: Mapping[str, float] | None = None) -> np.ndarray:
+        """θ in [0, 1] from values by name, in range units (dB for dB ranges); the rest at their defaults."""
+        values = dict(values or {})
+        unknown = sorted(set(values) - set(self.param_names))
+        if unknown:
+            raise KeyError(f"{self.name!r} has no trainable parameters {unknown}; it has {self.param_names}")
+        return np.array(
+            [p.normalize(values[p.name]) if p.name in values else p.default_normalized for p in self.trainable_params],
+            dtype=np.float32,
+        )
+
+
+class Effect(ParamLayout, ABC):
     """A stateful audio effect: ``process`` renders one block of float32 audio shaped (channels, samples).
 
     Subclasses implement :meth:`reset` (truly fresh state), :meth:`_set_values` (trainable plugin values in
@@ -71,19 +102,6 @@ class Effect(ABC):
         self.channels = int(channels)
         self.latency = int(latency)
         self._table = _ParamTable(self.params)
-
-    @property
-    def trainable_params(self) -> tuple[ParamSpec, ...]:
-        return tuple(p for p in self.params if p.trainable)
-
-    @property
-    def num_params(self) -> int:
-        """P: how many values the encoder predicts for this effect."""
-        return len(self.trainable_params)
-
-    @property
-    def param_names(self) -> list[str]:
-        return [p.name for p in self.trainable_params]
 
     def process(self, audio: np.ndarray, theta: np.ndarray) -> np.ndarray:
         """Render one block. ``theta``: the P normalised parameters in [0, 1] (clipped)."""
