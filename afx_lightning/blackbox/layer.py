@@ -60,6 +60,13 @@ def describe_chain(factory: Callable[..., Chain], sample_rate: int, block_size: 
         chain.close()
 
 
+def to_device(rendered: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Rendered CPU audio to the encoder's device: through pinned memory and without a sync on CUDA."""
+    if like.device.type == "cuda":
+        return rendered.pin_memory().to(device=like.device, dtype=like.dtype, non_blocking=True)
+    return rendered.to(dtype=like.dtype)
+
+
 class _BlackBoxFunction(torch.autograd.Function):
     """y = f(x, θ) through plugins; ∂L/∂θ from the perturbed renders saved at forward time."""
 
@@ -73,7 +80,7 @@ class _BlackBoxFunction(torch.autograd.Function):
         ctx.step = step
         ctx.failed = torch.from_numpy(result.failed)
         ctx.estimator = layer.estimator
-        return out[:, 0].to(device=audio.device, dtype=audio.dtype)
+        return to_device(out[:, 0], audio)
 
     @staticmethod
     def backward(ctx, grad_output):  # type: ignore[override]
@@ -178,7 +185,7 @@ class BlackBoxLayer(nn.Module):
             return _BlackBoxFunction.apply(theta.clamp(0.0, 1.0), audio, self, slots, fresh_flags)
         params = theta.detach().to("cpu", torch.float32).clamp(0.0, 1.0).unsqueeze(1)
         result = self._render("eval", slots, fresh_flags, audio, params)
-        return torch.from_numpy(result.out[:, 0]).to(device=audio.device, dtype=audio.dtype)
+        return to_device(torch.from_numpy(result.out[:, 0]), audio)
 
     def _render(self, group: str, slots, fresh, audio: torch.Tensor, params: torch.Tensor) -> RenderResult:
         audio_np = audio.detach().to("cpu", torch.float32).numpy()
