@@ -56,7 +56,8 @@ class RunConfigSaver(SaveConfigCallback):
             path = Path(str(getattr(cfg, "absolute", cfg)))
             if path.is_file():
                 saved.append(folder / path.name)
-                shutil.copyfile(path, saved[-1])
+                if path.resolve() != saved[-1].resolve():  # with no logger the run folder may be the cwd
+                    shutil.copyfile(path, saved[-1])
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 run = logger.experiment

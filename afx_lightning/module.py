@@ -272,5 +272,39 @@ class DeepAFx(pl.LightningModule):
         if "afx_spsa_generator" in checkpoint:
             self.fx.generator.set_state(checkpoint["afx_spsa_generator"])
 
+    # ------------------------------------------------------------------ predict (``afx predict``)
+    def on_predict_start(self) -> None:
+        self._processor = None
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Dict[str, Any]:
+        """Process one whole file (the data module's ``predict_files``) exactly as ``afx process`` does:
+        one :class:`~afx_lightning.inference.Processor` per predict run, output named as the input inside
+        ``data.predict_output_dir``. Returns ``{input, output, seconds, dropped_frames, wall_s}``."""
+        from pathlib import Path
+
+        from .inference import Processor
+
+        path = batch if isinstance(batch, str) else batch[0]
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        out_dir = getattr(dm, "predict_output_dir", None)
+        if out_dir is None:
+            raise ValueError("predict needs the data module's predict_output_dir (--data.predict_output_dir DIR)")
+        out = Path(out_dir).expanduser() / Path(path).name
+        if getattr(self, "_processor", None) is None:
+            self._processor = Processor(
+                self, smoothing_hz=getattr(dm, "predict_smoothing_hz", 2.0), device=self.device,
+                context_size=getattr(dm, "context_size", None),
+            )
+        stats = self._processor.process_file(path, out, overwrite=bool(getattr(dm, "predict_overwrite", False)),
+                                             progress=False)
+        return {"input": str(path), "output": str(out), "seconds": stats.seconds,
+                "dropped_frames": stats.dropped_frames, "wall_s": stats.wall_s}
+
+    def on_predict_end(self) -> None:
+        processor = getattr(self, "_processor", None)
+        if processor is not None:
+            processor.close()
+        self._processor = None
+
     def teardown(self, stage: str) -> None:
         self.fx.close()

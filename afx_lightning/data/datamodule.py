@@ -57,6 +57,22 @@ MISSING_ROOT = "data.root is not set: point it at a folder with train/input and 
 Batch = dict[str, torch.Tensor]
 
 
+def _range_arg(name: str, value: Optional[list[float]]) -> Optional[tuple[float, float]]:
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise DataError(f"data.{name} must be two numbers [low, high], got {value!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
+        raise DataError(f"data.{name} must be a finite range [low, high] with low <= high, got {value!r}")
+    return lo, hi
+
+
+def _seed_word(value: int) -> int:
+    return int(value) % (1 << 63)  # SeedSequence takes non-negative entropy only
+
+
 class _EvalBatches(IterableDataset):
     """A finite, repeatable pass over one split: every iteration replays the same schedule from the start."""
 
@@ -151,6 +167,24 @@ class AudioFxDataModule(pl.LightningDataModule):
             ``key`` (or group 1, or whole match) in a file stem pairs an input with a target.
         split_fractions: (train, val, test) fractions for the hash-based splits of ``idmt`` and ``mixes``
             (defaults 0.8/0.1/0.1 and 0.81/0.095/0.095); DAPS splits by speaker (val f10/m10, test f9/m9).
+
+    Train-time augmentation (off by default; training batches only, never validation/test/predict):
+        augment_gain_db: ``[lo, hi]``: every play of a clip gets a random gain in dB.
+        augment_noise_snr_db: ``[lo, hi]``: every play of a clip gets white noise at a random SNR in dB relative
+            to the clip's RMS (after the gain), independent per channel.
+        Only the *input* (``context`` and ``frame``) is augmented; the ``target`` is left as is. That is what
+        the official DeepAFx code does (noise on the input only, so the model learns to predict robust
+        parameters for noisy inputs while still aiming at the clean target). The semantics are those of
+        :func:`afx_lightning.data.preprocess.augment_input`, computed block-wise so the context and the frame
+        of a row see the same augmented signal. A *play* is one pass of a slot through a clip, identified by
+        ``(seed, rank, clip, slot, step the play started)``: the same clip dealt again gets a new draw, and the
+        draws are a pure function of the stream state, so a resumed run makes identical batches.
+
+    Prediction (``afx predict``; the same code path as ``afx process``, see ``DeepAFx.predict_step``):
+        predict_files: input files; each is processed whole into ``predict_output_dir`` under its own name.
+        predict_output_dir: an existing folder for the outputs.
+        predict_overwrite: replace existing outputs.
+        predict_smoothing_hz: low-pass cutoff of the parameter curves (``afx process --smoothing-hz``).
     """
 
     def __init__(
@@ -184,6 +218,12 @@ class AudioFxDataModule(pl.LightningDataModule):
         target_glob: Optional[str] = None,
         pair_key: Optional[str] = None,
         split_fractions: Optional[list[float]] = None,
+        augment_noise_snr_db: Optional[list[float]] = None,
+        augment_gain_db: Optional[list[float]] = None,
+        predict_files: Optional[list[str]] = None,
+        predict_output_dir: Optional[str] = None,
+        predict_overwrite: bool = False,
+        predict_smoothing_hz: float = 2.0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -217,6 +257,14 @@ class AudioFxDataModule(pl.LightningDataModule):
         self.target_glob = target_glob
         self.pair_key = pair_key
         self.split_fractions = None if split_fractions is None else [float(f) for f in split_fractions]
+        self.augment_noise_snr_db = _range_arg("augment_noise_snr_db", augment_noise_snr_db)
+        self.augment_gain_db = _range_arg("augment_gain_db", augment_gain_db)
+        self.predict_files = [str(f) for f in predict_files] if predict_files is not None else None
+        self.predict_output_dir = predict_output_dir
+        self.predict_overwrite = bool(predict_overwrite)
+        self.predict_smoothing_hz = float(predict_smoothing_hz)
+        self._clip_rms: dict[int, float] = {}
+        self._noise_blocks: dict[tuple, np.ndarray] = {}  # the last training batch's noise blocks (reused)
         self._corpus: Optional[list] = None  # all PairSpecs of a corpus, listed once
         self._check_args()
         self._splits: dict[str, Optional[PairedClips]] = {}
@@ -369,6 +417,8 @@ class AudioFxDataModule(pl.LightningDataModule):
     def setup(self, stage: str) -> None:
         """Load (or render) the splits a stage needs, failing early with one-line errors."""
         self._check_args()
+        if stage == "predict":
+            self.check_predict()
         needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ()}.get(stage, ())
         for split in needed:
             self._split(split)
@@ -410,8 +460,12 @@ class AudioFxDataModule(pl.LightningDataModule):
     def _frame_counts(self, clips: PairedClips) -> list[int]:
         return [c.num_samples // self.frame_size for c in clips]
 
-    def make_batch(self, clips: PairedClips, step: StreamStep) -> Batch:
-        """Cut the audio a schedule step asks for."""
+    def make_batch(self, clips: PairedClips, step: StreamStep, train_step: Optional[int] = None) -> Batch:
+        """Cut the audio a schedule step asks for.
+
+        ``train_step`` (the training stream's step index of this batch) turns on the input augmentation when
+        configured; evaluation batches never pass it.
+        """
         rows, n, width, before = len(step), self.frame_size, self.context_size, self.context_before
         channels = clips.num_channels
         context = np.zeros((rows, channels, width), dtype=np.float32)
@@ -425,6 +479,8 @@ class AudioFxDataModule(pl.LightningDataModule):
             lo = pos - before
             a, b = max(lo, 0), min(lo + width, clip.num_samples)
             context[r, :, a - lo : b - lo] = clip.input[:, a:b]
+        if train_step is not None and (self.augment_gain_db is not None or self.augment_noise_snr_db is not None):
+            self._augment(clips, step, train_step, context, frame)
         return {
             "context": torch.from_numpy(context),
             "frame": torch.from_numpy(frame),
@@ -434,6 +490,51 @@ class AudioFxDataModule(pl.LightningDataModule):
             "clip": torch.from_numpy(step.clips.copy()),
             "position": torch.from_numpy(positions),
         }
+
+    def _augment(self, clips: PairedClips, step: StreamStep, train_step: int, context: np.ndarray,
+                 frame: np.ndarray) -> None:
+        """Gain and noise on the rows' input in place (see the class docstring); noise comes in frame-sized
+        blocks keyed by sample position, so overlapping contexts and frames of a play agree."""
+        n, width, before = self.frame_size, self.context_size, self.context_before
+        rank = self._train_placement[0]
+        blocks: dict[tuple, np.ndarray] = {}
+        old = self._noise_blocks
+        for r, (slot, c, f) in enumerate(zip(step.slots.tolist(), step.clips.tolist(), step.frames.tolist())):
+            clip = clips[c]
+            play = (_seed_word(self.seed), rank, c, slot, train_step - f)  # a slot plays one frame per step
+            rng = np.random.default_rng(play)
+            gain = 1.0
+            if self.augment_gain_db is not None:
+                gain = 10.0 ** (rng.uniform(*self.augment_gain_db) / 20.0)
+            sigma = 0.0
+            if self.augment_noise_snr_db is not None:
+                snr = rng.uniform(*self.augment_noise_snr_db)
+                if c not in self._clip_rms:
+                    self._clip_rms[c] = float(np.sqrt(np.mean(np.square(clip.input, dtype=np.float64))))
+                sigma = self._clip_rms[c] * gain * 10.0 ** (-snr / 20.0)
+            pos = f * n
+            lo = pos - before
+            a, b = max(lo, 0), min(lo + width, clip.num_samples)
+            frame[r] *= np.float32(gain)
+            context[r] *= np.float32(gain)
+            if sigma <= 0.0:
+                continue
+
+            def noise(k: int) -> np.ndarray:
+                key = (*play, k)
+                block = blocks.get(key)
+                if block is None:
+                    block = old.get(key)
+                    if block is None:
+                        block = np.random.default_rng(key).standard_normal((clip.num_channels, n)).astype(np.float32)
+                    blocks[key] = block
+                return block
+
+            for k in range(a // n, -(-b // n)):  # context: only its real samples (the padding stays zero)
+                s0, s1 = max(a, k * n), min(b, (k + 1) * n)
+                context[r, :, s0 - lo : s1 - lo] += np.float32(sigma) * noise(k)[:, s0 - k * n : s1 - k * n]
+            frame[r] += np.float32(sigma) * noise(f)
+        self._noise_blocks = blocks
 
     def _rank(self) -> tuple[int, int]:
         """(global rank, world size) from the trainer; (0, 1) without one."""
@@ -467,7 +568,8 @@ class AudioFxDataModule(pl.LightningDataModule):
         clips = self._split("train")
         for _ in range(self.steps_per_epoch - stream.steps % self.steps_per_epoch):
             self._snapshots.append((stream.steps, stream.state_dict()))
-            yield self.make_batch(clips, next(stream))
+            index = stream.steps
+            yield self.make_batch(clips, next(stream), train_step=index)
 
     def train_dataloader(self) -> DataLoader:
         self._split("train")
@@ -484,6 +586,34 @@ class AudioFxDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
+
+    # ------------------------------------------------------------------------------------------ predict
+
+    def check_predict(self) -> None:
+        """One-line errors for a predict run that cannot write its outputs."""
+        if not self.predict_files:
+            raise DataError("data.predict_files is empty: list the audio files to process (--data.predict_files [a.wav,b.wav])")
+        if self.predict_output_dir is None:
+            raise DataError("data.predict_output_dir is not set: name an existing folder for the processed files")
+        out = Path(self.predict_output_dir).expanduser()
+        if not out.is_dir():
+            raise DataError(f"data.predict_output_dir {out} does not exist (or is not a folder)")
+        seen: dict[str, str] = {}
+        for f in self.predict_files:
+            if not Path(f).expanduser().is_file():
+                raise DataError(f"data.predict_files: {f} does not exist")
+            name = Path(f).name
+            if name in seen:
+                raise DataError(f"data.predict_files: {seen[name]} and {f} would both be written to {out / name}")
+            seen[name] = f
+
+    def predict_output_path(self, path: str) -> Path:
+        return Path(self.predict_output_dir).expanduser() / Path(path).name
+
+    def predict_dataloader(self) -> DataLoader:
+        """One item per file: its path (``DeepAFx.predict_step`` processes the whole file)."""
+        self.check_predict()
+        return DataLoader([str(Path(f).expanduser()) for f in self.predict_files], batch_size=None, num_workers=0)
 
     # ------------------------------------------------------------------------------------------ resume
 
