@@ -5,6 +5,11 @@ Usage::
     python benchmarks/fx_layer.py                      # M=100, 20 steps, workers = all CPUs (prints one JSON object)
     python benchmarks/fx_layer.py --quick              # CI smoke run (tiny numbers, < 30 s)
     python benchmarks/fx_layer.py --per-slot-batch 20  # measure the per-slot baseline at M'=20, scale to M
+    python benchmarks/fx_layer.py --workers-sweep 1,2  # also: fx step at each pool size ("worker_scaling")
+    python benchmarks/fx_layer.py --fd-ratio           # also: FD vs SPSA step cost on pb_mastering, P=50, M=4
+
+``--workers-sweep`` and ``--fd-ratio`` add keys (``worker_scaling``; ``fd_vs_spsa``, ``fd_vs_spsa_step_ratio``,
+``fd_vs_spsa_theory`` = (2P+1)/3 renders per slot) and leave the rest of the JSON as it is without them.
 
 Three measurements on the same kind of data (random frames [M, 1, N] at about -20 dBFS RMS, θ ~ U[0, 1]^P perturbed
 by the layer's own SPSA estimator, so every step renders 3·M blocks: θ, θ⁺, θ⁻ per slot):
@@ -206,11 +211,26 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--epsilon", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="CI smoke run: M=6, 3 steps, 1 warm-up, 2 workers max")
+    ap.add_argument("--workers-sweep", default=None, metavar="W1,W2,...",
+                    help="also time the fx step of --chain at M with each pool size (adds 'worker_scaling')")
+    ap.add_argument("--fd-ratio", action="store_true",
+                    help="also time the fx step with gradient='fd' vs 'spsa' (adds 'fd_vs_spsa')")
+    ap.add_argument("--fd-chain", default="pb_mastering", help="chain of --fd-ratio (default: %(default)s)")
+    ap.add_argument("--fd-batch", type=int, default=4, help="M of --fd-ratio (FD renders (2P+1)·M blocks; default: %(default)s)")
+    ap.add_argument("--fd-steps", type=int, default=5, help="measured steps of each --fd-ratio method (default: %(default)s)")
     args = ap.parse_args(argv)
     if args.quick:
         args.batch, args.steps, args.warmup = min(args.batch, 6), min(args.steps, 3), min(args.warmup, 1)
         args.workers = min(args.workers, 2)
         args.rounds = 1
+        args.fd_steps = min(args.fd_steps, 2)
+    if args.workers_sweep:
+        try:
+            args.workers_sweep = [int(w) for w in str(args.workers_sweep).split(",") if w.strip()]
+        except ValueError:
+            ap.error("--workers-sweep takes comma-separated integers, e.g. 1,2")
+        if not args.workers_sweep or min(args.workers_sweep) < 1:
+            ap.error("--workers-sweep needs pool sizes >= 1")
     if args.per_slot_steps is None:
         args.per_slot_steps = args.steps
     if args.per_slot_batch is None or args.per_slot_batch > args.batch:
@@ -467,6 +487,84 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
+# ---------------------------------------------------------------------------------------------- optional extras
+
+
+def time_layer_steps(chain: str, m: int, workers: int, gradient: str, steps: int, warmup: int, epsilon: float,
+                     seed: int) -> dict:
+    """Median wall time of forward+backward of ``BlackBoxLayer(chain, gradient=...)`` in training mode at M=m."""
+    import torch
+
+    from afx_lightning.blackbox import BlackBoxLayer
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(seed)
+    layer = None
+    times: List[float] = []
+    try:
+        t0 = time.perf_counter()
+        layer = BlackBoxLayer(chain, SAMPLE_RATE, BLOCK_SIZE, 1, num_slots=m, gradient=gradient, epsilon=epsilon,
+                              num_workers=workers, seed=seed).train()
+        layer.pool  # start the workers now
+        startup_s = time.perf_counter() - t0
+        p = layer.num_params
+        instances = layer.estimator.num_instances(p)
+        slot = torch.arange(m)
+        for t in range(warmup + steps):
+            audio = torch.from_numpy((FRAME_RMS * rng.standard_normal((m, 1, BLOCK_SIZE))).astype(np.float32))
+            theta = torch.from_numpy(rng.random((m, p)).astype(np.float32)).requires_grad_(True)
+            g = torch.from_numpy(rng.standard_normal((m, 1, BLOCK_SIZE)).astype(np.float32))
+            fresh = torch.full((m,), t == 0, dtype=torch.bool)
+            w0 = time.perf_counter()
+            y = layer(audio, theta, slot, fresh)
+            y.backward(g)
+            w1 = time.perf_counter()
+            assert theta.grad is not None and torch.isfinite(theta.grad).all()
+            if t >= warmup:
+                times.append(w1 - w0)
+        faults = layer.fault_stats.as_dict()
+    finally:
+        if layer is not None:
+            layer.close()
+    return {"fx_step_s": _median(times), "fx_step_s_spread": _spread(times), "instances_per_slot": instances,
+            "renders_per_step": instances * m, "startup_s": startup_s, "P": p,
+            "faults": {k: v for k, v in faults.items() if v}}
+
+
+def workers_sweep(args: argparse.Namespace) -> List[dict]:
+    out = []
+    for w in args.workers_sweep:
+        _log(f"workers sweep: {args.chain}, M={args.batch}, {w} worker(s)")
+        r = time_layer_steps(args.chain, args.batch, w, "spsa", args.steps, args.warmup, args.epsilon, args.seed)
+        out.append({"workers": w, "fx_step_s": r["fx_step_s"], "fx_step_s_spread": r["fx_step_s_spread"],
+                    "faults": r["faults"]})
+    base = out[0]["fx_step_s"]
+    for row in out:
+        row["speedup_vs_first"] = base / row["fx_step_s"]
+    return out
+
+
+def fd_vs_spsa(args: argparse.Namespace) -> dict:
+    workers = args.workers
+    res = {}
+    for gradient in ("spsa", "fd"):
+        _log(f"fd ratio: {args.fd_chain}, M={args.fd_batch}, gradient={gradient}")
+        res[gradient] = time_layer_steps(args.fd_chain, args.fd_batch, workers, gradient, args.fd_steps, 1,
+                                         args.epsilon, args.seed)
+    p = res["fd"]["P"]
+    theory = res["fd"]["instances_per_slot"] / res["spsa"]["instances_per_slot"]  # (2P+1)/3 at K=1
+    return {
+        "chain": args.fd_chain, "M": args.fd_batch, "P": p, "workers": workers, "steps": args.fd_steps,
+        "spsa_step_s": res["spsa"]["fx_step_s"], "fd_step_s": res["fd"]["fx_step_s"],
+        "fd_vs_spsa_step_ratio": res["fd"]["fx_step_s"] / res["spsa"]["fx_step_s"],
+        "fd_vs_spsa_theory": theory,
+        "theory_formula": f"(2P+1)/3 = {2 * p + 1}/3 renders per slot",
+        "renders_per_step": {"spsa": res["spsa"]["renders_per_step"], "fd": res["fd"]["renders_per_step"]},
+        "details": res,
+        "note": "below theory when the small SPSA step is dominated by fixed per-step costs (IPC, scheduling)",
+    }
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     import signal
 
@@ -474,6 +572,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args = parse_args(argv)
     result = run(args)
+    if args.workers_sweep:
+        result["worker_scaling"] = workers_sweep(args)
+    if args.fd_ratio:
+        result["fd_vs_spsa"] = fd_vs_spsa(args)
+        result["fd_vs_spsa_step_ratio"] = result["fd_vs_spsa"]["fd_vs_spsa_step_ratio"]
+        result["fd_vs_spsa_theory"] = result["fd_vs_spsa"]["fd_vs_spsa_theory"]
     print(json.dumps(result, indent=2))
     return 0
 

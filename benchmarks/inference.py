@@ -1,0 +1,324 @@
+"""Benchmark: ``afx process`` speed (real-time factor) and peak memory vs. file length, on CPU.
+
+Usage::
+
+    python benchmarks/inference.py                    # Inception encoder, 60 s file for speed, 1 vs 10 min for memory
+    python benchmarks/inference.py --long-minutes 5   # shorter long file
+    python benchmarks/inference.py --quick            # CI smoke run: SmallEncoder, 10 s and 30 s files
+
+Prints one JSON object. The model is untrained (random weights; speed does not depend on them):
+``DeepAFx(chain, encoder=InceptionEncoder, num_slots=1, num_eval_slots=1)`` saved as a checkpoint (state dict,
+hyper-parameters and the module's own ``on_save_checkpoint`` extras, as ``trainer.save_checkpoint`` would) and
+reloaded with :func:`afx_lightning.inference.load_model`, exactly as ``afx process`` does.
+
+``speed``   ``Processor(model).process_file(in, out)`` on a generated stereo 22.05 kHz file of ``--seconds``
+            (default 60), ``--repeats`` times in this process (the first run is reported separately as
+            ``first_run``; the medians of the later ones, if any, are the headline numbers).
+            ``realtime_factor`` = audio seconds / wall seconds (> 1 is faster than real time; goal >= 10).
+            ``predict_s`` (encoder pass) and ``render_s`` (plugin pass + writing) come from ``ProcessStats``.
+``memory``  peak resident memory (``ru_maxrss``) of a fresh child process of this script that loads the model
+            and processes one file: a short (``--short-minutes``, default 1) and a long (``--long-minutes``,
+            default 10) one; ``model_loaded_rss_mb`` is the child's peak right after loading the model. The
+            memory children use ``--memory-encoder`` (default: SmallEncoder; Inception runs at ~0.4x real time
+            on 2 cores, so 11 minutes of audio would take ~30 min). The plugin render pass runs in one pool
+            worker process of the child; its peak is ``worker_peak_rss_mb`` (``RUSAGE_CHILDREN`` of the child;
+            a forked worker inherits the child's high-water mark at fork time, so it is at least the model's
+            footprint). Streaming processing should keep the peak flat in the length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+SAMPLE_RATE = 22050
+HERE = Path(__file__).resolve()
+
+
+def _log(msg: str) -> None:
+    print(f"[inference] {msg}", file=sys.stderr, flush=True)
+
+
+def _maxrss_mb(who: int) -> float:
+    """ru_maxrss in MiB (Linux reports KiB, macOS bytes)."""
+    v = resource.getrusage(who).ru_maxrss
+    return v / (1024 * 1024) if sys.platform == "darwin" else v / 1024
+
+
+def _proc_status_mb(key: str) -> Optional[float]:
+    """``VmRSS`` / ``VmHWM`` of this process in MiB from /proc/self/status (None where there is no procfs)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def write_test_file(path: Path, seconds: float, sr: int = SAMPLE_RATE, channels: int = 2, seed: int = 0) -> None:
+    """Music-like stereo test signal (moving level, tones + noise), written in chunks (16-bit WAV)."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    total = int(round(seconds * sr))
+    chunk = 10 * sr
+    with sf.SoundFile(str(path), "w", samplerate=sr, channels=channels, subtype="PCM_16") as f:
+        for start in range(0, total, chunk):
+            t = np.arange(start, min(total, start + chunk)) / sr
+            env = 0.05 + 0.4 * (0.5 + 0.5 * np.sin(2 * np.pi * 0.2 * t)) ** 2
+            cols = [env * (np.sin(2 * np.pi * (180 + 40 * c) * t) + 0.1 * rng.standard_normal(len(t)))
+                    for c in range(channels)]
+            f.write(np.stack(cols, axis=1).astype(np.float32))
+
+
+def make_checkpoint(path: Path, chain: str, encoder: str) -> dict:
+    """Untrained model -> checkpoint readable by ``load_model`` (same keys as ``trainer.save_checkpoint``)."""
+    import torch
+
+    from afx_lightning.encoders import InceptionEncoder, SmallEncoder
+    from afx_lightning.module import DeepAFx
+
+    factory = {"inception": InceptionEncoder, "small": SmallEncoder}[encoder]
+    torch.manual_seed(0)
+    model = DeepAFx(chain=chain, encoder=factory, num_slots=1, num_eval_slots=1, fx_workers=1)
+    try:
+        checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+        model.on_save_checkpoint(checkpoint)  # afx_encoder spec, SPSA generator state
+        torch.save(checkpoint, str(path))
+        return {"encoder_class": model.encoder_spec["class_path"],
+                "encoder_params": sum(p.numel() for p in model.encoder.parameters()),
+                "P": model.fx.num_params}
+    finally:
+        model.fx.close()
+
+
+# ---------------------------------------------------------------------------------------------- child
+
+
+def child_peak(ckpt: Path, in_path: Optional[Path], out_path: Optional[Path]) -> dict:
+    """In a fresh process: load the model, process ``in_path`` (or nothing: baseline), report peaks."""
+    from afx_lightning.inference import Processor, load_model
+
+    model = load_model(ckpt)
+    proc = Processor(model)
+    loaded_mb = _maxrss_mb(resource.RUSAGE_SELF)
+    res = {"model_loaded_rss_mb": loaded_mb, "model_loaded_current_rss_mb": _proc_status_mb("VmRSS")}
+    # ru_maxrss is a high-water mark: if importing/loading peaked higher than processing ever does, it hides any
+    # growth. Linux can reset the mark (clear_refs 5); VmHWM after processing is then the processing peak alone.
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        res["hwm_reset"] = True
+    except OSError:
+        res["hwm_reset"] = False
+    if in_path is not None:
+        stats = proc.process_file(in_path, out_path, overwrite=True, progress=False)
+        res.update(seconds=stats.seconds, wall_s=stats.wall_s, predict_s=stats.predict_s, render_s=stats.render_s,
+                   realtime_factor=stats.seconds / stats.wall_s, dropped_frames=stats.dropped_frames,
+                   faults=stats.faults)
+    res["processing_peak_rss_mb"] = _proc_status_mb("VmHWM") if res["hwm_reset"] else None
+    res["after_processing_current_rss_mb"] = _proc_status_mb("VmRSS")
+    model.fx.close()
+    res["peak_rss_mb"] = _maxrss_mb(resource.RUSAGE_SELF)
+    res["worker_peak_rss_mb"] = _maxrss_mb(resource.RUSAGE_CHILDREN)  # largest waited-for child (the pool worker)
+    return res
+
+
+def _run_child(ckpt: Path, in_path: Optional[Path], out_path: Optional[Path], timeout: float) -> dict:
+    cmd = [sys.executable, str(HERE), "--child-peak", str(in_path) if in_path else "-", "--ckpt", str(ckpt)]
+    if out_path is not None:
+        cmd += ["--child-out", str(out_path)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if run.returncode != 0:
+        raise RuntimeError(f"child {cmd} failed ({run.returncode}): {run.stderr[-2000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--chain", default="pb_mb_compressor")
+    ap.add_argument("--encoder", default="inception", choices=["inception", "small"])
+    ap.add_argument("--seconds", type=float, default=60.0, help="length of the speed file (default: %(default)s)")
+    ap.add_argument("--repeats", type=int, default=1, help="process_file runs on the speed file (default: %(default)s)")
+    ap.add_argument("--short-minutes", type=float, default=1.0, help="short memory file (default: %(default)s)")
+    ap.add_argument("--long-minutes", type=float, default=10.0, help="long memory file (default: %(default)s)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the memory children")
+    ap.add_argument("--memory-encoder", default="small", choices=["same", "inception", "small"],
+                    help="encoder of the memory children (default: %(default)s: the Inception encoder runs at about "
+                         "0.4x real time on 2 cores, so an 11-minute pair would take ~30 min; the streaming memory "
+                         "behaviour does not depend on the encoder; 'same' = --encoder)")
+    ap.add_argument("--quick", action="store_true", help="CI smoke run: SmallEncoder, 10 s speed file, 10 s vs 30 s memory")
+    ap.add_argument("--workdir", default=None, help="where the files go (default: a temporary directory)")
+    # internal: one memory measurement in a fresh process
+    ap.add_argument("--child-peak", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--ckpt", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.encoder, args.seconds, args.repeats = "small", 10.0, 1
+        args.short_minutes, args.long_minutes = 10 / 60, 30 / 60
+    if args.memory_encoder == "same":
+        args.memory_encoder = args.encoder
+    return args
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict:
+    import torch
+
+    from afx_lightning.inference import Processor, load_model
+
+    ckpt = workdir / "model.ckpt"
+    t0 = time.perf_counter()
+    model_info = make_checkpoint(ckpt, args.chain, args.encoder)
+    _log(f"checkpoint written in {time.perf_counter() - t0:.1f} s ({model_info})")
+
+    # ---- speed (this process)
+    speed_in, speed_out = workdir / "speed_in.wav", workdir / "speed_out.wav"
+    write_test_file(speed_in, args.seconds)
+    t0 = time.perf_counter()
+    model = load_model(ckpt)
+    proc = Processor(model)
+    load_s = time.perf_counter() - t0
+    runs = []
+    try:
+        for r in range(max(1, args.repeats)):
+            stats = proc.process_file(speed_in, speed_out, overwrite=True, progress=False)
+            runs.append({"wall_s": stats.wall_s, "predict_s": stats.predict_s, "render_s": stats.render_s,
+                         "realtime_factor": stats.seconds / stats.wall_s, "dropped_frames": stats.dropped_frames,
+                         "faults": stats.faults})
+            _log(f"speed run {r + 1}: {stats.seconds:.0f} s audio in {stats.wall_s:.2f} s "
+                 f"(predict {stats.predict_s:.2f} s, render {stats.render_s:.2f} s) -> "
+                 f"{stats.seconds / stats.wall_s:.1f}x real time")
+    finally:
+        model.fx.close()
+    measured = runs[1:] if len(runs) > 1 else runs
+    med = {k: statistics.median(r[k] for r in measured) for k in ("wall_s", "predict_s", "render_s")}
+    audio_s = args.seconds
+    speed = {
+        "audio_s": audio_s,
+        "wall_s": med["wall_s"],
+        "predict_s": med["predict_s"],
+        "render_s": med["render_s"],
+        "realtime_factor": audio_s / med["wall_s"],
+        "predict_realtime_factor": audio_s / med["predict_s"],
+        "render_realtime_factor": audio_s / med["render_s"],
+        "goal_realtime_factor": 10.0,
+        "meets_goal": audio_s / med["wall_s"] >= 10.0,
+        "model_load_s": load_s,
+        "runs": len(runs),
+        "measured_runs": len(measured),
+        "first_run": runs[0],
+        "dropped_frames": sum(r["dropped_frames"] for r in runs),
+    }
+
+    # ---- memory (fresh children)
+    memory = None
+    if not args.no_memory:
+        memory = {"encoder": args.memory_encoder}
+        if args.memory_encoder != args.encoder:
+            ckpt = workdir / "model_memory.ckpt"
+            make_checkpoint(ckpt, args.chain, args.memory_encoder)
+        for label, minutes in (("short", args.short_minutes), ("long", args.long_minutes)):
+            path = workdir / f"mem_{label}.wav"
+            write_test_file(path, minutes * 60, seed=1)
+            _log(f"memory: {label} child ({minutes:g} min file)")
+            t0 = time.perf_counter()
+            child = _run_child(ckpt, path, workdir / f"mem_{label}_out.wav", timeout=3600)
+            child.update(minutes=minutes, file_mb=path.stat().st_size / 2**20, child_total_s=time.perf_counter() - t0)
+            memory[label] = child
+            path.unlink()
+            (workdir / f"mem_{label}_out.wav").unlink(missing_ok=True)
+            _log(f"memory: {label}: peak {child['peak_rss_mb']:.0f} MiB, worker {child['worker_peak_rss_mb']:.0f} MiB, "
+                 f"{child['realtime_factor']:.1f}x real time")
+        s, lg = memory["short"], memory["long"]
+        base = s["model_loaded_rss_mb"]  # the child's peak right after loading the model, before processing
+        memory["model_loaded_rss_mb"] = base
+        memory["length_ratio"] = args.long_minutes / args.short_minutes
+        memory["peak_growth_mb"] = lg["peak_rss_mb"] - s["peak_rss_mb"]
+        memory["peak_ratio_long_vs_short"] = lg["peak_rss_mb"] / s["peak_rss_mb"]
+        memory["processing_mb_short"] = s["peak_rss_mb"] - base
+        memory["processing_mb_long"] = lg["peak_rss_mb"] - base
+        if s.get("processing_peak_rss_mb") is not None and lg.get("processing_peak_rss_mb") is not None:
+            memory["processing_peak_growth_mb"] = lg["processing_peak_rss_mb"] - s["processing_peak_rss_mb"]
+            memory["processing_peak_ratio_long_vs_short"] = lg["processing_peak_rss_mb"] / s["processing_peak_rss_mb"]
+        memory["worker_growth_mb"] = lg["worker_peak_rss_mb"] - s["worker_peak_rss_mb"]
+        # "flat": the long file adds less than 10 % of the short file's peak (or < 20 MiB) for `length_ratio`x audio
+        # judged on the processing peak (high-water mark reset after loading) where available
+        growth = memory.get("processing_peak_growth_mb", memory["peak_growth_mb"])
+        ref = s.get("processing_peak_rss_mb") or s["peak_rss_mb"]
+        memory["grows_with_length"] = not (growth < max(20.0, 0.1 * ref))
+
+    return {
+        "chain": args.chain,
+        "encoder": args.encoder,
+        **model_info,
+        "device": "cpu",
+        "sample_rate": SAMPLE_RATE,
+        "input": "stereo 16-bit WAV at 22.05 kHz (no resampling), downmixed to mono by the Processor",
+        "realtime_factor": speed["realtime_factor"],
+        "speed": speed,
+        "memory": memory,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.platform(),
+        "notes": (
+            "realtime_factor = audio seconds / wall seconds of Processor.process_file (predict + render + write; "
+            "model loading excluded, reported as speed.model_load_s). Untrained weights. peak_rss_mb: ru_maxrss of "
+            "a fresh child process that loaded the model and processed one file; worker_peak_rss_mb: its render "
+            "pool worker (a forked worker's ru_maxrss includes the parent's resident memory at fork time). processing_mb_*: peak "
+            "minus the same child's peak right after loading the model. processing_peak_rss_mb: VmHWM after "
+            "processing, with the high-water mark reset (/proc/self/clear_refs 5) once the model was loaded, so "
+            "that the import/load peak cannot hide growth during processing; grows_with_length is judged on it."
+        ),
+    }
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    args = parse_args(argv)
+    if args.child_peak is not None:
+        in_path = None if args.child_peak == "-" else Path(args.child_peak)
+        out_path = Path(args.child_out) if args.child_out else None
+        print(json.dumps(child_peak(Path(args.ckpt), in_path, out_path)))
+        return 0
+    t0 = time.perf_counter()
+    load_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    if args.workdir:
+        workdir = Path(args.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        result = run(args, workdir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="afx_bench_inference_") as tmp:
+            result = run(args, Path(tmp))
+    result["loadavg_start"] = load_start
+    result["total_s"] = time.perf_counter() - t0
+    result["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
