@@ -460,6 +460,10 @@ class Processor:
         context_size: encoder context in samples; default: the model's ``context_size`` (set by :func:`load_model`
             from training) or 40 960.
         batch_size: contexts per encoder call.
+        predict_hop: run the encoder on every ``predict_hop``-th frame only and interpolate the curves linearly
+            in between (the last frame is always predicted). 1 = every frame, as in training. The encoder is
+            almost all of the cost on a CPU; with 2 Hz smoothing a hop of 4 (5.4 predictions/s) changes the
+            smoothed automation little and is 4x faster.
     """
 
     def __init__(
@@ -469,7 +473,11 @@ class Processor:
         device: Union[str, torch.device] = "cpu",
         context_size: Optional[int] = None,
         batch_size: int = 64,
+        predict_hop: int = 1,
     ):
+        if predict_hop < 1:
+            raise ValueError(f"predict_hop must be at least 1, got {predict_hop}")
+        self.predict_hop = int(predict_hop)
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.smoothing_hz = float(smoothing_hz or 0.0)
@@ -532,14 +540,18 @@ class Processor:
         ring, stream = _Ring(), self._model_rate(source, check_finite=True)
         theta = np.zeros((frames, self.fx.num_params), dtype=np.float32)
         batch = np.zeros((self.batch_size, 1, width), dtype=np.float32)
-        filled, first = 0, 0
+        filled = 0
+        pending: List[int] = []  # frame indices of the contexts in ``batch``
+        predicted = [i for i in range(frames) if i % self.predict_hop == 0 or i == frames - 1]
+        wanted = set(predicted)
         encoder = self.model.encoder.eval()
 
-        def run(count: int, start: int) -> None:
+        def run(count: int) -> None:
             x = torch.from_numpy(batch[:count]).to(self.device)
             if self.fx.channels > 1:
                 x = x.expand(-1, self.fx.channels, -1)
-            theta[start : start + count] = encoder(x).float().cpu().numpy()
+            theta[pending[:count]] = encoder(x).float().cpu().numpy()
+            pending.clear()
 
         with self._bar(frames, "predict", progress) as bar:
             for i in range(frames):
@@ -551,16 +563,20 @@ class Processor:
                         ring.total = ring.end
                     else:
                         ring.append(chunk)
-                batch[filled, 0] = ring.get(a, b)
+                if i in wanted:
+                    batch[filled, 0] = ring.get(a, b)
+                    pending.append(i)
+                    filled += 1
                 ring.discard_before(a + n)
-                filled += 1
                 if filled == self.batch_size:
-                    run(filled, first)
-                    first, filled = first + filled, 0
-                    bar.update(self.batch_size)
+                    run(filled)
+                    filled = 0
+                bar.update(1)
             if filled:
-                run(filled, first)
-                bar.update(filled)
+                run(filled)
+        if len(predicted) < frames:
+            for k in range(theta.shape[1]):
+                theta[:, k] = np.interp(np.arange(frames), predicted, theta[predicted, k])
         for _ in stream:  # drain: the NaN check covers the whole file
             pass
         smoothed = smooth_automation(theta, self.frame_rate, self.smoothing_hz)

@@ -161,6 +161,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--short-minutes", type=float, default=1.0, help="short memory file (default: %(default)s)")
     ap.add_argument("--long-minutes", type=float, default=10.0, help="long memory file (default: %(default)s)")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory children")
+    ap.add_argument("--predict-hop", type=int, default=1, help="Processor's predict_hop for the speed run")
     ap.add_argument("--memory-encoder", default="small", choices=["same", "inception", "small"],
                     help="encoder of the memory children (default: %(default)s: the Inception encoder runs at about "
                          "0.4x real time on 2 cores, so an 11-minute pair would take ~30 min; the streaming memory "
@@ -195,7 +196,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
     write_test_file(speed_in, args.seconds)
     t0 = time.perf_counter()
     model = load_model(ckpt)
-    proc = Processor(model)
+    proc = Processor(model, predict_hop=args.predict_hop)
     load_s = time.perf_counter() - t0
     runs = []
     try:
@@ -218,6 +219,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
         "predict_s": med["predict_s"],
         "render_s": med["render_s"],
         "realtime_factor": audio_s / med["wall_s"],
+        "predict_hop": args.predict_hop,
         "predict_realtime_factor": audio_s / med["predict_s"],
         "render_realtime_factor": audio_s / med["render_s"],
         "goal_realtime_factor": 10.0,

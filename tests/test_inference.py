@@ -269,3 +269,17 @@ def test_a_failing_plugin_frame_is_passed_through_dry_and_counted():
         np.testing.assert_array_equal(y[0, k * 1024 : (k + 1) * 1024], x[0, k * 1024 : (k + 1) * 1024])
     gain = automation.values[:, 0]
     np.testing.assert_allclose(y[0, :1024], gain[0] * x[0, :1024], rtol=1e-4, atol=1e-6)
+
+
+def test_predicting_every_nth_frame_interpolates_the_rest(trained):
+    ckpt, _ = trained
+    model = load_model(ckpt)
+    x = _tone(4.0, 22050, channels=1).T.astype(np.float32)
+    full = Processor(model, smoothing_hz=0).process_array(x, 22050)[1].raw
+    hop = Processor(model, smoothing_hz=0, predict_hop=4).process_array(x, 22050)[1].raw
+    frames = full.shape[0]
+    predicted = [i for i in range(frames) if i % 4 == 0] + [frames - 1]
+    np.testing.assert_allclose(hop[predicted], full[predicted], atol=1e-5)  # same encoder outputs there
+    np.testing.assert_allclose(hop[2], (hop[0] + hop[4]) / 2, atol=1e-6)  # linear in between
+    with pytest.raises(ValueError, match="predict_hop must be at least 1"):
+        Processor(model, predict_hop=0)
