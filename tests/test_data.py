@@ -143,22 +143,15 @@ def test_train_deck_deals_every_clip_before_repeating():
     assert sorted(dealt[:5]) == [0, 1, 2, 3, 4] and sorted(dealt[5:10]) == [0, 1, 2, 3, 4]
 
 
-def test_stream_state_is_weights_only_safe_and_checked():
-    stream = SlotStream([3, 4, 5], 2, "train", seed=0)
-    for _ in range(4):
-        next(stream)
-    buffer = io.BytesIO()
-    torch.save(stream.state_dict(), buffer)
-    buffer.seek(0)
-    state = torch.load(buffer, weights_only=True)
-    other = SlotStream([3, 4, 5], 2, "train", seed=99)
-    other.load_state_dict(state)
-    assert [next(other).clips.tolist() for _ in range(10)] == [next(stream).clips.tolist() for _ in range(10)]
-    with pytest.raises(ValueError, match="slots"):
-        SlotStream([3, 4, 5], 3, "train").load_state_dict(state)
-
-
 # ---------------------------------------------------------------------------------------------------- resume
+
+
+class FakeTrainer:
+    """What the data module reads of a trainer: the optimizer steps taken (and rank 0 of 1)."""
+
+    def __init__(self, global_step: int, accumulate: int = 1):
+        self.global_step, self.accumulate_grad_batches = global_step, accumulate
+        self.global_rank, self.world_size = 0, 1
 
 
 @pytest.mark.parametrize("consumed", [3, 5, 7])
@@ -170,7 +163,8 @@ def test_resume_without_lightning_replays_exactly(consumed):
     batches = iter(loader)
     for _ in range(consumed + 1):  # the model took `consumed` batches, the loader prefetched one more
         next(batches, None)
-    state = first.state_dict_at(consumed)
+    first.trainer = FakeTrainer(consumed)
+    state = first.state_dict()
     buffer = io.BytesIO()
     torch.save(state, buffer)
     buffer.seek(0)
@@ -187,18 +181,22 @@ def test_resume_without_lightning_replays_exactly(consumed):
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
 
 
-def test_state_dict_follows_trainer_global_step():
-    class FakeTrainer:
-        global_step = 2
-        accumulate_grad_batches = 1
-
+def test_state_dict_follows_trainer_global_step_not_the_prefetching_loader():
     dm = make_dm()
     batches = iter(dm.train_dataloader())
     for _ in range(3):
         next(batches)
-    dm.trainer = FakeTrainer()
-    assert dm.state_dict() == dm.state_dict_at(2)
-    assert dm.state_dict()["train_stream"]["steps"] == 2
+    dm.trainer = FakeTrainer(2)
+    assert dm.state_dict()["train_steps"] == 2
+    dm.trainer = FakeTrainer(2, accumulate=2)
+    assert dm.state_dict()["train_steps"] == 4
+
+
+def test_resume_with_other_data_fails_clearly():
+    dm = make_dm()
+    take(dm, 2)
+    with pytest.raises(DataError, match="data.seed 0, this run has .* seed 3"):
+        make_dm(seed=3).load_state_dict(dm.state_dict())
 
 
 def test_resume_with_other_batch_size_fails_clearly():

@@ -14,33 +14,27 @@ Training batches always have R = batch_size rows with slot = arange(batch_size).
 rows of slots that have nothing left to play, so the last ones are smaller; ``slot`` then lists only the
 playing slots (never renumbered), which keeps each row on the instances that heard its clip so far.
 
-Exact resume. The training stream is persistent across epochs and its state goes into checkpoints. Lightning
-fetches one batch ahead, so at checkpoint time the live stream has already produced a batch the model has not
-seen. The module therefore snapshots the stream before producing each batch and :meth:`state_dict` returns the
-snapshot of the next batch the model will consume: batch ``trainer.global_step * accumulate_grad_batches``.
-That is exact when every optimizer step consumes ``accumulate_grad_batches`` batches (automatic optimization,
-or manual optimization stepping once per batch, without skipped steps) and checkpoints are written at
-optimizer-step boundaries, as ``ModelCheckpoint`` does; keep ``steps_per_epoch`` a multiple of the
-accumulation. Epochs end where the global batch count reaches a multiple of ``steps_per_epoch``, so a resumed
-run keeps the same epoch boundaries.
+Exact resume. A rank's training stream is a pure function of ``(clips, batch_size, seed, rank, world_size)``
+and of the number of batches it has played, so a checkpoint stores only that count, taken from the trainer
+(``global_step * accumulate_grad_batches``, not the live stream: the loader may have fetched ahead), and a resume
+rebuilds the stream and fast-forwards it (scheduling only, no audio: about 0.3 s per million slot-steps). That
+is exact when every optimizer step consumes ``accumulate_grad_batches`` batches and checkpoints are written at
+optimizer-step boundaries, as ``ModelCheckpoint`` does. Epochs end where the global batch count reaches a
+multiple of ``steps_per_epoch``, so a resumed run keeps the same epoch boundaries.
 
 DDP. Each rank trains on its own stream: a disjoint shard of the training clips (playable clip ``i`` to rank
 ``i % world_size``; fewer clips than ranks: a warning and all clips on every rank) and a generator seeded by
 ``(seed, rank)``; rank and world size come from the trainer when the stream is built. Validation and test
 loaders likewise play a disjoint shard of their clips per rank (log their metrics with ``sync_dist=True``).
-Lightning writes the data module state of rank 0 only and every rank loads that same state, so a checkpoint
-cannot hold the other ranks' streams. It does not need to: a rank's stream is a pure function of
-``(clips, batch_size, seed, rank, world_size)`` and of the batches played, so a rank whose saved state is not
-its own (``rank``/``world_size`` in the state) rebuilds its stream and fast-forwards it by the saved batch
-count, scheduling only (no audio; about a second per million slot-steps). Resuming with another world size
-keeps the batch count and epoch boundaries but not the data order (a warning says so).
+Lightning writes the data module state of rank 0 only; since the state is a batch count, every rank resumes
+its own stream from it. Resuming with another world size keeps the batch count and epoch boundaries but not the
+data order (a warning says so).
 """
 
 from __future__ import annotations
 
 import copy
 import warnings
-from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -106,9 +100,9 @@ class _TrainBatches(IterableDataset):
 class _ResumableLoader(DataLoader):
     """A DataLoader that Lightning sees as resumable (so it does not warn about mid-epoch checkpoints).
 
-    Its state is the data module's snapshot, so with the data module attached both checkpoint copies are equal.
-    Without the data module (``trainer.fit(model, train_dataloaders=...)``) the consumed-batch count is unknown,
-    so it saves nothing rather than a state one prefetched batch ahead.
+    Its state is the data module's, so with the data module attached both checkpoint copies are equal. Without
+    the data module (``trainer.fit(model, train_dataloaders=...)``) the consumed-batch count is unknown, so it
+    saves nothing rather than a count one prefetched batch ahead.
     """
 
     def __init__(self, dataset: _TrainBatches, owner: "AudioFxDataModule"):
@@ -272,7 +266,6 @@ class AudioFxDataModule(pl.LightningDataModule):
         self._train: Optional[SlotStream] = None
         self._train_placement: tuple[int, int] = (0, 1)  # (rank, world size) the training stream was built for
         self._pending: Optional[dict[str, Any]] = None
-        self._snapshots: deque[tuple[int, dict[str, Any]]] = deque(maxlen=8)
 
     @classmethod
     def from_clips(
@@ -555,7 +548,6 @@ class AudioFxDataModule(pl.LightningDataModule):
             self._train = self._new_train_stream(*placement)
             self._train.fast_forward(played)
             self._train_placement = placement
-            self._snapshots.clear()
         if self._train is None:
             self._train = self._new_train_stream(*placement)
             self._train_placement = placement
@@ -567,7 +559,6 @@ class AudioFxDataModule(pl.LightningDataModule):
         stream = self._train_stream()
         clips = self._split("train")
         for _ in range(self.steps_per_epoch - stream.steps % self.steps_per_epoch):
-            self._snapshots.append((stream.steps, stream.state_dict()))
             index = stream.steps
             yield self.make_batch(clips, next(stream), train_step=index)
 
@@ -624,54 +615,46 @@ class AudioFxDataModule(pl.LightningDataModule):
             return self._train.steps if self._train is not None else 0
         return int(trainer.global_step) * int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
 
-    def state_dict_at(self, batch: int) -> dict[str, Any]:
-        """The checkpoint state that resumes the stream right before training batch ``batch`` (global count)."""
-        stream = self._train_stream()
-        rank, world_size = self._train_placement
-        if batch == stream.steps:
-            return {"train_stream": stream.state_dict(), "rank": rank, "world_size": world_size}
-        for index, snapshot in self._snapshots:
-            if index == batch:
-                return {"train_stream": copy.deepcopy(snapshot), "rank": rank, "world_size": world_size}
-        warnings.warn(
-            f"data: no stream snapshot for batch {batch} (stream is at {stream.steps}); "
-            "saving the live state, so a resume may replay or skip a batch",
-            stacklevel=2,
-        )
-        return {"train_stream": stream.state_dict(), "rank": rank, "world_size": world_size}
-
     def state_dict(self) -> dict[str, Any]:
-        """Stream state for the next batch the model will consume (Lightning stores it in checkpoints)."""
+        """The batches the model has consumed, and what they must be replayed against (Lightning checkpoints it)."""
         if self._train is None:
             return copy.deepcopy(self._pending) if self._pending is not None else {}
-        return self.state_dict_at(self._consumed_batches())
+        return {
+            "train_steps": self._consumed_batches(),
+            "num_slots": self.batch_size,
+            "num_clips": len(self._split("train")),
+            "seed": self.seed,
+            "world_size": self._train_placement[1],
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if not state_dict or "train_stream" not in state_dict:
+        if not state_dict or "train_steps" not in state_dict:
             return
         self._pending = copy.deepcopy(state_dict)
         if self._train is not None:
             self._apply(self._pending)
 
     def _apply(self, state: dict[str, Any]) -> None:
-        saved = (int(state.get("rank", 0)), int(state.get("world_size", 1)))  # older checkpoints: one process
-        try:
-            if saved == self._train_placement:
-                self._train.load_state_dict(state["train_stream"])
-            else:  # another rank's state (Lightning saves rank 0's only): replay this rank's own schedule
-                if saved[1] != self._train_placement[1]:
-                    warnings.warn(
-                        f"data: the checkpoint was written with {saved[1]} rank(s), this run has "
-                        f"{self._train_placement[1]}: the batch count and epoch boundaries continue, the clip order does not",
-                        stacklevel=2,
-                    )
-                copy.deepcopy(self._train).load_state_dict(state["train_stream"])  # the checks of a direct load
-                with warnings.catch_warnings():  # the shard warning was given when the stream was first built
-                    warnings.simplefilter("ignore")
-                    fresh = self._new_train_stream(*self._train_placement)
-                fresh.fast_forward(int(state["train_stream"]["steps"]))
-                self._train = fresh
-        except (KeyError, ValueError) as err:
-            raise DataError(f"data: cannot resume the training stream from the checkpoint: {err}") from None
-        self._snapshots.clear()
+        saved_clips, clips = int(state["num_clips"]), len(self._split("train"))
+        if int(state["num_slots"]) != self.batch_size:
+            raise DataError(
+                f"data: the checkpoint's stream has {state['num_slots']} slots, this run {self.batch_size} "
+                "(data.batch_size changed?): it cannot resume the same stream"
+            )
+        if saved_clips != clips or int(state["seed"]) != self.seed:
+            raise DataError(
+                f"data: the checkpoint was trained on {saved_clips} clips with data.seed {state['seed']}, this run has "
+                f"{clips} clips and seed {self.seed}: it cannot resume the same stream"
+            )
+        if int(state["world_size"]) != self._train_placement[1]:
+            warnings.warn(
+                f"data: the checkpoint was written with {state['world_size']} rank(s), this run has "
+                f"{self._train_placement[1]}: the batch count and epoch boundaries continue, the clip order does not",
+                stacklevel=2,
+            )
+        with warnings.catch_warnings():  # the shard warning was given when the stream was first built
+            warnings.simplefilter("ignore")
+            stream = self._new_train_stream(*self._train_placement)
+        stream.fast_forward(int(state["train_steps"]))
+        self._train = stream
         self._pending = None

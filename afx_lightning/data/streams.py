@@ -143,36 +143,3 @@ class SlotStream:
             raise ValueError("a train stream is endless")
         probe = copy.deepcopy(self)
         return sum(1 for _ in probe)
-
-    # ----------------------------------------------------------------------------------------- state
-
-    def state_dict(self) -> dict[str, Any]:
-        """Plain ints, lists and dicts only (the generator state is numpy's dict of Python ints)."""
-        return {
-            "mode": self.mode,
-            "num_slots": self.num_slots,
-            "num_clips": len(self.frame_counts),
-            "steps": self.steps,
-            "slot_clip": list(self.slot_clip),
-            "slot_frame": list(self.slot_frame),
-            "deck": list(self._deck),
-            "next_clip": self._next_clip,
-            "rng": copy.deepcopy(self._rng.bit_generator.state),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["mode"] != self.mode:
-            raise ValueError(f"saved stream is a {state['mode']} stream, this one is {self.mode}")
-        if state["num_slots"] != self.num_slots:
-            raise ValueError(f"saved stream has {state['num_slots']} slots, this one has {self.num_slots} (batch size changed?)")
-        if state["num_clips"] != len(self.frame_counts):
-            raise ValueError(f"saved stream covers {state['num_clips']} clips, the data now has {len(self.frame_counts)}")
-        clips = [int(c) for c in state["slot_clip"]]
-        if any(c != IDLE and not 0 <= c < len(self.frame_counts) for c in clips) or len(clips) != self.num_slots:
-            raise ValueError("saved stream refers to clips that do not exist")
-        self.steps = int(state["steps"])
-        self.slot_clip = clips
-        self.slot_frame = [int(f) for f in state["slot_frame"]]
-        self._deck = [int(c) for c in state["deck"]]
-        self._next_clip = int(state["next_clip"])
-        self._rng.bit_generator.state = copy.deepcopy(state["rng"])
