@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
-import soundfile as sf
 import torch
 
+from .data.datasets import read_audio
+from .data.preprocess import resample
 from .metrics import loudness_lufs, mfcc_distance, multi_resolution_stft_distance
 
 Render = Callable[[np.ndarray, int], np.ndarray]  # (audio [C, T], sample rate) -> output [C, T] at that rate
@@ -76,19 +77,6 @@ class EvaluationReport:
         }
 
 
-def read_audio(path: Path) -> Tuple[np.ndarray, int]:
-    """[C, T] float32 and the rate; one-line errors naming the file."""
-    try:
-        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable audio file ({exc})") from None
-    if audio.size == 0:
-        raise ValueError(f"{path}: the file holds no audio")
-    if not np.isfinite(audio).all():
-        raise ValueError(f"{path}: contains NaN or Inf samples")
-    return audio.T.copy(), rate
-
-
 def paired_files(root: Path, split: Optional[str], input_dir: str = "input", target_dir: str = "target") -> List[Tuple[Path, Path]]:
     base = root / split if split and (root / split).is_dir() else root
     inputs = sorted((base / input_dir).glob("*.wav"))
@@ -109,18 +97,12 @@ def evaluate(pairs: Iterable[Tuple[Path, Path]], render: Render) -> EvaluationRe
         audio, rate = read_audio(input_path)
         target, target_rate = read_audio(target_path)
         if target_rate != rate:
-            target = _resample(target, target_rate, rate)
+            target = np.stack([resample(channel, target_rate, rate) for channel in target])
         output = render(audio, rate)
         report.files.append(
             FileResult(input_path.name, audio.shape[-1] / rate, score(output, target, rate), score(audio, target, rate))
         )
     return report
-
-
-def _resample(audio: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
-    import torchaudio.functional as AF
-
-    return AF.resample(torch.from_numpy(audio), rate, new_rate).numpy()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -136,12 +118,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         pairs = paired_files(args.data, args.split)
         processor = Processor(load_model(args.ckpt), smoothing_hz=args.smoothing_hz)
-        try:
-            report = evaluate(pairs, lambda audio, rate: processor.process_array(audio, rate)[0])
-        finally:
-            close = getattr(processor, "close", None)
-            if close is not None:
-                close()
+        report = evaluate(pairs, lambda audio, rate: processor.process_array(audio, rate)[0])
     except (ValueError, FileNotFoundError, RuntimeError, InferenceError) as exc:
         print(f"afx evaluate: {exc}", file=sys.stderr)
         return 2

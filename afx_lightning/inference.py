@@ -496,13 +496,6 @@ class Processor:
     def frame_rate(self) -> float:
         return self.sample_rate / self.frame_size
 
-    def close(self) -> None:
-        """Release what the processor holds. Each render starts its own one-slot plugin worker and closes it when
-        the file is done (fresh plugin instances per file), so nothing outlives a call today; callers (``afx
-        evaluate``, ``DeepAFx.predict_step``) still close the processor when done, so that stays true if it
-        changes."""
-        self.last_stats = None
-
     # ------------------------------------------------------------------ streams
     def _model_rate(self, source: _Source, check_finite: bool) -> Iterator[np.ndarray]:
         """Mono model-rate chunks of the source (downmix by channel mean, then resample)."""

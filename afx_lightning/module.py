@@ -140,6 +140,7 @@ class DeepAFx(pl.LightningModule):
             self.encoder.init_output_bias(self.defaults, weight_scale=0.1)
         self.loss = DelayInvariantLoss(max_shift + self.fx.latency, time_weight, freq_weight)
         self._force_fresh = False
+        self._processor = None  # afx predict: one inference.Processor per run
         self._val_outputs: Dict[int, Dict[int, tuple]] = {}
 
     # ------------------------------------------------------------------ parts
@@ -280,17 +281,14 @@ class DeepAFx(pl.LightningModule):
         """Process one whole file (the data module's ``predict_files``) exactly as ``afx process`` does:
         one :class:`~afx_lightning.inference.Processor` per predict run, output named as the input inside
         ``data.predict_output_dir``. Returns ``{input, output, seconds, dropped_frames, wall_s}``."""
-        from pathlib import Path
-
         from .inference import Processor
 
         path = batch if isinstance(batch, str) else batch[0]
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        out_dir = getattr(dm, "predict_output_dir", None)
-        if out_dir is None:
+        if getattr(dm, "predict_output_dir", None) is None:
             raise ValueError("predict needs the data module's predict_output_dir (--data.predict_output_dir DIR)")
-        out = Path(out_dir).expanduser() / Path(path).name
-        if getattr(self, "_processor", None) is None:
+        out = dm.predict_output_path(path)
+        if self._processor is None:
             self._processor = Processor(
                 self, smoothing_hz=getattr(dm, "predict_smoothing_hz", 2.0), device=self.device,
                 context_size=getattr(dm, "context_size", None),
@@ -301,10 +299,7 @@ class DeepAFx(pl.LightningModule):
                 "dropped_frames": stats.dropped_frames, "wall_s": stats.wall_s}
 
     def on_predict_end(self) -> None:
-        processor = getattr(self, "_processor", None)
-        if processor is not None:
-            processor.close()
-        self._processor = None
+        self._processor = None  # it holds no plugin: each file renders in its own, closed, one-slot pool
 
     def teardown(self, stage: str) -> None:
         self.fx.close()

@@ -398,3 +398,16 @@ def test_demo_datamodule_shares_the_task_across_splits(monkeypatch):
     assert not np.array_equal(train[0].input[:, :500], val[0].input[:, :500])
     assert train.trajectories[0].shape[0] == -(-train[0].num_samples // N)
     assert len(list(dm.train_dataloader())) == 2 and len(list(dm.val_dataloader())) >= 1
+
+
+def test_a_truncated_wav_in_a_paired_folder_is_named(tmp_path):
+    """The one whole-file reader checks the WAV header: libsndfile alone would read a cut file as shorter."""
+    import soundfile as sf
+
+    from afx_lightning.data.datasets import read_audio
+
+    path = tmp_path / "cut.wav"
+    sf.write(path, np.zeros(4096, np.float32), 22050, subtype="FLOAT")
+    path.write_bytes(path.read_bytes()[:-1000])
+    with pytest.raises(DataError, match=r"cut.wav: truncated WAV"):
+        read_audio(path)

@@ -9,6 +9,7 @@ otherwise hard to find.
 
 from __future__ import annotations
 
+import struct
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -109,25 +110,63 @@ class ArrayClips(PairedClips):
 # --------------------------------------------------------------------------------------------------- folders
 
 
-def _read_wav(path: Path, sample_rate: int, channels: int) -> np.ndarray:
-    """Read one WAV as float32 (channels, samples), downmixing to mono when ``channels`` is 1."""
+def _check_wav_truncation(path: Path) -> None:
+    """libsndfile reads a WAV cut short without complaint (fewer frames); check the data chunk size ourselves."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+            return  # not a plain RIFF/WAVE (RF64, W64, ...): leave the judgement to libsndfile
+        fmt = "<I" if head[:4] == b"RIFF" else ">I"
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                break
+            chunk_id, chunk_size = chunk[:4], struct.unpack(fmt, chunk[4:])[0]
+            if chunk_id == b"data":
+                if 0 < chunk_size < 0xFFFFFFFF and pos + 8 + chunk_size > size:
+                    raise DataError(
+                        f"{path}: truncated WAV (header declares {chunk_size} data bytes, file has {size - pos - 8})"
+                    )
+                return
+            pos += 8 + chunk_size + (chunk_size & 1)
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """A file as float32 ``[channels, samples]`` and its rate; a one-line :class:`DataError` naming the file for a
+    missing, truncated, unreadable or empty file or NaN/Inf samples. The one reader of whole files."""
     import soundfile as sf
 
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if path.suffix.lower() == ".wav":
+        _check_wav_truncation(path)
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as err:  # libsndfile reports non-audio and truncated files in several exception types
-        raise DataError(f"{path}: not a readable audio file ({err})") from None
+    except Exception as err:  # libsndfile reports non-audio and broken files in several exception types
+        message = " ".join(str(err).split())
+        raise DataError(f"{path}: not a readable audio file ({message})") from None
+    if data.shape[0] == 0:
+        raise DataError(f"{path}: contains no samples (empty audio file)")
+    if not np.isfinite(data).all():
+        raise DataError(f"{path}: contains NaN or Inf samples")
+    return np.ascontiguousarray(data.T), int(rate)
+
+
+def _read_wav(path: Path, sample_rate: int, channels: int) -> np.ndarray:
+    """One WAV of a paired folder as float32 (channels, samples), downmixed to mono when ``channels`` is 1."""
+    audio, rate = read_audio(path)
     if rate != sample_rate:
         raise DataError(
             f"{path}: sample rate is {rate} Hz but data.sample_rate is {sample_rate} Hz (resample it or change data.sample_rate)"
         )
-    audio = data.T
     if audio.shape[0] != channels:
         if channels != 1:
             raise DataError(f"{path}: has {audio.shape[0]} channels but data.channels is {channels}")
         audio = audio.mean(axis=0, keepdims=True)
-    if not np.isfinite(audio).all():
-        raise DataError(f"{path}: contains NaN or Inf samples")
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 

@@ -28,7 +28,6 @@ import hashlib
 import json
 import logging
 import os
-import struct
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass
@@ -37,7 +36,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .datasets import DataError
+from .datasets import DataError, read_audio
 
 log = logging.getLogger(__name__)
 
@@ -83,50 +82,10 @@ class PreparedPair:
 # --------------------------------------------------------------------------------------------------- reading
 
 
-def _check_wav_truncation(path: Path) -> None:
-    """libsndfile reads a WAV cut short without complaint (fewer frames); check the data chunk size ourselves."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
-            return  # not a plain RIFF/WAVE (RF64, W64, ...): leave the judgement to libsndfile
-        fmt = "<I" if head[:4] == b"RIFF" else ">I"
-        pos = 12
-        while pos + 8 <= size:
-            f.seek(pos)
-            chunk = f.read(8)
-            if len(chunk) < 8:
-                break
-            chunk_id, chunk_size = chunk[:4], struct.unpack(fmt, chunk[4:])[0]
-            if chunk_id == b"data":
-                if 0 < chunk_size < 0xFFFFFFFF and pos + 8 + chunk_size > size:
-                    raise DataError(
-                        f"{path}: truncated WAV (header declares {chunk_size} data bytes, file has {size - pos - 8})"
-                    )
-                return
-            pos += 8 + chunk_size + (chunk_size & 1)
-
-
 def read_mono(path: str | Path) -> tuple[np.ndarray, int]:
     """A file as mono float32 samples and its sample rate; one-line :class:`DataError` naming the file otherwise."""
-    import soundfile as sf
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    if path.suffix.lower() == ".wav":
-        _check_wav_truncation(path)
-    try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as err:  # libsndfile reports non-audio and broken files in several exception types
-        message = " ".join(str(err).split())
-        raise DataError(f"{path}: not a readable audio file ({message})") from None
-    if data.shape[0] == 0:
-        raise DataError(f"{path}: contains no samples (empty audio file)")
-    if not np.isfinite(data).all():
-        raise DataError(f"{path}: contains NaN or Inf samples")
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
+    audio, rate = read_audio(path)
+    return np.ascontiguousarray(audio.mean(axis=0), dtype=np.float32), rate
 
 
 def resample(audio: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
