@@ -1,22 +1,35 @@
 # Two commands on a fresh machine: `make demo` (train the quickstart recipe) and `make test`.
-# Both set up .venv first; it is rebuilt only when the dependency files change.
+# Both set up .venv first, from requirements.lock only (exact versions with hashes); it is rebuilt when the lock changes.
+# `make lock` is the one command that refreshes the lock after pyproject.toml changes (keeps the other pins;
+# `make lock UPGRADE=1` moves every package to its newest allowed version). Then `make test` on the new venv.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.deps-stamp
-DEPS   := pyproject.toml tests/thirdparty/afx_example_plugin/pyproject.toml
+UV     := $(BIN)/uv
+STAMP  := $(VENV)/.lock-stamp
+LOCK   := requirements.lock
 PYTEST_ARGS ?=
+# The one place the lock's options live: `make lock` writes them, tests/test_lock.py reads them from the header.
+LOCK_ARGS := pyproject.toml --group dev --universal --python-version 3.10 --generate-hashes
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install lock demo test test-fast bench lint clean
 
-$(STAMP): $(DEPS)
+$(STAMP): $(LOCK) pyproject.toml tests/thirdparty/afx_example_plugin/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
-	$(BIN)/python -m pip install --quiet ./tests/thirdparty/afx_example_plugin
+	@# uv itself comes from the lock (its pinned line and hashes), installed by the venv's own pip.
+	@awk '/^uv==/{p=1} p{print; if ($$0 !~ /\\$$/) exit}' $(LOCK) > $(VENV)/uv-requirement.txt
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r $(VENV)/uv-requirement.txt
+	$(UV) pip sync --quiet --python $(BIN)/python --require-hashes $(LOCK)
+	@# The project and the third-party example plugin: no dependencies of their own beyond the lock, no build isolation.
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e . ./tests/thirdparty/afx_example_plugin
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+lock:
+	@test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet "uv==$$(sed -n 's/^uv==\([^ ]*\).*/\1/p' $(LOCK))"; }
+	$(UV) pip compile $(LOCK_ARGS) $(if $(UPGRADE),--upgrade) -o $(LOCK)
+	@echo "lock refreshed: run 'make test' (the stamp makes it rebuild .venv from the new lock)"
 
 demo: install
 	$(BIN)/afx fit --config recipes/quickstart.yaml
@@ -27,8 +40,11 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+lint: install
+	$(BIN)/ruff check .
+
 bench: install
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) wandb lightning_logs .pytest_cache
+	rm -rf $(VENV) wandb lightning_logs runs .pytest_cache
