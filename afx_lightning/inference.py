@@ -111,67 +111,153 @@ def _safe_load(path: Path) -> Dict[str, Any]:
 
 
 def _encoder_factory(spec: Any, path: Path) -> Callable[[int], Any]:
-    from .encoders import ParameterEncoder
+    """The encoder a checkpoint describes, built only from a declared class: nothing else is imported."""
+    from .encoders import ENCODER_GROUP, ParameterEncoder, declared_encoders
 
     if not isinstance(spec, dict) or not isinstance(spec.get("class_path"), str):
+        raise InferenceError(f"checkpoint {path} does not describe its encoder (no encoder class_path)")
+    class_path, init_args = spec["class_path"], spec.get("init_args") or {}
+    if not isinstance(init_args, dict) or not all(isinstance(k, str) for k in init_args):
+        raise InferenceError(f"checkpoint {path}: the init_args of encoder {class_path!r} are not a mapping of names")
+    target = declared_encoders().get(class_path)
+    if target is None:
         raise InferenceError(
-            f"checkpoint {path} has no encoder spec ('afx_encoder'); it was saved by an older afx-lightning"
+            f"checkpoint {path}: encoder class {class_path!r} is not a declared encoder (afx_lightning.encoders, or an "
+            f"installed package's {ENCODER_GROUP!r} entry point); refusing to import it"
         )
-    class_path, init_args = spec["class_path"], dict(spec.get("init_args") or {})
-    module, _, name = class_path.rpartition(".")
+    module, _, attr = target.partition(":")
     try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise InferenceError(f"checkpoint {path}: cannot import encoder class {class_path!r} ({exc})") from None
+        cls: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            cls = getattr(cls, part)
+    except Exception as exc:  # a declared but broken plugin package
+        raise InferenceError(f"checkpoint {path}: cannot import encoder {class_path!r} ({type(exc).__name__}: {exc})") from None
     if not (isinstance(cls, type) and issubclass(cls, ParameterEncoder)):
         raise InferenceError(
             f"checkpoint {path}: encoder class {class_path!r} is not a subclass of "
             "afx_lightning.encoders.ParameterEncoder; refusing to build it"
         )
-    init_args.pop("num_params", None)
+    init_args = {k: v for k, v in init_args.items() if k != "num_params"}
     return functools.partial(cls, **init_args)
+
+
+def _chain_source(chain: Any, path: Path) -> Any:
+    """A registered chain name, or a ``module:function`` factory that is registered or a test chain."""
+    from . import registry
+
+    if isinstance(chain, str) and ":" not in chain:
+        if chain not in registry.chain_names():
+            known = ", ".join(registry.chain_names()) or "none"
+            raise InferenceError(f"checkpoint {path}: chain {chain!r} is not registered here (registered: {known})")
+        return chain
+    factory = _allowed_factory(chain.replace(":", ".")) if isinstance(chain, str) else None
+    if factory is None:
+        raise InferenceError(
+            f"checkpoint {path}: chain {chain!r} is neither a registered chain nor an afx_lightning.testing factory; "
+            "refusing to import it"
+        )
+    return factory
+
+
+def _legacy_config(checkpoint: Dict[str, Any], path: Path) -> Dict[str, Any]:
+    """The ``afx_model`` description of a checkpoint written before it existed (``afx_encoder`` key only).
+
+    Takes just the chain and the audio format from the saved hyper-parameters, and only as plain values;
+    everything else those hold (e.g. LightningCLI's ``_instantiator``) is ignored.
+    """
+    from .module import chain_reference_name
+
+    spec = checkpoint.get("afx_encoder")
+    if not isinstance(spec, dict):
+        raise InferenceError(
+            f"checkpoint {path} does not describe its model ('afx_model'); it was not saved by afx-lightning's DeepAFx"
+        )
+    hparams = checkpoint.get("hyper_parameters") or {}
+    dm = checkpoint.get("datamodule_hyper_parameters") or {}
+    chain = chain_reference_name(hparams.get("chain", "pb_mb_compressor"))
+    return {
+        "format": 1,
+        "chain": chain,
+        "num_params": (spec.get("init_args") or {}).get("num_params"),
+        "encoder": spec,
+        "sample_rate": hparams.get("sample_rate", 22050),
+        "frame_size": hparams.get("frame_size", 1024),
+        "data": {"context_size": dm.get("context_size")},
+        "options": {},
+    }
+
+
+def model_config(checkpoint: Dict[str, Any], path: Path) -> Dict[str, Any]:
+    """The checkpoint's plain-data model description (:meth:`DeepAFx.get_config`), checked for shape."""
+    from .module import CONFIG_FORMAT, CONFIG_KEY
+
+    config = checkpoint.get(CONFIG_KEY)
+    if config is None:
+        return _legacy_config(checkpoint, path)
+    if not isinstance(config, dict):
+        raise InferenceError(f"checkpoint {path}: '{CONFIG_KEY}' is not a mapping")
+    if config.get("format") != CONFIG_FORMAT:
+        raise InferenceError(
+            f"checkpoint {path}: model description format {config.get('format')!r} is not {CONFIG_FORMAT} "
+            "(saved by a different afx-lightning version)"
+        )
+    return config
+
+
+def build_model(config: Dict[str, Any], path: Path) -> "DeepAFx":  # noqa: F821
+    """An untrained :class:`~afx_lightning.module.DeepAFx` for inference (one slot, one worker) from a description."""
+    import inspect
+
+    from .module import DeepAFx
+
+    factory = _encoder_factory(config.get("encoder"), path)
+    chain = _chain_source(config.get("chain"), path)
+    known = set(inspect.signature(DeepAFx.__init__).parameters) - {"self", "encoder", "chain"}
+    options = {k: v for k, v in (config.get("options") or {}).items() if k in known}
+    try:
+        sample_rate, frame_size = int(config["sample_rate"]), int(config["frame_size"])
+    except (KeyError, TypeError, ValueError):
+        raise InferenceError(f"checkpoint {path}: the model description lacks an integer sample_rate/frame_size") from None
+    options.update(sample_rate=sample_rate, frame_size=frame_size, num_slots=1, num_eval_slots=1, fx_workers=1)
+    try:
+        model = DeepAFx(chain=chain, encoder=factory, **options)
+    except ValueError as exc:
+        raise InferenceError(f"checkpoint {path}: {exc}") from None
+    except Exception as exc:
+        raise InferenceError(f"checkpoint {path}: cannot rebuild the model ({type(exc).__name__}: {exc})") from None
+    data = config.get("data") or {}
+    model.context_size = int(data.get("context_size") or DEFAULT_CONTEXT)
+    return model
 
 
 def load_model(ckpt_path: PathLike) -> "DeepAFx":  # noqa: F821
     """Rebuild a :class:`~afx_lightning.module.DeepAFx` from a checkpoint, loading it weights-only (no arbitrary code).
 
-    The chain is looked up by name in today's registry; a chain whose parameter count differs from the one the
-    model was trained for is refused. The returned model is in eval mode and carries ``context_size`` (the
-    encoder context used in training, from the data module's saved hyper-parameters; 40 960 if unknown).
+    Only the checkpoint's own description (``afx_model``, see :meth:`DeepAFx.get_config`) is used, never the
+    trainer's hyper-parameters, so a checkpoint loads whichever tool wrote it. The chain is looked up by name in
+    today's registry; a chain whose parameter count differs from the one the model was trained for is refused.
+    The returned model is in eval mode and carries ``context_size`` (the encoder context used in training;
+    40 960 if unknown).
     """
-    from .module import DeepAFx
-
     path = Path(ckpt_path)
     if not path.is_file():
         raise InferenceError(f"checkpoint {path} does not exist")
     checkpoint = _safe_load(path)
-    hparams = dict(checkpoint.get("hyper_parameters") or {})
-    spec = checkpoint.get("afx_encoder")
-    factory = _encoder_factory(spec, path)
-    trained_p = int((spec.get("init_args") or {}).get("num_params", -1))
+    config = model_config(checkpoint, path)
+    model = build_model(config, path)
+    trained_p = config.get("num_params")
     head = checkpoint["state_dict"].get("encoder.head.weight")
     if head is not None:
         trained_p = int(head.shape[0])
-    chain = hparams.get("chain", "pb_mb_compressor")
-    hparams["fx_workers"] = 1
-    try:
-        model = DeepAFx(**{**hparams, "encoder": factory})
-    except ValueError as exc:
-        raise InferenceError(f"checkpoint {path}: {exc}") from None
-    except Exception as exc:
-        raise InferenceError(f"checkpoint {path}: cannot rebuild the model ({type(exc).__name__}: {exc})") from None
-    if trained_p >= 0 and model.fx.num_params != trained_p:
+    if isinstance(trained_p, int) and model.fx.num_params != trained_p:
         raise InferenceError(
-            f"checkpoint {path} was trained for chain {model.fx.info.name!r} with P={trained_p} parameters, but the "
-            f"registered chain {chain if isinstance(chain, str) else model.fx.info.name!r} now has P={model.fx.num_params} "
-            f"({', '.join(model.param_names)})"
+            f"checkpoint {path} was trained for chain {config.get('chain')!r} with P={trained_p} parameters, but the "
+            f"registered chain {model.fx.info.name!r} now has P={model.fx.num_params} ({', '.join(model.param_names)})"
         )
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as exc:
         raise InferenceError(f"checkpoint {path}: weights do not fit the rebuilt model: {str(exc).splitlines()[0]}") from None
-    dm = checkpoint.get("datamodule_hyper_parameters") or {}
-    model.context_size = int(dm.get("context_size", DEFAULT_CONTEXT))
     model.eval()
     return model
 

@@ -20,6 +20,9 @@ from .metrics import mfcc_distance
 
 EncoderFactory = Callable[[int], ParameterEncoder]
 
+CONFIG_KEY = "afx_model"  # the checkpoint key of :meth:`DeepAFx.get_config`
+CONFIG_FORMAT = 1
+
 _PLAIN = (bool, int, float, str, type(None))
 
 
@@ -57,6 +60,28 @@ def encoder_spec(factory: Any, encoder: ParameterEncoder) -> Dict[str, Any]:
                 init_args[name] = list(value) if isinstance(value, tuple) else value
     init_args["num_params"] = int(encoder.num_params)
     return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": init_args}
+
+
+def chain_reference_name(chain: Any) -> Optional[str]:
+    """A chain as plain data: its registered name, or ``module:function`` for a module-level factory.
+
+    ``functools.partial(build_chain, name)`` (``registry.chain_reference``) is its name; anything else that has
+    no importable module-level name (a lambda, a bound method, a partial with arguments) gives None.
+    """
+    import functools
+
+    if isinstance(chain, str):
+        return chain
+    if isinstance(chain, functools.partial):
+        from .registry import build_chain
+
+        if chain.func is build_chain and len(chain.args) == 1 and not chain.keywords and isinstance(chain.args[0], str):
+            return chain.args[0]
+        return None
+    module, qualname = getattr(chain, "__module__", None), getattr(chain, "__qualname__", "")
+    if not module or not qualname or "<" in qualname or "." in qualname:
+        return None
+    return f"{module}:{qualname}"
 
 
 class DeepAFx(pl.LightningModule):
@@ -135,6 +160,7 @@ class DeepAFx(pl.LightningModule):
             raise ValueError(
                 f"model.encoder runs at {self.encoder.sample_rate} Hz but the data is at {sample_rate} Hz"
             )
+        self.context_size: Optional[int] = None  # the encoder context of the data it was trained on (get_config)
         self.register_buffer("defaults", torch.from_numpy(defaults_normalized(self.fx.info.params)), persistent=False)
         if start_at_defaults:
             self.encoder.init_output_bias(self.defaults, weight_scale=0.1)
@@ -262,12 +288,46 @@ class DeepAFx(pl.LightningModule):
         for group in self.trainer.optimizers[0].param_groups:
             group["lr"] = lr
 
+    def get_config(self) -> Dict[str, Any]:
+        """The model as plain data: everything ``afx process`` / ``afx evaluate`` need to rebuild it.
+
+        Written into every checkpoint (``afx_model``) so that loading needs neither the tool that trained it
+        (LightningCLI adds its own keys to ``hyper_parameters``) nor unpickling anything but weights. The
+        encoder is a ``class_path``/``init_args`` pair, the chain a registered name (or ``module:function``);
+        the data-side facts (context, preprocessing) come from the attached data module when there is one.
+        """
+        import inspect
+
+        hp = dict(self.hparams)
+        chain = chain_reference_name(hp.get("chain"))
+        if chain is None:
+            chain = self.fx.info.name  # not reloadable unless registered under this name: load_model says so
+        names = [n for n in inspect.signature(DeepAFx.__init__).parameters if n not in ("self", "encoder", "chain")]
+        data: Dict[str, Any] = {"context_size": self.context_size}
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        for key in ("context_size", "loudness_lufs", "highpass_hz"):
+            value = getattr(dm, key, None)
+            if value is not None and _plain(value):
+                data[key] = value
+        return {
+            "format": CONFIG_FORMAT,
+            "chain": chain,
+            "num_params": int(self.fx.num_params),
+            "param_names": list(self.param_names),
+            "encoder": self.encoder_spec,
+            "sample_rate": int(hp["sample_rate"]),
+            "frame_size": int(hp["frame_size"]),
+            "data": data,
+            "options": {n: hp[n] for n in names if n in hp and n not in ("sample_rate", "frame_size") and _plain(hp[n])},
+        }
+
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         # the perturbation stream continues where it stopped on resume (plugin state cannot be saved: the
         # slots' instances restart fresh mid-clip, a short transient)
         checkpoint["afx_spsa_generator"] = self.fx.generator.get_state()
-        # plain data (weights-only loadable): what ``afx_lightning.inference.load_model`` rebuilds the encoder from
-        checkpoint["afx_encoder"] = self.encoder_spec
+        # plain data (weights-only loadable): what ``afx_lightning.inference.load_model`` rebuilds the model from
+        checkpoint[CONFIG_KEY] = self.get_config()
+        checkpoint["afx_encoder"] = self.encoder_spec  # read by afx-lightning before the afx_model description
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         if "afx_spsa_generator" in checkpoint:

@@ -232,10 +232,10 @@ def test_safe_loading_refuses_pickled_objects_and_foreign_classes(trained, tmp_p
     assert "print" in str(err.value)
 
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
-    checkpoint["afx_encoder"] = {"class_path": "torch.nn.Linear", "init_args": {"in_features": 1}}
+    checkpoint["afx_model"]["encoder"] = {"class_path": "torch.nn.Linear", "init_args": {"in_features": 1}}
     foreign = tmp_path / "foreign.ckpt"
     torch.save(checkpoint, foreign)
-    with pytest.raises(InferenceError, match="not a subclass of afx_lightning.encoders.ParameterEncoder"):
+    with pytest.raises(InferenceError, match="'torch.nn.Linear' is not a declared encoder"):
         load_model(foreign)
 
 

@@ -12,10 +12,40 @@ from .mobilenet import MobileNetV2Encoder
 from .small import SmallEncoder
 
 __all__ = [
+    "ENCODER_GROUP",
     "InceptionEncoder",
     "LogMelFrontend",
     "MobileNetV2Encoder",
     "ParameterEncoder",
     "SmallEncoder",
     "count_parameters",
+    "declared_encoders",
 ]
+
+# Third-party encoders become loadable from checkpoints by declaring themselves, as chains do::
+#
+#     [project.entry-points."afx_lightning.encoders"]
+#     my_encoder = "my_package.encoders:MyEncoder"
+ENCODER_GROUP = "afx_lightning.encoders"
+
+_BUILTIN = (InceptionEncoder, MobileNetV2Encoder, SmallEncoder)
+
+
+def declared_encoders() -> dict:
+    """``class_path`` -> ``"module:attr"`` of every encoder a checkpoint may name; nothing is imported.
+
+    The shipped encoders answer to their public path (``afx_lightning.encoders.SmallEncoder``) and to the one a
+    checkpoint records (``afx_lightning.encoders.small.SmallEncoder``); an installed package's entry point
+    ``"pkg.mod:Cls"`` answers to ``pkg.mod.Cls``. A checkpoint naming anything else is refused before import.
+    """
+    from importlib.metadata import entry_points
+
+    found = {}
+    for cls in _BUILTIN:
+        target = f"{cls.__module__}:{cls.__qualname__}"
+        found[f"{__name__}.{cls.__qualname__}"] = target
+        found[f"{cls.__module__}.{cls.__qualname__}"] = target
+    for ep in entry_points(group=ENCODER_GROUP):
+        if ep.module and ep.attr:
+            found.setdefault(f"{ep.module}.{ep.attr}", f"{ep.module}:{ep.attr}")
+    return found

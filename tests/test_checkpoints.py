@@ -1,0 +1,175 @@
+"""Checkpoints describe their model as plain data (``afx_model``) and load weights-only from that alone.
+
+Nothing named in a checkpoint is imported unless it is a registered chain or a declared encoder: the shipped ones
+or an installed package's ``afx_lightning.encoders`` entry point. The models here are built, never trained (no
+plugin worker starts): loading only needs the description and the weights.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from afx_lightning.encoders import SmallEncoder, declared_encoders
+from afx_lightning.inference import InferenceError, load_model
+from afx_lightning.module import CONFIG_KEY, DeepAFx
+
+
+def _model(encoder=None) -> DeepAFx:
+    return DeepAFx(
+        chain="pb_mb_compressor", encoder=encoder or functools.partial(SmallEncoder, width=4),
+        num_slots=2, num_eval_slots=1, fx_workers=1, lr=3e-3, epsilon=0.02,
+    )
+
+
+def _save(model: DeepAFx, path: Path, **extra) -> dict:
+    """What ``trainer.save_checkpoint`` writes, plus ``extra`` keys (e.g. what another tool adds)."""
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    model.on_save_checkpoint(checkpoint)
+    checkpoint.update(extra)
+    torch.save(checkpoint, path)
+    return checkpoint
+
+
+def _probe(model: DeepAFx) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval().encoder(torch.randn(2, 1, 4096, generator=torch.Generator().manual_seed(0)))
+
+
+def test_description_is_plain_data_and_is_all_loading_uses(tmp_path):
+    model = _model()
+    with torch.no_grad():  # weights that differ from a fresh model's, so the comparison below means something
+        for p in model.encoder.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    model.context_size = 8192
+    path = tmp_path / "m.ckpt"
+    # LightningCLI's `_instantiator` and anything else in hyper_parameters must not matter
+    checkpoint = _save(model, path)
+    checkpoint["hyper_parameters"].update(_instantiator="lightning.pytorch.cli.instantiate_module", bogus=1, chain="nope")
+    torch.save(checkpoint, path)
+
+    config = checkpoint[CONFIG_KEY]
+    assert json.loads(json.dumps(config)) == config  # plain data only
+    assert config["chain"] == "pb_mb_compressor" and config["num_params"] == model.fx.num_params
+    assert config["encoder"]["class_path"] == "afx_lightning.encoders.small.SmallEncoder"
+    assert config["encoder"]["init_args"]["width"] == 4
+    assert (config["sample_rate"], config["frame_size"], config["data"]["context_size"]) == (22050, 1024, 8192)
+    assert config["options"]["lr"] == 3e-3 and "_instantiator" not in config["options"]
+
+    loaded = load_model(path)
+    assert loaded.context_size == 8192 and loaded.hparams.epsilon == 0.02 and loaded.hparams.num_slots == 1
+    assert loaded.param_names == model.param_names
+    torch.testing.assert_close(_probe(loaded), _probe(model))
+
+
+def test_older_checkpoints_with_only_the_encoder_spec_still_load(tmp_path):
+    """Written before ``afx_model``: the chain and audio format come from the plain hyper-parameters."""
+    model = _model()
+    path = tmp_path / "old.ckpt"
+    checkpoint = _save(model, path, datamodule_hyper_parameters={"context_size": 4096})
+    del checkpoint[CONFIG_KEY]
+    checkpoint["hyper_parameters"]["_instantiator"] = "lightning.pytorch.cli.instantiate_module"
+    torch.save(checkpoint, path)
+    loaded = load_model(path)
+    assert loaded.context_size == 4096 and loaded.fx.num_params == model.fx.num_params
+    torch.testing.assert_close(_probe(loaded), _probe(model))
+
+
+@pytest.fixture
+def marker_module(tmp_path, monkeypatch):
+    """An importable module whose import would leave a marker file: proof that it was (not) imported."""
+    site = tmp_path / "site"
+    site.mkdir()
+    marker = tmp_path / "imported.marker"
+    (site / "afx_marker_mod.py").write_text(textwrap.dedent(f"""
+        import pathlib
+        pathlib.Path({str(marker)!r}).write_text("imported")
+        from afx_lightning.encoders import SmallEncoder as Evil
+        def factory(sample_rate, block_size):
+            raise RuntimeError("never")
+    """))
+    monkeypatch.syspath_prepend(str(site))
+    yield marker
+    sys.modules.pop("afx_marker_mod", None)
+
+
+@pytest.mark.parametrize("class_path", ["afx_marker_mod.Evil", "os.system", "posix.system", "torch.nn.Linear", "no_such_module.X"])
+def test_an_undeclared_encoder_class_is_refused_without_importing_it(class_path, marker_module, tmp_path):
+    path = tmp_path / "evil.ckpt"
+    checkpoint = _save(_model(), path)
+    checkpoint[CONFIG_KEY]["encoder"] = {"class_path": class_path, "init_args": {"command": "touch pwned"}}
+    torch.save(checkpoint, path)
+    with pytest.raises(InferenceError) as err:
+        load_model(path)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message and repr(class_path) in message
+    assert "not a declared encoder" in message
+    assert not marker_module.exists() and "afx_marker_mod" not in sys.modules
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("chain", ["afx_marker_mod:factory", "os:system", "no_such_chain", 42])
+def test_an_unregistered_chain_is_refused_without_importing_it(chain, marker_module, tmp_path):
+    path = tmp_path / "chain.ckpt"
+    checkpoint = _save(_model(), path)
+    checkpoint[CONFIG_KEY]["chain"] = chain
+    torch.save(checkpoint, path)
+    with pytest.raises(InferenceError) as err:
+        load_model(path)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message and repr(chain) in message
+    assert not marker_module.exists() and "afx_marker_mod" not in sys.modules
+
+
+def _plugin_package(site: Path, name: str, declare: bool) -> None:
+    """A package that defines an encoder; with ``declare`` it is installed with an ``afx_lightning.encoders`` entry point."""
+    (site / name).mkdir(parents=True)
+    (site / name / "__init__.py").write_text(
+        "from afx_lightning.encoders import SmallEncoder\n\n\nclass TinyEncoder(SmallEncoder):\n    pass\n"
+    )
+    dist = site / f"{name}-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    if declare:
+        (dist / "entry_points.txt").write_text(f"[afx_lightning.encoders]\ntiny = {name}:TinyEncoder\n")
+
+
+def test_an_encoder_declared_by_an_installed_package_loads_and_an_undeclared_one_does_not(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    _plugin_package(site, "afx_declared_enc", declare=True)
+    _plugin_package(site, "afx_undeclared_enc", declare=False)
+    monkeypatch.syspath_prepend(str(site))
+    try:
+        assert declared_encoders()["afx_declared_enc.TinyEncoder"] == "afx_declared_enc:TinyEncoder"
+        from afx_declared_enc import TinyEncoder
+        from afx_undeclared_enc import TinyEncoder as Undeclared
+
+        model = _model(functools.partial(TinyEncoder, width=4))
+        path = tmp_path / "plugin.ckpt"
+        _save(model, path)
+        loaded = load_model(path)
+        assert type(loaded.encoder).__qualname__ == "TinyEncoder"
+        torch.testing.assert_close(_probe(loaded), _probe(model))
+
+        path = tmp_path / "undeclared.ckpt"
+        _save(_model(functools.partial(Undeclared, width=4)), path)
+        with pytest.raises(InferenceError, match="'afx_undeclared_enc.TinyEncoder' is not a declared encoder"):
+            load_model(path)
+    finally:
+        for name in ("afx_declared_enc", "afx_undeclared_enc"):
+            sys.modules.pop(name, None)
+
+
+def test_a_description_from_another_format_version_is_refused(tmp_path):
+    path = tmp_path / "future.ckpt"
+    checkpoint = _save(_model(), path)
+    checkpoint[CONFIG_KEY]["format"] = 99
+    torch.save(checkpoint, path)
+    with pytest.raises(InferenceError, match="format 99"):
+        load_model(path)
