@@ -4,11 +4,10 @@ Importing this package stays torch-free (worker processes import ``.worker`` thr
 load on first access.
 """
 
-from .pool import BuildStats, FaultEvent, FaultStats, FxWorkerPool, RenderResult, SlotGroup, default_num_workers
+from .pool import FaultEvent, FaultStats, FxWorkerPool, RenderResult, SlotGroup, default_num_workers
 
 __all__ = [
     "BlackBoxLayer",
-    "BuildStats",
     "ChainInfo",
     "FaultEvent",
     "FaultStats",

@@ -21,7 +21,7 @@ from torch import nn
 from ..effects.base import Chain, ParamLayout
 from ..effects.params import ParamSpec
 from .gradients import GradientEstimator
-from .pool import BuildStats, FaultStats, FxWorkerPool, RenderResult, SlotGroup
+from .pool import FaultStats, FxWorkerPool, RenderResult, SlotGroup
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +103,7 @@ class BlackBoxLayer(nn.Module):
         num_workers: plugin worker processes of this process (default: the CPUs this process may use, divided
             among the DDP ranks on the machine, see ``pool.default_num_workers``); each DDP rank has its own
             pool, slots and plugin instances.
-        timeout_s: longest a single row's plugin calls may take before its worker is killed and restarted.
-        build_timeout_s: longest building a fresh row's instances (1 + 2K, FD: 2P + 1 chains) may take; timed
-            apart from ``timeout_s`` because real plugins load slowly (a VST3 chain: ~0.45 s per instance).
+        timeout_s: longest a single row may take before its worker is killed and restarted.
         max_retries: re-renders of a faulty row on fresh instances before it is dropped (zero gradient).
         seed: seeds the perturbation directions.
     """
@@ -125,7 +123,6 @@ class BlackBoxLayer(nn.Module):
         timeout_s: float = 30.0,
         max_retries: int = 1,
         seed: int = 0,
-        build_timeout_s: float = 120.0,
     ):
         super().__init__()
         self.chain_factory = resolve_chain(chain)
@@ -136,7 +133,6 @@ class BlackBoxLayer(nn.Module):
         self.num_slots, self.num_eval_slots = num_slots, num_eval_slots
         self.estimator = GradientEstimator(gradient, epsilon, num_perturbations)
         self.num_workers, self.timeout_s, self.max_retries = num_workers, timeout_s, max_retries
-        self.build_timeout_s = build_timeout_s
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         self._pool: Optional[FxWorkerPool] = None
@@ -168,7 +164,6 @@ class BlackBoxLayer(nn.Module):
                 num_workers=self.num_workers,
                 timeout_s=self.timeout_s,
                 max_retries=self.max_retries,
-                build_timeout_s=self.build_timeout_s,
             )
             log.info("fx: %d plugin worker(s) for this process (local rank %s)", self._pool.num_workers,
                      os.environ.get("LOCAL_RANK", "0"))
@@ -177,10 +172,6 @@ class BlackBoxLayer(nn.Module):
     @property
     def fault_stats(self) -> FaultStats:
         return self._pool.stats if self._pool is not None else FaultStats()
-
-    @property
-    def build_stats(self) -> BuildStats:
-        return self._pool.build_stats if self._pool is not None else BuildStats()
 
     def forward(self, audio: torch.Tensor, theta: torch.Tensor, slot: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor:
         m = audio.shape[0]
