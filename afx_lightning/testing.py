@@ -99,3 +99,9 @@ def delay_chain(sample_rate: int, block_size: int) -> Chain:
     params = (ParamSpec("gain", 0.5, 1.5, 1.0),)
     effect = FunctionEffect("block_delay", _previous_block, params, sample_rate, latency=block_size)
     return Chain([effect], name="block_delay")
+
+
+def slow_to_build_chain(sample_rate: int, block_size: int, build_s: float = 0.5) -> Chain:
+    """:func:`faulty_chain` whose construction takes ``build_s`` seconds, like a real plugin loading its library."""
+    time.sleep(build_s)
+    return faulty_chain(sample_rate, block_size)

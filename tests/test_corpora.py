@@ -107,8 +107,9 @@ def test_daps_datamodule_end_to_end_with_cache(tmp_path):
     assert batch["frame"].shape == (2, 1, N)
 
 
-def test_corpus_datamodule_option_errors(tmp_path):
-    with pytest.raises(DataError, match=r"data\.root is not set"):
+def test_corpus_datamodule_option_errors(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no data/daps here: the conventional folder is named with its download
+    with pytest.raises(DataError, match=r"^data/daps does not exist .*daps\.tar\.gz"):
         AudioFxDataModule(dataset="daps")
     with pytest.raises(DataError, match=r"channels"):
         AudioFxDataModule(dataset="mixes", root=str(tmp_path), channels=2)
@@ -209,9 +210,10 @@ def test_loudness_normalises_the_input_only(tmp_path):
     result = prepare_pair(write(tmp_path / "in.wav", x, rate), write(tmp_path / "out.wav", y, rate),
                           opts(sample_rate=rate, loudness_lufs=-25.0))
     meter = pyloudnorm.Meter(rate)
-    assert abs(meter.integrated_loudness(result.input.astype(np.float64)) + 25.0) < 0.5
+    assert result.input.shape[0] == 1  # (channels, samples)
+    assert abs(meter.integrated_loudness(result.input[0].astype(np.float64)) + 25.0) < 0.5
     assert result.gain_db != 0.0
-    np.testing.assert_allclose(result.target, y, atol=1e-6)  # the master keeps its loudness
+    np.testing.assert_allclose(result.target[0], y, atol=1e-6)  # the master keeps its loudness
 
 
 def test_highpass_applies_to_both(tmp_path):
@@ -219,7 +221,7 @@ def test_highpass_applies_to_both(tmp_path):
     x = (0.4 + 0.3 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)  # DC offset + tone
     result = prepare_pair(write(tmp_path / "in.wav", x), write(tmp_path / "out.wav", x), opts(highpass_hz=60.0, align=False))
     tail = slice(SR, None)  # after the filter settled
-    for audio in (result.input, result.target):
+    for audio in (result.input[0], result.target[0]):
         assert abs(float(np.mean(audio[tail]))) < 0.01
         assert 0.25 < float(np.max(np.abs(audio[tail]))) < 0.35
 

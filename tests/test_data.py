@@ -306,18 +306,20 @@ def test_folder_skips_silent_clips(tmp_path):
         assert [c.name for c in PairedFolder(tmp_path, "train", sample_rate=SR)] == ["loud"]
 
 
-@pytest.mark.parametrize("problem", ["missing target", "sample rate", "not audio", "length", "nan", "no split"])
+@pytest.mark.parametrize("problem", ["missing target", "channels", "not audio", "length", "nan", "no split"])
 def test_folder_errors_name_the_file(tmp_path, problem):
     x = np.full(200, 0.1, np.float32)
     write_pair(tmp_path, "ok.wav", x)
     bad = tmp_path / "train" / "input" / "bad.wav"
     expected = [str(bad)]
+    channels = 1
     if problem == "missing target":
         sf.write(bad, x, SR)
         expected = [str(tmp_path / "train" / "target" / "bad.wav"), "missing target"]
-    elif problem == "sample rate":
-        write_pair(tmp_path, "bad.wav", x, sr=16000)
-        expected = [str(bad), "16000", str(SR)]
+    elif problem == "channels":  # other rates are resampled, mono is spread, but 3 channels into 2 is no guess of ours
+        channels = 2
+        write_pair(tmp_path, "bad.wav", np.full((200, 3), 0.1, np.float32))
+        expected = [str(bad), "3 channels", "data.channels is 2"]
     elif problem == "not audio":
         write_pair(tmp_path, "bad.wav", x)
         bad.write_text("this is not a wave file")
@@ -330,7 +332,7 @@ def test_folder_errors_name_the_file(tmp_path, problem):
     else:
         expected = [str(tmp_path / "val" / "input")]
     with pytest.raises(DataError) as err:
-        len(PairedFolder(tmp_path, "val" if problem == "no split" else "train", sample_rate=SR))
+        len(PairedFolder(tmp_path, "val" if problem == "no split" else "train", sample_rate=SR, channels=channels))
     message = str(err.value)
     assert "\n" not in message
     for part in expected:

@@ -4,24 +4,30 @@ Lightning's subprocess launcher re-runs the command line for rank 1 (``python <v
 installed console script is what both ranks run. ``RankBatchRecorder`` (tests/helpers) writes every training
 and validation batch of each rank. Checked: both ranks train, their training and validation clips do not
 overlap, each rank's plugin pool has its share of the CPUs, and a resume from a mid-epoch checkpoint (written
-by rank 0 only) continues both ranks' streams exactly as the uninterrupted run. Run with ``-s`` for timings.
+by rank 0 only) continues both ranks' streams exactly as the uninterrupted run; each rank draws its own SPSA
+directions and the rank-0 checkpoint resumes every rank's. Run with ``-s`` for timings.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from afx_lightning.blackbox import default_num_workers
+from afx_lightning.blackbox import GradientEstimator, PerturbationStream, default_num_workers
 from afx_lightning.data import AudioFxDataModule
 from afx_lightning.data.streams import SlotStream, shard_frame_counts
+from afx_lightning.encoders import SmallEncoder
+from afx_lightning.module import DeepAFx
+from afx_lightning.testing import reference_chain
 from test_data import CONTEXT, N, TRAIN_LENGTHS, VAL_LENGTHS, ramp_clips, schedule, take
 from test_training import CONFIGS, QUICKSTART, cli_command, cli_env
 
@@ -117,6 +123,82 @@ def test_fx_workers_share_the_cpus_among_local_ranks(monkeypatch):
     assert default_num_workers() == 8
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "16")  # the task is already bound to its own 16 CPUs
     assert default_num_workers() == 16
+
+
+def directions(stream, draws: int = 3, m: int = 16, p: int = 8) -> list[torch.Tensor]:
+    """The SPSA step signs (θ⁺ − θ⁻ > 0) of the next ``draws`` training steps of ``stream``."""
+    estimator = GradientEstimator("spsa", 0.01, num_perturbations=2)
+    theta = torch.full((m, p), 0.5)
+    return [estimator.perturb(theta, stream.next_generator())[1] > 0 for _ in range(draws)]
+
+
+def test_spsa_directions_differ_between_ranks_and_reproduce_on_each():
+    rank0, rank1 = directions(PerturbationStream(seed=0, rank=0)), directions(PerturbationStream(seed=0, rank=1))
+    for step, (a, b) in enumerate(zip(rank0, rank1)):
+        agreement = (a == b).float().mean().item()
+        assert 0.35 < agreement < 0.65, f"step {step}: ranks share {agreement:.0%} of their signs"  # independent
+    assert all(torch.equal(a, b) for a, b in zip(rank1, directions(PerturbationStream(seed=0, rank=1))))
+    assert not torch.equal(rank0[0], rank0[1])  # and a rank's steps differ from each other
+    # outside DDP the stream reads rank 0: a single process draws what rank 0 of a DDP run draws
+    assert all(torch.equal(a, b) for a, b in zip(rank0, directions(PerturbationStream(seed=0))))
+    assert not torch.equal(rank0[0], directions(PerturbationStream(seed=1, rank=0))[0])
+
+
+@pytest.mark.parametrize("resumed_world_size", [2, 3])
+def test_a_rank_zero_checkpoint_resumes_every_ranks_spsa_stream(resumed_world_size):
+    """Lightning writes the checkpoint from rank 0 only: that one state continues each rank's own stream, at the
+    same or another world size, through a weights-only load."""
+    uninterrupted = {r: directions(PerturbationStream(seed=5, rank=r), draws=7) for r in range(resumed_world_size)}
+    writer = PerturbationStream(seed=5, rank=0)
+    directions(writer, draws=4)
+    checkpoint: dict = {}
+    writer.save_to(checkpoint)
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    for rank in range(resumed_world_size):
+        buffer.seek(0)
+        resumed = PerturbationStream(seed=0, rank=rank)  # the checkpoint's seed wins, as its generator state did
+        resumed.load_from(torch.load(buffer, weights_only=True))
+        after = directions(resumed, draws=3)
+        assert all(torch.equal(a, b) for a, b in zip(after, uninterrupted[rank][4:])), f"rank {rank}"
+
+
+def test_the_model_restores_its_spsa_stream_and_warns_on_a_shared_legacy_generator():
+    model = DeepAFx(chain=reference_chain, encoder=functools.partial(SmallEncoder, width=4), num_slots=2,
+                    num_eval_slots=1, spsa_seed=3)
+    model.on_load_checkpoint({PerturbationStream.CHECKPOINT_KEY: {"seed": 3, "draws": 11}})
+    assert model.fx.directions.state_dict() == {"seed": 3, "draws": 11}
+    fresh = DeepAFx(chain=reference_chain, encoder=functools.partial(SmallEncoder, width=4), num_slots=2,
+                    num_eval_slots=1, spsa_seed=3)
+    with pytest.warns(UserWarning, match="single SPSA generator shared by all ranks"):
+        fresh.on_load_checkpoint({"afx_spsa_generator": torch.Generator().manual_seed(3).get_state()})
+    assert fresh.fx.directions.state_dict() == {"seed": 3, "draws": 0}
+
+
+GLOO_RANK = """
+import json, sys, torch, torch.distributed as dist
+from afx_lightning.blackbox import GradientEstimator, PerturbationStream
+dist.init_process_group("gloo", init_method=sys.argv[1], rank=int(sys.argv[2]), world_size=2)
+stream, estimator = PerturbationStream(seed=0), GradientEstimator("spsa", 0.01, 2)
+steps = [estimator.perturb(torch.full((16, 8), 0.5), stream.next_generator())[1] > 0 for _ in range(3)]
+print(json.dumps([s.int().tolist() for s in steps]))
+dist.destroy_process_group()
+"""
+
+
+def test_two_gloo_ranks_draw_their_own_spsa_directions(tmp_path):
+    """The rank is read from torch.distributed, as under Lightning's DDP: two real ranks, one rendezvous."""
+    init = f"file://{tmp_path / 'rendezvous'}"
+    ranks = [subprocess.Popen([sys.executable, "-c", GLOO_RANK, init, str(r)], stdout=subprocess.PIPE, text=True)
+             for r in range(2)]
+    drawn = []
+    for proc in ranks:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0
+        drawn.append([torch.tensor(s, dtype=torch.bool) for s in json.loads(out)])
+    assert all(torch.equal(a, b) for a, b in zip(drawn[0], directions(PerturbationStream(seed=0, rank=0))))
+    assert all(torch.equal(a, b) for a, b in zip(drawn[1], directions(PerturbationStream(seed=0, rank=1))))
+    assert not any(torch.equal(a, b) for a, b in zip(*drawn))
 
 
 # ------------------------------------------------------------------------------------------------ two CPU ranks

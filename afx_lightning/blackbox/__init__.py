@@ -4,15 +4,17 @@ Importing this package stays torch-free (worker processes import ``.worker`` thr
 load on first access.
 """
 
-from .pool import FaultEvent, FaultStats, FxWorkerPool, RenderResult, SlotGroup, default_num_workers
+from .pool import BuildStats, FaultEvent, FaultStats, FxWorkerPool, RenderResult, SlotGroup, default_num_workers
 
 __all__ = [
     "BlackBoxLayer",
+    "BuildStats",
     "ChainInfo",
     "FaultEvent",
     "FaultStats",
     "FxWorkerPool",
     "GradientEstimator",
+    "PerturbationStream",
     "RenderResult",
     "SlotGroup",
     "default_num_workers",
@@ -21,7 +23,7 @@ __all__ = [
 
 
 def __getattr__(name):
-    if name in ("BlackBoxLayer", "ChainInfo", "describe_chain"):
+    if name in ("BlackBoxLayer", "ChainInfo", "PerturbationStream", "describe_chain"):
         from . import layer
 
         return getattr(layer, name)

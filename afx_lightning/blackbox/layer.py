@@ -12,16 +12,18 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import warnings
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional, Union
+from typing import Any, Callable, Dict, Literal, MutableMapping, Optional, Union
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..effects.base import Chain, ParamLayout
 from ..effects.params import ParamSpec
 from .gradients import GradientEstimator
-from .pool import FaultStats, FxWorkerPool, RenderResult, SlotGroup
+from .pool import BuildStats, FaultStats, FxWorkerPool, RenderResult, SlotGroup
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,58 @@ def describe_chain(factory: Callable[..., Chain], sample_rate: int, block_size: 
         chain.close()
 
 
+def distributed_rank() -> int:
+    """This process's global rank once ``torch.distributed`` is initialised (DDP), else 0."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+class PerturbationStream:
+    """The SPSA directions of one process: draw ``d`` on global rank ``r`` uses a generator seeded from
+    ``SeedSequence([seed, r, d])``.
+
+    Why counter-based rather than one long-lived generator: ranks get independent directions (the
+    estimator's noise averages over ranks instead of adding up), a single process is rank 0 of the same
+    scheme, and a rank's whole stream position is the draw count, which is the same on every rank (one draw
+    per training forward). So the checkpoint Lightning writes from rank 0 alone restores every rank's stream
+    exactly, whatever the world size of the resumed run. ``rank=None`` reads the rank at each draw.
+    """
+
+    CHECKPOINT_KEY = "afx_spsa_directions"
+    LEGACY_CHECKPOINT_KEY = "afx_spsa_generator"  # one torch generator state, the same on every rank
+
+    def __init__(self, seed: int = 0, rank: Optional[int] = None):
+        self.seed, self.rank, self.draws = int(seed), rank, 0
+
+    def next_generator(self) -> torch.Generator:
+        """The generator of the next draw (advances the stream by one)."""
+        rank = distributed_rank() if self.rank is None else self.rank
+        entropy = np.random.SeedSequence([self.seed, int(rank), self.draws]).generate_state(2, np.uint32)
+        self.draws += 1
+        return torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
+
+    def state_dict(self) -> Dict[str, int]:
+        return {"seed": self.seed, "draws": self.draws}
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        self.seed, self.draws = int(state["seed"]), int(state["draws"])
+
+    def save_to(self, checkpoint: MutableMapping[str, Any]) -> None:
+        checkpoint[self.CHECKPOINT_KEY] = self.state_dict()
+
+    def load_from(self, checkpoint: MutableMapping[str, Any]) -> None:
+        """Continue the stream a checkpoint was written at (checkpoints from before per-rank streams: warn, restart)."""
+        if self.CHECKPOINT_KEY in checkpoint:
+            self.load_state_dict(checkpoint[self.CHECKPOINT_KEY])
+        elif self.LEGACY_CHECKPOINT_KEY in checkpoint:
+            warnings.warn(
+                "checkpoint holds a single SPSA generator shared by all ranks (written before per-rank streams): "
+                f"perturbation directions restart from spsa_seed {self.seed}",
+                stacklevel=2,
+            )
+
+
 def to_device(rendered: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Rendered CPU audio to the encoder's device: through pinned memory and without a sync on CUDA."""
     if like.device.type == "cuda":
@@ -72,7 +126,8 @@ class _BlackBoxFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, theta, audio, layer: "BlackBoxLayer", slots, fresh):  # type: ignore[override]
-        params, step = layer.estimator.perturb(theta.detach().to("cpu", torch.float32), layer.generator)
+        generator = layer.directions.next_generator()
+        params, step = layer.estimator.perturb(theta.detach().to("cpu", torch.float32), generator)
         result = layer._render("train", slots, fresh, audio, params)
         out = torch.from_numpy(result.out)
         pairs = step.shape[1]
@@ -103,9 +158,11 @@ class BlackBoxLayer(nn.Module):
         num_workers: plugin worker processes of this process (default: the CPUs this process may use, divided
             among the DDP ranks on the machine, see ``pool.default_num_workers``); each DDP rank has its own
             pool, slots and plugin instances.
-        timeout_s: longest a single row may take before its worker is killed and restarted.
+        timeout_s: longest a single row's plugin calls may take before its worker is killed and restarted.
+        build_timeout_s: longest building a fresh row's instances (1 + 2K, FD: 2P + 1 chains) may take; timed
+            apart from ``timeout_s`` because real plugins load slowly (a VST3 chain: ~0.45 s per instance).
         max_retries: re-renders of a faulty row on fresh instances before it is dropped (zero gradient).
-        seed: seeds the perturbation directions.
+        seed: seeds the perturbation directions; each DDP rank draws its own (see :class:`PerturbationStream`).
     """
 
     def __init__(
@@ -123,6 +180,7 @@ class BlackBoxLayer(nn.Module):
         timeout_s: float = 30.0,
         max_retries: int = 1,
         seed: int = 0,
+        build_timeout_s: float = 120.0,
     ):
         super().__init__()
         self.chain_factory = resolve_chain(chain)
@@ -133,8 +191,9 @@ class BlackBoxLayer(nn.Module):
         self.num_slots, self.num_eval_slots = num_slots, num_eval_slots
         self.estimator = GradientEstimator(gradient, epsilon, num_perturbations)
         self.num_workers, self.timeout_s, self.max_retries = num_workers, timeout_s, max_retries
+        self.build_timeout_s = build_timeout_s
         self.seed = seed
-        self.generator = torch.Generator().manual_seed(seed)
+        self.directions = PerturbationStream(seed)
         self._pool: Optional[FxWorkerPool] = None
         self.last_result: Optional[RenderResult] = None
 
@@ -164,6 +223,7 @@ class BlackBoxLayer(nn.Module):
                 num_workers=self.num_workers,
                 timeout_s=self.timeout_s,
                 max_retries=self.max_retries,
+                build_timeout_s=self.build_timeout_s,
             )
             log.info("fx: %d plugin worker(s) for this process (local rank %s)", self._pool.num_workers,
                      os.environ.get("LOCAL_RANK", "0"))
@@ -172,6 +232,10 @@ class BlackBoxLayer(nn.Module):
     @property
     def fault_stats(self) -> FaultStats:
         return self._pool.stats if self._pool is not None else FaultStats()
+
+    @property
+    def build_stats(self) -> BuildStats:
+        return self._pool.build_stats if self._pool is not None else BuildStats()
 
     def forward(self, audio: torch.Tensor, theta: torch.Tensor, slot: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor:
         m = audio.shape[0]

@@ -4,6 +4,11 @@ Slots are spread over workers (slot s lives on worker s mod W) and never move, s
 keep their state across steps. A worker that crashes or hangs is killed and restarted; the row it was on is
 retried on fresh instances or returned dry (zero gradient), the rows it had not reached are rendered by its
 replacement, and every such event is counted in :class:`FaultStats` and logged: nothing fails silently.
+
+Building a row's plugin instances (on a fresh slot: 1 + 2K, FD: 2P + 1 chains) is timed apart from rendering:
+``build_timeout_s`` (generous: a VST3 chain takes about half a second per instance) bounds construction and
+``timeout_s`` bounds the plugin calls, so a slow-to-load chain does not turn every fresh row into a timeout.
+Construction is counted in :class:`BuildStats`.
 """
 
 from __future__ import annotations
@@ -24,11 +29,11 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from .shared import SharedArrays
-from .worker import DONE, FAULT, RUNNING, GroupLayout, WorkerConfig
+from .worker import BUILDING, DONE, FAULT, RUNNING, Close, GroupLayout, Init, Ready, Render, Rendered, WorkerConfig
 
 log = logging.getLogger(__name__)
 
-FAULT_KINDS = ("exception", "nonfinite", "crash", "timeout")
+FAULT_KINDS = ("exception", "nonfinite", "crash", "timeout", "build_timeout")
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class FaultStats:
     nonfinite: int = 0
     crash: int = 0
     timeout: int = 0
+    build_timeout: int = 0
     retries: int = 0
     rows_dropped: int = 0
     worker_restarts: int = 0
@@ -57,7 +63,19 @@ class FaultStats:
 
     @property
     def faults(self) -> int:
-        return self.exception + self.nonfinite + self.crash + self.timeout
+        return self.exception + self.nonfinite + self.crash + self.timeout + self.build_timeout
+
+
+@dataclass
+class BuildStats:
+    """Plugin instances constructed since the pool started and the wall seconds the workers spent on it
+    (summed over workers; not part of ``RenderResult.plugin_cpu_s``)."""
+
+    instances_built: int = 0
+    build_s: float = 0.0
+
+    def as_dict(self) -> Dict[str, float]:
+        return dict(self.__dict__)
 
 
 @dataclass(frozen=True)
@@ -71,13 +89,17 @@ class FaultEvent:
 
 @dataclass
 class RenderResult:
-    """``out``: [M, I, C, N] rendered audio (a dropped row holds its dry input in every instance)."""
+    """``out``: [M, I, C, N] rendered audio (a dropped row holds its dry input in every instance).
+    ``plugin_cpu_s``: worker CPU seconds in plugin calls; ``build_s``: worker wall seconds building the
+    ``instances_built`` instances of fresh rows during this call."""
 
     out: np.ndarray
     failed: np.ndarray
     events: List[FaultEvent] = field(default_factory=list)
     plugin_cpu_s: float = 0.0
     wall_s: float = 0.0
+    instances_built: int = 0
+    build_s: float = 0.0
 
 
 def _local_world_size(cpus: int) -> int:
@@ -119,7 +141,11 @@ def default_num_workers() -> int:
 
 
 class FxWorkerPool:
-    """Renders rows of a batch through per-slot plugin instances living in worker processes."""
+    """Renders rows of a batch through per-slot plugin instances living in worker processes.
+
+    ``timeout_s`` bounds one row's plugin calls, ``build_timeout_s`` the construction of one row's instances;
+    a row that overruns either is a fault (its worker is restarted, the row retried or dropped).
+    """
 
     def __init__(
         self,
@@ -132,6 +158,7 @@ class FxWorkerPool:
         num_workers: Optional[int] = None,
         timeout_s: float = 30.0,
         max_retries: int = 1,
+        build_timeout_s: float = 120.0,
     ):
         try:
             pickle.dumps(chain_factory)
@@ -142,12 +169,16 @@ class FxWorkerPool:
             ) from None
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        if build_timeout_s <= 0:
+            raise ValueError(f"build_timeout_s must be positive, got {build_timeout_s}")
         self.groups = dict(groups)
         self.channels, self.block_size, self.num_params = channels, block_size, num_params
         self.num_workers = int(num_workers or default_num_workers())
         self.timeout_s = float(timeout_s)
+        self.build_timeout_s = float(build_timeout_s)
         self.max_retries = int(max_retries)
         self.stats = FaultStats()
+        self.build_stats = BuildStats()
         self._shared: Dict[str, SharedArrays] = {}
         for name, g in self.groups.items():
             self._shared[name] = SharedArrays(
@@ -189,7 +220,7 @@ class FxWorkerPool:
             env=env,
         )
         child.close()
-        parent.send(("init", pickle.dumps(self._config)))
+        parent.send(Init(pickle.dumps(self._config)))
         self._procs[w], self._conns[w] = proc, parent
         self._live_slots[w] = set()
 
@@ -209,7 +240,7 @@ class FxWorkerPool:
                     f"fx worker {w} failed to start (exit code {proc.returncode}); its error is printed above. "
                     "Is the chain factory importable from a fresh interpreter?"
                 ) from None
-            assert message[0] == "ready", message
+            assert isinstance(message, Ready), message
 
     def _restart_worker(self, w: int) -> None:
         proc = self._procs[w]
@@ -258,6 +289,7 @@ class FxWorkerPool:
         failed = np.zeros(m, dtype=bool)
         events: List[FaultEvent] = []
         cpu = 0.0
+        built, build_s = 0, 0.0
         todo: Dict[int, List[int]] = {}
         for row, slot in enumerate(slots):
             todo.setdefault(slot % self.num_workers, []).append(row)
@@ -268,22 +300,23 @@ class FxWorkerPool:
                     self._restart_worker(w)
                     for r in rows:
                         fresh[r] = True
-                self._conns[w].send(("render", group, rows, [slots[r] for r in rows], [fresh[r] for r in rows]))
+                self._conns[w].send(Render(group, rows, [slots[r] for r in rows], [fresh[r] for r in rows]))
                 self._live_slots[w].update(slots[r] for r in rows)
                 busy[w] = rows
             todo = {}
             while busy:
-                outcome = self._wait_any(busy, arrays["status"], arrays["started"])
+                outcome = self._wait_any(busy, arrays["status"], arrays["started"], spec.instances)
                 for w, (kind, payload) in outcome.items():
                     rows = busy.pop(w)
-                    if kind == "done":
-                        faults, cpu_s = payload
-                        cpu += cpu_s
-                        problems = [(row, k, msg) for row, k, msg in faults]
+                    if isinstance(payload, Rendered):
+                        cpu += payload.cpu_s
+                        built += payload.instances_built
+                        build_s += payload.build_s
+                        problems = [(f.row, f.kind, f.message) for f in payload.faults]
                         retry_rows: List[int] = []
                     else:  # the worker died or hung: find the row it was on and re-run those it never reached
                         status = arrays["status"]
-                        culprit = [r for r in rows if status[r] == RUNNING]
+                        culprit = [r for r in rows if status[r] in (BUILDING, RUNNING)]
                         if not culprit:  # died between rows: charge the next row, so retries stay bounded
                             culprit = [r for r in rows if status[r] not in (DONE, FAULT)][:1]
                         problems = [(r, kind, payload) for r in culprit]
@@ -313,7 +346,9 @@ class FxWorkerPool:
                     if retry_rows:
                         todo.setdefault(w, []).extend(sorted(retry_rows))
         out = arrays["out"][:m].copy()
-        return RenderResult(out, failed, events, cpu, time.perf_counter() - t0)
+        self.build_stats.instances_built += built
+        self.build_stats.build_s += build_s
+        return RenderResult(out, failed, events, cpu, time.perf_counter() - t0, built, build_s)
 
     def _check_rows(self, group: str, spec: SlotGroup, slots: List[int], audio: np.ndarray, params: np.ndarray) -> None:
         m = len(slots)
@@ -332,8 +367,11 @@ class FxWorkerPool:
         if tuple(params.shape) != expected_params:
             raise ValueError(f"params must be shaped {expected_params} (rows, instances, P), got {tuple(params.shape)}")
 
-    def _wait_any(self, busy: Dict[int, List[int]], status: np.ndarray, started: np.ndarray) -> Dict[int, tuple]:
-        """Block until at least one busy worker answers, dies, or overruns the per-row timeout."""
+    def _wait_any(
+        self, busy: Dict[int, List[int]], status: np.ndarray, started: np.ndarray, instances: int
+    ) -> Dict[int, tuple]:
+        """Block until at least one busy worker answers (``(..., Rendered)``), dies, or overruns a row's build or
+        render limit (``(kind, message)``)."""
         waitables = {self._conns[w]: w for w in busy}  # a dead worker's pipe reads as EOF
         poll = min(0.25, self.timeout_s / 4)
         while True:
@@ -347,7 +385,8 @@ class FxWorkerPool:
                 if conn.poll():
                     try:
                         message = conn.recv()
-                        outcome[w] = ("done", (message[1], message[2]))
+                        assert isinstance(message, Rendered), message
+                        outcome[w] = ("done", message)
                         continue
                     except (EOFError, OSError):
                         pass
@@ -362,8 +401,16 @@ class FxWorkerPool:
                 return outcome
             now = time.monotonic()
             for w, rows in busy.items():
-                running = [r for r in rows if status[r] == RUNNING]
-                if running and now - started[running[0]] > self.timeout_s:
+                # one read of each row's status (the worker moves on meanwhile); its start time is written first
+                active = next(((r, int(status[r])) for r in rows if status[r] in (BUILDING, RUNNING)), None)
+                if active is None:
+                    continue
+                row, state = active
+                elapsed = now - started[row]
+                if state == BUILDING and elapsed > self.build_timeout_s:
+                    outcome[w] = ("build_timeout", f"building {instances} plugin instance(s) exceeded "
+                                                   f"build_timeout_s={self.build_timeout_s:g} s")
+                elif state == RUNNING and elapsed > self.timeout_s:
                     outcome[w] = ("timeout", f"plugin call exceeded {self.timeout_s:g} s")
             if outcome:
                 return outcome
@@ -385,7 +432,7 @@ def _shutdown(procs, conns, shared: List[SharedArrays]) -> None:
     for conn in conns:
         if conn is not None:
             try:
-                conn.send(("close",))
+                conn.send(Close())
             except Exception:
                 pass
     deadline = time.monotonic() + 2.0

@@ -4,7 +4,8 @@ Started as ``python -m afx_lightning.blackbox FD`` (a fresh interpreter that nev
 user's ``__main__``) and torch-free on purpose (fast start, small footprint). The parent sends one small
 message per step naming the rows to render; audio, parameters and outputs stay in shared memory. Per-row
 status and start time are written to shared memory too, so the parent can tell which row a crashed or hung
-worker was on.
+worker was on, and whether it was still building that row's plugin instances (timed by its own, longer limit)
+or already rendering.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ import signal
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, NamedTuple, Tuple
 
 import numpy as np
 
 from .shared import AttachedArrays, SharedLayout
 
-IDLE, RUNNING, DONE, FAULT = 0, 1, 2, 3
+# Per-row status in shared memory. BUILDING and RUNNING rows have a start time: the parent times a row's
+# instance construction and its rendering against separate limits (building a VST3 chain can take seconds).
+IDLE, BUILDING, RUNNING, DONE, FAULT = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -40,15 +43,62 @@ class WorkerConfig:
     groups: Dict[str, GroupLayout]
 
 
+# ---------------------------------------------------------------- messages between the pool and a worker
+@dataclass(frozen=True)
+class Init:
+    """First message: the pickled :class:`WorkerConfig` (unpickled by the worker, so an unimportable chain
+    factory fails there, where the pool reports it as a start-up error)."""
+
+    config: bytes
+
+
+@dataclass(frozen=True)
+class Ready:
+    pid: int
+
+
+@dataclass(frozen=True)
+class Render:
+    """Render ``rows`` (their audio and parameters are in the group's shared memory) through ``slots``."""
+
+    group: str
+    rows: List[int]
+    slots: List[int]
+    fresh: List[bool]
+
+
+class RowFault(NamedTuple):
+    row: int
+    kind: str  # one of pool.FAULT_KINDS
+    message: str
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """Reply to :class:`Render`: the rows that faulted, CPU seconds spent rendering (construction excluded),
+    and the instances built with their wall and CPU seconds."""
+
+    faults: List[RowFault]
+    cpu_s: float
+    instances_built: int
+    build_s: float
+    build_cpu_s: float
+
+
+@dataclass(frozen=True)
+class Close:
+    pass
+
+
 def worker_main(conn) -> None:  # pragma: no cover - runs in a child process
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle; it then closes us.
-    _, config_bytes = conn.recv()
-    config: WorkerConfig = pickle.loads(config_bytes)
+    init: Init = conn.recv()
+    config: WorkerConfig = pickle.loads(init.config)
     groups = {name: AttachedArrays(g.layout) for name, g in config.groups.items()}
-    conn.send(("ready", os.getpid()))
+    conn.send(Ready(os.getpid()))
     instances: Dict[Tuple[str, int], list] = {}
 
-    def fresh_instances(group: str, slot: int) -> list:
+    def build(group: str, slot: int) -> list:
         drop(group, slot)
         chains = [
             config.chain_factory(sample_rate=config.sample_rate, block_size=config.block_size)
@@ -69,38 +119,48 @@ def worker_main(conn) -> None:  # pragma: no cover - runs in a child process
             message = conn.recv()
         except (EOFError, OSError):
             return
-        if message[0] == "close":
+        if isinstance(message, Close):
             return
-        _, group, rows, slots, fresh = message
-        arrays = groups[group]
+        arrays = groups[message.group]
         audio, params, out = arrays["audio"], arrays["params"], arrays["out"]
         status, started = arrays["status"], arrays["started"]
-        faults: List[Tuple[int, str, str]] = []
+        faults: List[RowFault] = []
+        built, build_s, build_cpu_s = 0, 0.0, 0.0
         cpu_start = time.process_time()
-        for row, slot, is_fresh in zip(rows, slots, fresh):
-            started[row] = time.monotonic()
-            status[row] = RUNNING
+        for row, slot, is_fresh in zip(message.rows, message.slots, message.fresh):
+            stage = ""
             try:
-                chains = instances.get((group, slot))
+                chains = instances.get((message.group, slot))
                 if is_fresh or chains is None:
-                    chains = fresh_instances(group, slot)
+                    stage = "building instances: "
+                    started[row] = time.monotonic()
+                    status[row] = BUILDING
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    chains = build(message.group, slot)
+                    built += len(chains)
+                    build_s += time.perf_counter() - t0
+                    build_cpu_s += time.process_time() - c0
+                    stage = ""
+                started[row] = time.monotonic()
+                status[row] = RUNNING
                 x = audio[row]
                 for i, chain in enumerate(chains):
                     y = chain.process(x, params[row, i])
                     if y.shape != x.shape:
                         raise ValueError(f"chain returned shape {y.shape} for input {x.shape}")
                     if not np.isfinite(y).all():
-                        faults.append((row, "nonfinite", f"instance {i} returned NaN/Inf"))
+                        faults.append(RowFault(row, "nonfinite", f"instance {i} returned NaN/Inf"))
                         break
                     out[row, i] = y
             except Exception as exc:  # the plugin's fault, not ours: report and carry on
-                faults.append((row, "exception", f"{type(exc).__name__}: {exc}"))
+                faults.append(RowFault(row, "exception", f"{stage}{type(exc).__name__}: {exc}"))
                 if os.environ.get("AFX_DEBUG_WORKERS"):
                     traceback.print_exc()
-            if faults and faults[-1][0] == row:
-                drop(group, slot)  # its state may be corrupt: the next frame gets fresh instances
+            if faults and faults[-1].row == row:
+                drop(message.group, slot)  # its state may be corrupt: the next frame gets fresh instances
                 out[row] = audio[row]
                 status[row] = FAULT
             else:
                 status[row] = DONE
-        conn.send(("done", faults, time.process_time() - cpu_start))
+        cpu_s = time.process_time() - cpu_start - build_cpu_s
+        conn.send(Rendered(faults, cpu_s, built, build_s, build_cpu_s))

@@ -1,10 +1,11 @@
 """Public corpora as they unpack from their downloads -> lists of (input, target, name, split) pairs -> clips.
 
-Nothing is downloaded here: point ``root`` at the unpacked folder. Each loader returns :class:`PairSpec` lists;
-:class:`CorpusClips` turns the pairs of one split into :class:`PairedClips` through :mod:`.preprocess` (with its
-on-disk cache). Expected layouts::
+Nothing is downloaded here: point ``root`` at the unpacked folder (by default ``data/<corpus>`` under the folder
+you run in, see :data:`DEFAULT_ROOTS`; a missing one is reported with the name of its download). Each loader
+returns :class:`PairSpec` lists; :class:`CorpusClips` turns the pairs of one split into :class:`PairedClips`
+through :mod:`.preprocess` (with its on-disk cache). Expected layouts::
 
-    DAPS (dataset: daps; root = the unpacked daps/ folder)
+    DAPS (dataset: daps; root = the unpacked daps/ folder, default data/daps)
         daps/cleanraw/f1_script1_cleanraw.wav     input: clean studio takes with breaths and lip smacks
         daps/clean/f1_script1_clean.wav           target: the same takes with those removed by hand
         (also produced/, ipad_office1/, ... : any folder can be input_dir/target_dir; a file pairs by its
@@ -12,7 +13,7 @@ on-disk cache). Expected layouts::
         macOS "._*" files in the archive are ignored. Splits by speaker as in the official DeepAFx code:
         val = f10, m10; test = f9, m9; train = the other 16 speakers.
 
-    IDMT-SMT-Audio-Effects or any "dry folder + processed folder" corpus (dataset: idmt)
+    IDMT-SMT-Audio-Effects or any "dry folder + processed folder" corpus (dataset: idmt; default root data/idmt)
         input_glob  (relative to root), e.g. "Gitarre monophon/Samples/NoFX/*.wav"
         target_glob (relative to root), e.g. "Gitarre monophon/Samples/Distortion/*.wav"
         pair_key: a regex searched in each file *stem*; group "key" (or group 1, or the whole match) is the
@@ -20,17 +21,23 @@ on-disk cache). Expected layouts::
         note, dropping the effect/setting fields). Default: the whole stem (identical file names).
         Splits: a stable hash of the key against split_fractions (train, val, test), default 0.8/0.1/0.1.
 
-    Unmastered/mastered tracks, Mixing Secrets style (dataset: mixes)
+    Unmastered/mastered tracks, Mixing Secrets style (dataset: mixes; default root data/mixes)
         root/unmastered/<Song>.wav ↔ root/mastered/<song>_master.wav, paired by stem: case-insensitive,
         ignoring spaces/dashes/underscores and trailing tags such as _master, _mastered, _unmastered, _premaster,
         _mix, _mixdown, _final. WAV, FLAC and AIFF are read. Splits by a stable hash of the stem, default
         0.81/0.095/0.095 (the paper's 429/51/50 minutes). The paper's preprocessing: align=True and
         loudness_lufs=-25 (input only).
+
+    Paired folders as users have them (dataset: folder)
+        root/input/*.wav ↔ root/target/*.wav (any audio suffix above), paired by file name, split by
+        :func:`split_files` (whole files, so no clip of a file leaks into another split); or already split as
+        root/{train,val,test}/{input,target}/. Any rate and channel count: converted by :mod:`.preprocess`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import warnings
 from dataclasses import dataclass
@@ -45,6 +52,7 @@ DAPS_VAL_SPEAKERS = ("f10", "m10")
 DAPS_TEST_SPEAKERS = ("f9", "m9")
 MIX_FRACTIONS = (0.81, 0.095, 0.095)
 GLOB_FRACTIONS = (0.8, 0.1, 0.1)
+FOLDER_FRACTIONS = (0.8, 0.1, 0.1)
 MIX_TAGS = ("unmastered", "premastered", "premaster", "mastered", "master", "mixdown", "mixed", "mix", "final")
 
 # the folder names each dataset uses when data.input_dir / data.target_dir are not set
@@ -53,6 +61,9 @@ DEFAULT_DIRS = {
     "daps": ("cleanraw", "clean"),
     "mixes": ("unmastered", "mastered"),
 }
+
+# where each corpus is looked for when data.root is not set: relative to the folder a run starts in
+DEFAULT_ROOTS = {"daps": "data/daps", "idmt": "data/idmt", "mixes": "data/mixes"}
 
 
 @dataclass(frozen=True)
@@ -77,11 +88,58 @@ def _require_dir(folder: Path, what: str) -> None:
         raise DataError(f"{folder} does not exist ({what})")
 
 
+def check_fractions(fractions: object, option: str = "data.split_fractions") -> tuple[float, float, float]:
+    """``[train, val, test]`` as three floats, or a one-line error naming the option (a fit needs train and val)."""
+    try:
+        values = tuple(float(f) for f in fractions)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        values = ()
+    if (
+        len(values) != 3
+        or not all(math.isfinite(f) and f >= 0 for f in values)
+        or abs(sum(values) - 1.0) > 1e-3
+        or values[0] <= 0
+        or values[1] <= 0
+    ):
+        shown = list(fractions) if isinstance(fractions, (list, tuple)) else fractions
+        raise DataError(
+            f"{option} must be three fractions [train, val, test] >= 0 summing to 1, train and val > 0; got {shown!r}"
+        )
+    return values  # type: ignore[return-value]
+
+
+def _stable_hash(key: str) -> int:
+    return int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big")
+
+
+def split_files(keys: Sequence[str], fractions: Sequence[float] = FOLDER_FRACTIONS) -> dict[str, str]:
+    """Whole files to splits, the same on every machine and run: the keys (file names) are ordered by their
+    SHA-1 (not by data.seed, which only shuffles training), the first ``round(val * n)`` go to val, the next
+    ``round(test * n)`` to test, the rest to train. So the fractions hold exactly up to rounding, val gets a file
+    as soon as there are 2, test (when its fraction is > 0) as soon as there are 3, and train keeps at least one.
+    A file added later moves at most a few others across the cuts."""
+    _, val, test = check_fractions(fractions)
+    order = sorted(set(keys), key=lambda k: (_stable_hash(k), k))
+    n = len(order)
+    n_val = math.floor(val * n + 0.5)
+    n_test = math.floor(test * n + 0.5)
+    if n >= 2:
+        n_val = max(n_val, 1)
+    if n >= 3 and test > 0:
+        n_test = max(n_test, 1)
+    while n_val + n_test > n - 1 and (n_val + n_test) > 0:  # train keeps one: take from the larger of val/test
+        if n_test >= n_val and n_test > 0:
+            n_test -= 1
+        else:
+            n_val -= 1
+    return {k: "val" if i < n_val else "test" if i < n_val + n_test else "train" for i, k in enumerate(order)}
+
+
 def hash_split(key: str, fractions: Sequence[float]) -> str:
     """A stable split for ``key`` (same on every machine and run): its hash in [0, 1) against the fractions."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or not 0.999 <= sum(fractions) <= 1.001:
         raise DataError(f"split fractions must be three non-negative numbers summing to 1, got {list(fractions)}")
-    u = int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big") / 2.0**64
+    u = _stable_hash(key) / 2.0**64
     edge = 0.0
     for split, fraction in zip(SPLITS, fractions):
         edge += fraction
@@ -228,6 +286,63 @@ def mix_pairs(
     return pairs
 
 
+# --------------------------------------------------------------------------------------------------- folders
+
+
+def _named_pairs(folder: Path, input_dir: str, target_dir: str, where: str) -> list[tuple[Path, Path]]:
+    """``folder/<input_dir>/X`` ↔ ``folder/<target_dir>/X`` for every audio file X of the input folder."""
+    inputs, targets = folder / input_dir, folder / target_dir
+    for sub in (inputs, targets):
+        if not sub.is_dir():
+            raise DataError(f"{sub} does not exist (data.root needs {where})")
+    files = _audio_files(inputs)
+    if not files:
+        raise DataError(f"{inputs}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
+    pairs = []
+    for path in files:
+        target = targets / path.name
+        if not target.is_file():
+            raise DataError(f"{target}: missing target for input {path} (pairs are matched by file name)")
+        pairs.append((path, target))
+    return pairs
+
+
+def folder_layout(root: str | Path) -> str:
+    """``split`` when ``root`` holds train/ (or val/, test/) folders, else ``flat`` (just input/ and target/)."""
+    root = Path(root).expanduser()
+    return "split" if any((root / s).is_dir() for s in SPLITS) else "flat"
+
+
+def folder_pairs(
+    root: str | Path,
+    input_dir: str = "input",
+    target_dir: str = "target",
+    fractions: Optional[Sequence[float]] = None,
+) -> list[PairSpec]:
+    """A user's paired folder: ``root/{train,val,test}/{input,target}/`` as split, or ``root/{input,target}/``
+    split by :func:`split_files` with ``fractions`` (default 0.8/0.1/0.1). Pairs by file name."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data.root {root} does not exist or is not a folder")
+    if folder_layout(root) == "split":
+        if fractions is not None:
+            warnings.warn(f"data.split_fractions is ignored: {root} is already split into train/val/test", stacklevel=2)
+        pairs = []
+        for split in SPLITS:
+            if (root / split).is_dir():
+                where = f"{input_dir}/ and {target_dir}/ in each of train/, val/ (and test/)"
+                pairs += [PairSpec(i, t, i.stem, split) for i, t in _named_pairs(root / split, input_dir, target_dir, where)]
+        return pairs
+    if not (root / input_dir).is_dir() and not (root / target_dir).is_dir():
+        raise DataError(
+            f"data.root {root} has neither {input_dir}/ and {target_dir}/ nor train/{input_dir}/ and train/{target_dir}/ "
+            "(audio pairs matched by file name)"
+        )
+    named = _named_pairs(root, input_dir, target_dir, f"{input_dir}/ and {target_dir}/, or train/ and val/ with both")
+    splits = split_files([i.name for i, _ in named], FOLDER_FRACTIONS if fractions is None else fractions)
+    return [PairSpec(i, t, i.stem, splits[i.name]) for i, t in named]
+
+
 # --------------------------------------------------------------------------------------------------- clips
 
 
@@ -262,7 +377,7 @@ class CorpusClips(PairedClips):
                 continue
             self.lags[pair.name] = result.lag
             self.gains_db[pair.name] = result.gain_db
-            clips.append(Clip(pair.name, result.input[None, :], result.target[None, :]))
+            clips.append(Clip(pair.name, result.input, result.target))
         if not clips:
             raise DataError(f"{self.name}: every input clip is silent")
         return clips
@@ -278,9 +393,14 @@ def corpus_pairs(
     pair_key: Optional[str] = None,
     split_fractions: Optional[Sequence[float]] = None,
 ) -> list[PairSpec]:
-    """All pairs of a corpus (``daps``, ``idmt`` or ``mixes``) with their splits."""
+    """All pairs of a corpus (``daps``, ``idmt``, ``mixes``) or paired ``folder``, with their splits."""
     if root is None:
         raise DataError(f"data.root is not set: point it at the unpacked {dataset} corpus")
+    if dataset == "folder":
+        dirs = DEFAULT_DIRS["folder"]
+        return folder_pairs(root, input_dir or dirs[0], target_dir or dirs[1], split_fractions)
+    if dataset in DEFAULT_ROOTS and not Path(root).expanduser().exists():
+        raise DataError(missing_corpus(dataset, root, input_dir, target_dir, input_glob))
     if dataset == "daps":
         dirs = DEFAULT_DIRS["daps"]
         return daps_pairs(root, input_dir or dirs[0], target_dir or dirs[1])
@@ -292,6 +412,38 @@ def corpus_pairs(
             raise DataError("data.dataset=idmt needs data.input_glob and data.target_glob (relative to data.root)")
         return glob_pairs(root, input_glob, target_glob, pair_key or r"^(?P<key>.+)$", split_fractions or GLOB_FRACTIONS)
     raise DataError(f"unknown corpus {dataset!r} (daps, idmt or mixes)")
+
+
+def missing_corpus(
+    dataset: str,
+    root: str | Path,
+    input_dir: Optional[str] = None,
+    target_dir: Optional[str] = None,
+    input_glob: Optional[str] = None,
+) -> str:
+    """One line for a corpus folder that is not there: where to put it and what its download is called."""
+    given = Path(root).expanduser()
+    at = f"{root} does not exist" + ("" if given.is_absolute() else f" (under {Path.cwd()})")
+    elsewhere = "or point data.root at where it is"
+    if dataset == "daps":
+        inp, tgt = input_dir or DEFAULT_DIRS["daps"][0], target_dir or DEFAULT_DIRS["daps"][1]
+        unpack = f" (tar xzf daps.tar.gz -C {given.parent})" if given.name == "daps" else ""
+        return (
+            f"{at}: download the DAPS (Device and Produced Speech) dataset, daps.tar.gz from Zenodo, and unpack it so "
+            f"that {root}/{inp}/ and {root}/{tgt}/ exist{unpack}, {elsewhere}"
+        )
+    if dataset == "idmt":
+        part = Path(input_glob).parts[0] if input_glob and len(Path(input_glob).parts) > 1 else None
+        inner = f", then the '{part}.zip' inside it," if part else ""
+        return (
+            f"{at}: download the IDMT-SMT-Audio-Effects dataset, IDMT-SMT-AUDIO-EFFECTS.zip from Zenodo, and unzip it"
+            f"{inner} into {root}" + (f" so that {root}/{part}/ exists" if part else "") + f", {elsewhere}"
+        )
+    inp, tgt = input_dir or DEFAULT_DIRS["mixes"][0], target_dir or DEFAULT_DIRS["mixes"][1]
+    return (
+        f"{at}: put unmastered and mastered versions of songs from The 'Mixing Secrets' Free Multitrack Download "
+        f"Library (cambridge-mt.com, one download per song) in {root}/{inp}/ and {root}/{tgt}/, {elsewhere}"
+    )
 
 
 def default_cache_dir(root: str | Path) -> Path:

@@ -43,11 +43,22 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from .datasets import DataError, DemoClips, PairedClips, PairedFolder
+from .corpora import (
+    DEFAULT_ROOTS,
+    CorpusClips,
+    PairSpec,
+    check_fractions,
+    corpus_pairs,
+    default_cache_dir,
+    folder_layout,
+)
+from .datasets import DataError, DemoClips, PairedClips
+from .preprocess import PreprocessOptions
 from .streams import SlotStream, StreamStep, shard_frame_counts
 
 SPLITS = ("train", "val", "test")
-MISSING_ROOT = "data.root is not set: point it at a folder with train/input and train/target (or use data.dataset=demo)"
+CORPORA = ("daps", "idmt", "mixes")
+MISSING_ROOT = "data.root is not set: point it at a folder with input/ and target/ (or use data.dataset=demo)"
 Batch = dict[str, torch.Tensor]
 
 
@@ -127,39 +138,48 @@ class AudioFxDataModule(pl.LightningDataModule):
     """Paired audio for DeepAFx training, cut into per-slot consecutive frames.
 
     Args:
-        dataset: ``demo`` (generated known-answer task through ``demo_chain``), ``folder`` (WAV pairs under
+        dataset: ``demo`` (generated known-answer task through ``demo_chain``), ``folder`` (audio pairs under
             ``root``), or a public corpus as unpacked: ``daps``, ``idmt`` (any dry folder + processed folder) or
             ``mixes`` (unmastered/mastered tracks); layouts in :mod:`afx_lightning.data.corpora`.
-        root: for ``folder``: a folder with ``train/``, ``val/`` and optionally ``test/``, each holding
-            ``input/`` and ``target/`` WAVs paired by file name. For the corpora: the unpacked corpus folder.
+        root: for ``folder``: a folder with ``input/`` and ``target/`` (split into train/val/test by
+            ``split_fractions``), or already split into ``train/``, ``val/`` and optionally ``test/``, each holding
+            ``input/`` and ``target/``; files paired by name. For the corpora: the unpacked corpus folder; unset
+            means ``data/daps``, ``data/idmt`` or ``data/mixes`` under the folder the run starts in. Checked when
+            the data module is built (before any logger starts): a missing corpus is named with its download.
         demo_chain: for ``demo``: the registered chain that renders the targets.
         batch_size: M, the number of training slots (sets of plugin instances).
         val_batch_size: slots used for validation and test.
         steps_per_epoch: training batches per epoch.
         frame_size: N, samples per frame (and the plugin block size).
         context_size: samples the encoder sees around each frame; ``(context_size - frame_size) // 2`` lie before it.
-        sample_rate: the rate every file must have.
-        channels: 1 downmixes files to mono; otherwise files must have exactly this many channels.
+        sample_rate: the model's rate; files at other rates are resampled (cached, see below).
+        channels: 1 downmixes files to mono; otherwise files keep exactly this many channels (a mono file is
+            copied to each; other counts are an error naming the file). The corpora are mono.
         seed: training stream shuffling and demo data generation.
         demo_clips, demo_val_clips, demo_test_clips, demo_seconds: demo split sizes and clip length.
         demo_variation: how far the hidden parameters wander around their base point (in [0, 1] units).
         demo_spread: how far the base point lies from the chain defaults toward a random point (0..1).
         input_dir, target_dir: sub-folder names inside each split of ``root`` (``folder``) or inside ``root``
             (``daps``, ``mixes``); unset means the dataset's own: input/target, cleanraw/clean, unmastered/mastered.
-        length_tolerance: for ``folder``: input/target length difference (samples) trimmed silently; more is an error.
+        length_tolerance: for ``folder``: input/target length difference (samples at ``sample_rate``) trimmed
+            silently; more is an error. The corpora check instead that the pair overlaps by 90 %.
 
-    Corpus options (``daps``, ``idmt``, ``mixes``; files are read, downmixed to mono, resampled to ``sample_rate``
-    and preprocessed once, then cached, see :mod:`afx_lightning.data.preprocess`):
+    Preprocessing (``folder`` and the corpora ``daps``, ``idmt``, ``mixes``: files are read, converted to
+    ``channels``, resampled to ``sample_rate`` and preprocessed once, then cached, see
+    :mod:`afx_lightning.data.preprocess`):
         cache_dir: where preprocessed pairs are cached (default ``<root>/.afx_cache``); keyed by file path, size,
             mtime and every option below, so a changed file or option recomputes.
-        align: time-align each target to its input by cross-correlation (within +-``max_lag_seconds``).
+        align: time-align each target to its input by cross-correlation (within +-``max_lag_seconds``); unset:
+            on for the corpora, off for ``folder`` (a user's pairs are taken as already aligned).
         max_lag_seconds: the alignment search range.
         loudness_lufs: normalise each *input* to this integrated loudness (the paper: -25 for mastering); the
             target keeps its loudness. None: no normalisation.
         highpass_hz: 2nd-order high-pass on input and target (e.g. 60 for speech). None: off.
         input_glob, target_glob, pair_key: for ``idmt``: globs relative to ``root`` and the regex whose group
             ``key`` (or group 1, or whole match) in a file stem pairs an input with a target.
-        split_fractions: (train, val, test) fractions for the hash-based splits of ``idmt`` and ``mixes``
+        split_fractions: ``[train, val, test]`` fractions (summing to 1, train and val > 0) for ``folder`` with
+            just ``input/`` and ``target/`` (default 0.8/0.1/0.1; whole files, ordered by a hash of their name, see
+            :func:`afx_lightning.data.corpora.split_files`) and for the hash-based splits of ``idmt`` and ``mixes``
             (defaults 0.8/0.1/0.1 and 0.81/0.095/0.095); DAPS splits by speaker (val f10/m10, test f9/m9).
 
     Train-time augmentation (off by default; training batches only, never validation/test/predict):
@@ -204,7 +224,7 @@ class AudioFxDataModule(pl.LightningDataModule):
         target_dir: Optional[str] = None,
         length_tolerance: int = 1024,
         cache_dir: Optional[str] = None,
-        align: bool = True,
+        align: Optional[bool] = None,
         max_lag_seconds: float = 1.0,
         loudness_lufs: Optional[float] = None,
         highpass_hz: Optional[float] = None,
@@ -222,7 +242,7 @@ class AudioFxDataModule(pl.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.dataset = dataset
-        self.root = root
+        self.root = root if root is not None else DEFAULT_ROOTS.get(dataset)
         self.demo_chain = demo_chain
         self.batch_size = int(batch_size)
         self.val_batch_size = int(val_batch_size)
@@ -243,14 +263,14 @@ class AudioFxDataModule(pl.LightningDataModule):
         self.target_dir = target_dir or default_dirs[1]
         self.length_tolerance = int(length_tolerance)
         self.cache_dir = cache_dir
-        self.align = bool(align)
+        self.align = (dataset != "folder") if align is None else bool(align)
         self.max_lag_seconds = float(max_lag_seconds)
         self.loudness_lufs = None if loudness_lufs is None else float(loudness_lufs)
         self.highpass_hz = None if highpass_hz is None else float(highpass_hz)
         self.input_glob = input_glob
         self.target_glob = target_glob
         self.pair_key = pair_key
-        self.split_fractions = None if split_fractions is None else [float(f) for f in split_fractions]
+        self.split_fractions = split_fractions  # checked (and made floats) by _check_args
         self.augment_noise_snr_db = _range_arg("augment_noise_snr_db", augment_noise_snr_db)
         self.augment_gain_db = _range_arg("augment_gain_db", augment_gain_db)
         self.predict_files = [str(f) for f in predict_files] if predict_files is not None else None
@@ -259,7 +279,7 @@ class AudioFxDataModule(pl.LightningDataModule):
         self.predict_smoothing_hz = float(predict_smoothing_hz)
         self._clip_rms: dict[int, float] = {}
         self._noise_blocks: dict[tuple, np.ndarray] = {}  # the last training batch's noise blocks (reused)
-        self._corpus: Optional[list] = None  # all PairSpecs of a corpus, listed once
+        self._corpus: Optional[list[PairSpec]] = None  # all pairs of a corpus or folder, listed once (_check_args)
         self._check_args()
         self._splits: dict[str, Optional[PairedClips]] = {}
         self._given: dict[str, Optional[PairedClips]] = {}
@@ -297,15 +317,16 @@ class AudioFxDataModule(pl.LightningDataModule):
         return self._split("train").num_channels
 
     def _check_args(self) -> None:
-        if self.dataset not in ("demo", "folder", "daps", "idmt", "mixes"):
+        """Every option, and for files on disk their layout and pairing (a directory listing, no audio read):
+        called when the data module is built, so a bad run stops before any logger or worker starts."""
+        if self.dataset not in ("demo", "folder", *CORPORA):
             raise DataError(f"data.dataset must be 'demo', 'folder', 'daps', 'idmt' or 'mixes', got {self.dataset!r}")
-        if self.dataset in ("daps", "idmt", "mixes"):
-            if self.root is None:
-                raise DataError(f"data.root is not set: point it at the unpacked {self.dataset} corpus")
-            if not Path(self.root).expanduser().is_dir():
-                raise DataError(f"data.root {self.root} is not a folder (data.dataset={self.dataset})")
-            if self.channels != 1:
-                raise DataError(f"data.dataset={self.dataset} downmixes to mono: data.channels must be 1, got {self.channels}")
+        if self.split_fractions is not None:
+            self.split_fractions = list(check_fractions(self.split_fractions))
+            if self.dataset in ("demo", "daps"):  # a folder already split says so itself (folder_pairs)
+                warnings.warn(f"data.split_fractions is not used by data.dataset={self.dataset}", stacklevel=2)
+        if self.dataset in CORPORA and self.channels != 1:
+            raise DataError(f"data.dataset={self.dataset} downmixes to mono: data.channels must be 1, got {self.channels}")
         positive = {
             "batch_size": self.batch_size,
             "val_batch_size": self.val_batch_size,
@@ -319,31 +340,19 @@ class AudioFxDataModule(pl.LightningDataModule):
                 raise DataError(f"data.{name} must be at least 1, got {value}")
         if self.context_size < self.frame_size:
             raise DataError(f"data.context_size ({self.context_size}) must be at least data.frame_size ({self.frame_size})")
-        if self.dataset == "folder":  # checked here, so a bad run stops before any logger or worker starts
-            if self.root is None:
-                raise DataError(MISSING_ROOT)
-            if not Path(self.root).expanduser().is_dir():
-                raise DataError(f"data.root {self.root} is not a folder (expected train/input and train/target in it)")
+        if self.dataset == "folder" and self.root is None:
+            raise DataError(MISSING_ROOT)
+        if self.dataset != "demo" and self.root is not None:
+            root = Path(self.root).expanduser()
+            if root.exists() and not root.is_dir():
+                raise DataError(f"data.root {self.root} is not a folder (data.dataset={self.dataset})")
+            self._list_pairs()
 
     def _make_split(self, split: str) -> Optional[PairedClips]:
         if self._given:
             return self._given.get(split)
-        if self.dataset in ("daps", "idmt", "mixes"):
+        if self.dataset != "demo":
             return self._corpus_split(split)
-        if self.dataset == "folder":
-            if self.root is None:
-                raise DataError(MISSING_ROOT)
-            if split == "test" and not (Path(self.root).expanduser() / "test").is_dir():
-                return None
-            return PairedFolder(
-                self.root,
-                split,
-                self.input_dir,
-                self.target_dir,
-                self._sample_rate,
-                self.channels,
-                self.length_tolerance,
-            )
         counts = {"train": self.demo_clips, "val": self.demo_val_clips, "test": self.demo_test_clips}
         if counts[split] < 1:
             return None
@@ -360,25 +369,43 @@ class AudioFxDataModule(pl.LightningDataModule):
             name=f"demo {split} [{self.demo_chain}]",
         )
 
-    def _corpus_split(self, split: str) -> Optional[PairedClips]:
-        """One split of a public corpus, preprocessed with caching (an empty split is an error naming the corpus)."""
-        from .corpora import CorpusClips, corpus_pairs, default_cache_dir
-        from .preprocess import PreprocessOptions
-
+    def _list_pairs(self) -> list[PairSpec]:
+        """All pairs of the corpus or folder with their splits, listed once."""
         if self._corpus is None:
+            if self.root is None:
+                raise DataError(MISSING_ROOT)
             self._corpus = corpus_pairs(
                 self.dataset, self.root, self.input_dir, self.target_dir,
                 self.input_glob, self.target_glob, self.pair_key, self.split_fractions,
             )
-        pairs = [p for p in self._corpus if p.split == split]
-        if not pairs:
-            raise DataError(f"data: the {self.dataset} corpus at {self.root} has no {split} pairs ({len(self._corpus)} pairs in all)")
-        options = PreprocessOptions(
-            sample_rate=self._sample_rate, align=self.align, max_lag_seconds=self.max_lag_seconds,
-            loudness_lufs=self.loudness_lufs, highpass_hz=self.highpass_hz,
+        return self._corpus
+
+    def preprocess_options(self) -> PreprocessOptions:
+        """What turns this data's files into clips (all of it keys the cache)."""
+        return PreprocessOptions(
+            sample_rate=self._sample_rate, channels=self.channels, align=self.align,
+            max_lag_seconds=self.max_lag_seconds, loudness_lufs=self.loudness_lufs, highpass_hz=self.highpass_hz,
+            length_tolerance=self.length_tolerance if self.dataset == "folder" else None,
         )
+
+    def _corpus_split(self, split: str) -> Optional[PairedClips]:
+        """One split of a corpus or paired folder, preprocessed with caching; an empty split is None for test (not
+        every dataset has one) and otherwise an error naming the data."""
+        pairs = [p for p in self._list_pairs() if p.split == split]
+        if not pairs:
+            if split == "test":
+                return None
+            total = len(self._corpus or [])
+            if self.dataset != "folder":
+                raise DataError(f"data: the {self.dataset} corpus at {self.root} has no {split} pairs ({total} pairs in all)")
+            if folder_layout(self.root) == "split":
+                raise DataError(f"data: no {split} split ({Path(self.root).expanduser() / split} does not exist)")
+            raise DataError(
+                f"data: no {split} files in {self.root}: {total} pair(s) in all, split by data.split_fractions "
+                f"{self.split_fractions or [0.8, 0.1, 0.1]} (a val split needs at least 2 pairs)"
+            )
         cache = self.cache_dir if self.cache_dir is not None else default_cache_dir(self.root)
-        return CorpusClips(pairs, options, cache, name=f"{self.dataset} {split}")
+        return CorpusClips(pairs, self.preprocess_options(), cache, name=f"{self.dataset} {split}")
 
     def _split(self, split: str, required: bool = True) -> Optional[PairedClips]:
         """The clips of a split, loaded and checked once."""
@@ -391,8 +418,8 @@ class AudioFxDataModule(pl.LightningDataModule):
         if clips is None and required:
             if self._given:
                 where = "none given"
-            elif self.dataset == "folder":
-                where = f"{Path(self.root).expanduser() / split} does not exist"
+            elif self.dataset != "demo":
+                where = f"no {split} pairs in {self.root}"
             else:
                 where = f"data.demo_{split}_clips is 0" if split != "train" else "data.demo_clips is 0"
             raise DataError(f"data: no {split} split ({where})")
@@ -421,7 +448,7 @@ class AudioFxDataModule(pl.LightningDataModule):
     def describe(self) -> str:
         """One line for logs: source, split sizes, layout."""
         source = "clips given in code" if self._given else (
-            f"demo chain {self.demo_chain}" if self.dataset == "demo" else f"folder {self.root}"
+            f"demo chain {self.demo_chain}" if self.dataset == "demo" else f"{self.dataset} {self.root}"
         )
         parts = []
         for split in SPLITS:

@@ -1,7 +1,7 @@
 """Paired audio clips: what the model learns from (input -> what an engineer or a device made of it).
 
 A :class:`PairedClips` is a list of :class:`Clip` objects held in memory, loaded once on first use. Two sources
-ship: :class:`PairedFolder` (WAV files on disk, paired by file name) and :class:`DemoClips` (a generated
+ship here: :class:`PairedFolder` (audio files on disk, paired by file name) and :class:`DemoClips` (a generated
 known-answer task: synthetic audio rendered through a registered chain with a hidden parameter trajectory).
 Every load problem is reported in one line that names the file, because a bad file in a folder of hundreds is
 otherwise hard to find.
@@ -10,16 +10,18 @@ otherwise hard to find.
 from __future__ import annotations
 
 import struct
-import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence, Union
 
 import numpy as np
 
 from ..effects.base import Chain
 from ..effects.params import defaults_normalized
+
+if TYPE_CHECKING:
+    from .preprocess import PreprocessOptions
 
 ChainSource = Union[str, Callable[..., Chain]]
 
@@ -156,87 +158,62 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(data.T), int(rate)
 
 
-def _read_wav(path: Path, sample_rate: int, channels: int) -> np.ndarray:
-    """One WAV of a paired folder as float32 (channels, samples), downmixed to mono when ``channels`` is 1."""
-    audio, rate = read_audio(path)
-    if rate != sample_rate:
-        raise DataError(
-            f"{path}: sample rate is {rate} Hz but data.sample_rate is {sample_rate} Hz (resample it or change data.sample_rate)"
-        )
-    if audio.shape[0] != channels:
-        if channels != 1:
-            raise DataError(f"{path}: has {audio.shape[0]} channels but data.channels is {channels}")
-        audio = audio.mean(axis=0, keepdims=True)
-    return np.ascontiguousarray(audio, dtype=np.float32)
-
-
 class PairedFolder(PairedClips):
-    """WAV pairs in ``root/[split/]input/*.wav`` and ``root/[split/]target/*.wav``, matched by file name.
+    """A user's paired folder: ``root/input/*`` ↔ ``root/target/*`` split into train/val/test by
+    :func:`.corpora.split_files`, or already split as ``root/{train,val,test}/{input,target}/``; matched by file name.
 
-    Lengths may differ by up to ``length_tolerance`` samples (export tails, encoder padding): both are then
-    trimmed to the shorter. Clips whose input is silent carry no information and are skipped with a warning.
+    Files come at any rate and channel count: they are converted (resampled with torchaudio, downmixed to mono
+    when ``channels`` is 1, a mono file copied to each channel otherwise) and cached exactly as the corpora are,
+    by :func:`.preprocess.prepare_pair` (in ``cache_dir``, default ``root/.afx_cache``). Lengths may differ by up to
+    ``length_tolerance`` samples at the model rate (export tails, encoder padding): both are then cut to the
+    shorter. Clips whose input is silent carry no information and are skipped with a warning.
+    ``options`` replaces the preprocessing built from ``sample_rate``, ``channels`` and ``length_tolerance``
+    (e.g. to align or loudness-normalise, as the data module does from its options).
     """
 
     def __init__(
         self,
         root: str | Path | None,
-        split: str | None = None,
+        split: str = "train",
         input_dir: str = "input",
         target_dir: str = "target",
         sample_rate: int = 22050,
         channels: int = 1,
         length_tolerance: int = 1024,
         silence_floor: float = 1e-7,
+        split_fractions: Sequence[float] | None = None,
+        cache_dir: str | Path | None = None,
+        options: PreprocessOptions | None = None,
     ):
-        super().__init__(sample_rate, f"{root}/{split}" if split else str(root))
+        from .preprocess import PreprocessOptions
+
+        if options is None:
+            options = PreprocessOptions(
+                sample_rate=sample_rate, channels=channels, align=False, length_tolerance=length_tolerance,
+                silence_floor=silence_floor,
+            )
+        super().__init__(options.sample_rate, f"{root}/{split}")
         if root is None:
             raise DataError(
-                "data.root is not set: point it at a folder with train/input and train/target (or use data.dataset=demo)"
+                "data.root is not set: point it at a folder with input/ and target/ (or use data.dataset=demo)"
             )
         self.root = Path(root).expanduser()
         self.split = split
         self.input_dir = input_dir
         self.target_dir = target_dir
-        self.channels = int(channels)
-        self.length_tolerance = int(length_tolerance)
-        self.silence_floor = float(silence_floor)
-
-    @property
-    def folder(self) -> Path:
-        return self.root / self.split if self.split else self.root
+        self.split_fractions = split_fractions
+        self.options = options
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else self.root / ".afx_cache"
 
     def _load(self) -> list[Clip]:
-        if not self.root.is_dir():
-            raise DataError(f"data.root {self.root} does not exist or is not a folder")
-        inputs, targets = self.folder / self.input_dir, self.folder / self.target_dir
-        for folder in (inputs, targets):
-            if not folder.is_dir():
-                raise DataError(f"{folder} does not exist (data.root needs {self.input_dir}/ and {self.target_dir}/ per split)")
-        files = sorted(p for p in inputs.iterdir() if p.is_file() and p.suffix.lower() == ".wav")
-        if not files:
-            raise DataError(f"{inputs}: no .wav files")
-        clips = []
-        for in_path in files:
-            tgt_path = targets / in_path.name
-            if not tgt_path.is_file():
-                raise DataError(f"{tgt_path}: missing target for input {in_path} (pairs are matched by file name)")
-            x = _read_wav(in_path, self.sample_rate, self.channels)
-            y = _read_wav(tgt_path, self.sample_rate, self.channels)
-            if x.shape[1] != y.shape[1]:
-                if abs(x.shape[1] - y.shape[1]) > self.length_tolerance:
-                    raise DataError(
-                        f"{in_path} has {x.shape[1]} samples but {tgt_path} has {y.shape[1]} "
-                        f"(more than the {self.length_tolerance}-sample tolerance apart)"
-                    )
-                n = min(x.shape[1], y.shape[1])
-                x, y = x[:, :n], y[:, :n]
-            if x.size == 0 or float(np.max(np.abs(x))) <= self.silence_floor:
-                warnings.warn(f"{in_path}: input is silent; clip skipped", stacklevel=2)
-                continue
-            clips.append(Clip(in_path.stem, np.ascontiguousarray(x), np.ascontiguousarray(y)))
-        if not clips:
-            raise DataError(f"{inputs}: every clip is silent")
-        return clips
+        from .corpora import CorpusClips, folder_layout, folder_pairs
+
+        pairs = [p for p in folder_pairs(self.root, self.input_dir, self.target_dir, self.split_fractions) if p.split == self.split]
+        if not pairs:
+            if folder_layout(self.root) == "split":
+                raise DataError(f"{self.root / self.split / self.input_dir} does not exist (data.root has no {self.split}/ split)")
+            raise DataError(f"{self.root / self.input_dir}: no files fall in the {self.split} split (data.split_fractions)")
+        return CorpusClips(pairs, self.options, self.cache_dir, name=self.name)._load()
 
 
 # --------------------------------------------------------------------------------------------------- demo task

@@ -3,16 +3,19 @@
 One pair (input file, target file) goes through :func:`prepare_pair`:
 
 1. read both with soundfile (int or float WAV/FLAC/AIFF), reject empty, truncated, non-audio and NaN/Inf files;
-2. downmix to mono (mean of the channels);
+2. convert the channels: ``channels=1`` downmixes to mono (mean of the channels, the corpora); otherwise a file
+   keeps its channels when it has exactly that many and a mono file is copied to each (paired folders);
 3. resample to the model rate with ``torchaudio.functional.resample``;
 4. optionally high-pass both (``highpass_hz``, e.g. 60 Hz for speech: removes rumble the gate should not learn);
-5. optionally time-align the target to the input by FFT cross-correlation within +-``max_lag_seconds`` (the
-   target is shifted; both are then cut to their overlap, which must cover ``min_overlap`` of the input);
+5. optionally time-align the target to the input by FFT cross-correlation of their mono mixes within
+   +-``max_lag_seconds`` (the target is shifted, every channel alike; both are then cut to their overlap, which
+   must cover ``min_overlap`` of the input, or, with ``length_tolerance`` set, lose at most that many samples);
 6. optionally loudness-normalise the *input only* to ``loudness_lufs`` (ITU-R BS.1770 via pyloudnorm). This is
    the paper's mastering preprocessing ("loudness normalize each unmastered track to -25 dBFS"): the target
    (the master) keeps its own loudness, since making it louder is part of what the model must learn.
 
 An input that is silent (peak <= ``silence_floor``) carries no information: it is skipped with a warning.
+Results are float32 arrays shaped (channels, samples).
 
 Results are cached as ``.npz`` files under a cache folder, keyed by a hash of both files' resolved paths,
 sizes and modification times and of every option, so a second run (or epoch) reads the cache and a changed
@@ -49,16 +52,24 @@ class PreprocessOptions:
     """Everything that changes the preprocessed audio (all of it goes into the cache key)."""
 
     sample_rate: int = 22050
+    channels: int = 1  # 1: downmix to mono; C > 1: keep C-channel files as they are, copy mono files to C
     align: bool = True
     max_lag_seconds: float = 1.0
     min_overlap: float = 0.9
     loudness_lufs: Optional[float] = None
     highpass_hz: Optional[float] = None
     silence_floor: float = 1e-7
+    # None: the overlap check above (corpora). A number: input and target may differ by at most this many samples
+    # (at the model rate, after alignment), the rest is cut off (paired folders: export tails, encoder padding).
+    length_tolerance: Optional[int] = None
 
     def __post_init__(self) -> None:
         if self.sample_rate < 1:
             raise DataError(f"data.sample_rate must be at least 1, got {self.sample_rate}")
+        if self.channels < 1:
+            raise DataError(f"data.channels must be at least 1, got {self.channels}")
+        if self.length_tolerance is not None and self.length_tolerance < 0:
+            raise DataError(f"data.length_tolerance must be >= 0, got {self.length_tolerance}")
         if self.max_lag_seconds < 0:
             raise DataError(f"max_lag_seconds must be >= 0, got {self.max_lag_seconds}")
         if not 0.0 < self.min_overlap <= 1.0:
@@ -69,7 +80,8 @@ class PreprocessOptions:
 
 @dataclass
 class PreparedPair:
-    """A preprocessed pair: mono float32 ``input`` and ``target`` of equal length (empty when ``silent``)."""
+    """A preprocessed pair: float32 ``input`` and ``target`` shaped (channels, samples), equal shapes (no samples
+    when ``silent``)."""
 
     input: np.ndarray
     target: np.ndarray
@@ -88,8 +100,22 @@ def read_mono(path: str | Path) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(audio.mean(axis=0), dtype=np.float32), rate
 
 
+def read_channels(path: str | Path, channels: int) -> tuple[np.ndarray, int]:
+    """A file as float32 (channels, samples) and its rate: downmixed when ``channels`` is 1, a mono file copied to
+    every channel, otherwise the file must have exactly ``channels`` (guessing a downmix of 5.1 to stereo is not ours)."""
+    audio, rate = read_audio(path)
+    have = audio.shape[0]
+    if channels == 1:
+        audio = audio.mean(axis=0, keepdims=True)
+    elif have == 1:
+        audio = np.repeat(audio, channels, axis=0)
+    elif have != channels:
+        raise DataError(f"{path}: has {have} channels but data.channels is {channels} (use 1 to downmix)")
+    return np.ascontiguousarray(audio, dtype=np.float32), rate
+
+
 def resample(audio: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
-    """Band-limited resampling (torchaudio); the result has ``ceil(len * new / orig)`` samples."""
+    """Band-limited resampling (torchaudio) along the last axis; ``ceil(len * new / orig)`` samples come out."""
     if orig_rate == new_rate:
         return audio
     import torch
@@ -100,7 +126,7 @@ def resample(audio: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
 
 
 def highpass(audio: np.ndarray, sample_rate: int, cutoff_hz: float) -> np.ndarray:
-    """2nd-order high-pass (torchaudio biquad, Q = 0.707). The signal is scaled into [-0.5, 0.5] around the
+    """2nd-order high-pass (torchaudio biquad, Q = 0.707) along the last axis. The signal is scaled into [-0.5, 0.5] around the
     filter because torchaudio's ``lfilter`` clamps its output to [-1, 1]; the filter is linear, so the scale is undone.
     """
     import torch
@@ -131,27 +157,29 @@ def find_lag(input: np.ndarray, target: np.ndarray, max_lag: int) -> int:
 
 
 def apply_lag(input: np.ndarray, target: np.ndarray, lag: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shift ``target`` back by ``lag`` samples and cut both to their overlap."""
+    """Shift ``target`` back by ``lag`` samples and cut both to their overlap (along the last axis)."""
     if lag >= 0:
-        y = target[lag:]
+        y = target[..., lag:]
         x = input
     else:  # the target leads: its first samples have no input; the input's first -lag samples have no target
         y = target
-        x = input[-lag:]
-    n = min(x.size, y.size)
-    return x[:n], y[:n]
+        x = input[..., -lag:]
+    n = min(x.shape[-1], y.shape[-1])
+    return x[..., :n], y[..., :n]
 
 
 def loudness_gain_db(audio: np.ndarray, sample_rate: int, lufs: float, path: Path) -> float:
-    """The gain (dB) that brings ``audio`` to ``lufs`` integrated loudness (BS.1770, pyloudnorm)."""
+    """The gain (dB) that brings ``audio`` ((samples,) or (channels, samples)) to ``lufs`` integrated loudness
+    (BS.1770 over all channels, pyloudnorm)."""
     import pyloudnorm
 
     meter = pyloudnorm.Meter(sample_rate)
-    if audio.size < int(meter.block_size * sample_rate):
+    if audio.shape[-1] < int(meter.block_size * sample_rate):
         raise DataError(f"{path}: shorter than {meter.block_size} s, too short to measure loudness (data.loudness_lufs)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        loudness = float(meter.integrated_loudness(audio.astype(np.float64)))
+        data = audio.astype(np.float64)
+        loudness = float(meter.integrated_loudness(data.T if data.ndim == 2 and data.shape[0] > 1 else data.reshape(-1)))
     if not np.isfinite(loudness):
         raise DataError(f"{path}: loudness is {loudness} LUFS (all gated blocks silent); cannot normalise")
     return float(lufs) - loudness
@@ -161,11 +189,11 @@ def loudness_gain_db(audio: np.ndarray, sample_rate: int, lufs: float, path: Pat
 
 
 def _compute(input_path: Path, target_path: Path, opts: PreprocessOptions) -> PreparedPair:
-    x, x_rate = read_mono(input_path)
-    y, y_rate = read_mono(target_path)
+    x, x_rate = read_channels(input_path, opts.channels)
+    y, y_rate = read_channels(target_path, opts.channels)
     x = resample(x, x_rate, opts.sample_rate)
     y = resample(y, y_rate, opts.sample_rate)
-    empty = np.zeros(0, dtype=np.float32)
+    empty = np.zeros((x.shape[0], 0), dtype=np.float32)
     if float(np.max(np.abs(x))) <= opts.silence_floor:
         return PreparedPair(empty, empty, silent=True)
     if opts.highpass_hz is not None:
@@ -173,12 +201,20 @@ def _compute(input_path: Path, target_path: Path, opts: PreprocessOptions) -> Pr
         y = highpass(y, opts.sample_rate, opts.highpass_hz)
     lag = 0
     if opts.align:
-        lag = find_lag(x, y, int(round(opts.max_lag_seconds * opts.sample_rate)))
-    full, full_target = x.size, y.size
+        lag = find_lag(x.mean(axis=0), y.mean(axis=0), int(round(opts.max_lag_seconds * opts.sample_rate)))
+    full, full_target = x.shape[-1], y.shape[-1]
     x, y = apply_lag(x, y, lag)
-    if x.size < opts.min_overlap * full:
+    kept = x.shape[-1]
+    if opts.length_tolerance is not None:
+        shifted = (full - max(-lag, 0), full_target - max(lag, 0))  # both lengths once the lag is taken out
+        if abs(shifted[0] - shifted[1]) > opts.length_tolerance:
+            raise DataError(
+                f"{input_path} has {full} samples but {target_path} has {full_target} at {opts.sample_rate} Hz "
+                f"(lag {lag}; more than the {opts.length_tolerance}-sample data.length_tolerance apart)"
+            )
+    elif kept < opts.min_overlap * full:
         raise DataError(
-            f"{input_path}: only {x.size} of its {full} samples overlap {target_path} "
+            f"{input_path}: only {kept} of its {full} samples overlap {target_path} "
             f"(lag {lag}, lengths {full} and {full_target} at {opts.sample_rate} Hz); "
             f"less than {opts.min_overlap:.0%}: the files do not match"
         )
@@ -203,12 +239,20 @@ def _file_identity(path: Path) -> list:
 
 
 def cache_key(input_path: Path, target_path: Path, opts: PreprocessOptions) -> str:
-    """Hash of both files' (resolved path, size, mtime) and every option: a change in any recomputes."""
+    """Hash of both files' (resolved path, size, mtime) and every option: a change in any recomputes.
+
+    Options added after the first cache format are left out while at their defaults, so the corpora's
+    existing cache entries stay valid.
+    """
+    options = asdict(opts)
+    for name, default in (("channels", 1), ("length_tolerance", None)):
+        if options[name] == default:
+            del options[name]
     payload = {
         "version": CACHE_VERSION,
         "input": _file_identity(input_path),
         "target": _file_identity(target_path),
-        "options": asdict(opts),
+        "options": options,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -239,10 +283,10 @@ def prepare_pair(
         cache_path = _cache_file(cache_dir, input_path, cache_key(input_path, target_path, options))
         if cache_path.is_file():
             try:
-                with np.load(cache_path) as data:
+                with np.load(cache_path) as data:  # entries of the first format hold 1-D mono arrays
                     return PreparedPair(
-                        data["input"].astype(np.float32, copy=False),
-                        data["target"].astype(np.float32, copy=False),
+                        np.atleast_2d(data["input"].astype(np.float32, copy=False)),
+                        np.atleast_2d(data["target"].astype(np.float32, copy=False)),
                         int(data["lag"]),
                         float(data["gain_db"]),
                         bool(data["silent"]),
