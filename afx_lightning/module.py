@@ -95,6 +95,8 @@ class DeepAFx(pl.LightningModule):
         num_slots, num_eval_slots: plugin slots for training / evaluation rows (linked from the batch sizes).
         gradient, epsilon, num_perturbations: SPSA (paper eq. 2; official ε = 0.01) or FD, and K.
         fx_workers, fx_timeout_s, fx_max_retries: the plugin worker pool (see ``BlackBoxLayer``).
+        fx_build_timeout_s: longest building one fresh row's plugin instances may take (timed apart from
+            ``fx_timeout_s``: FD on a VST3 chain builds 2P + 1 instances at ~0.45 s each).
         lr: Adam learning rate (paper: 1e-4).
         pretrain_steps, pretrain_lr: optional first steps that regress the encoder onto the chain's default
             parameters (MSE), as the official code does, before plugins are used.
@@ -103,7 +105,8 @@ class DeepAFx(pl.LightningModule):
         plateau_factor, plateau_patience, min_lr: ReduceLROnPlateau on ``val/loss`` (paper: 0.2, 20, 1.6e-6);
             ``plateau_patience=0`` disables it.
         start_at_defaults: initialise the encoder's output bias at the chain's default parameters.
-        spsa_seed: seeds the SPSA perturbation directions (saved in checkpoints with the generator state).
+        spsa_seed: seeds the SPSA perturbation directions, independent per DDP rank (the stream position is saved
+            in checkpoints).
     """
 
     def __init__(
@@ -120,6 +123,7 @@ class DeepAFx(pl.LightningModule):
         fx_workers: Optional[int] = None,
         fx_timeout_s: float = 30.0,
         fx_max_retries: int = 1,
+        fx_build_timeout_s: float = 120.0,
         lr: float = 1e-4,
         pretrain_steps: int = 0,
         pretrain_lr: float = 1e-3,
@@ -146,6 +150,7 @@ class DeepAFx(pl.LightningModule):
             num_workers=fx_workers,
             timeout_s=fx_timeout_s,
             max_retries=fx_max_retries,
+            build_timeout_s=fx_build_timeout_s,
             seed=spsa_seed,
         )
         make_encoder = encoder if encoder is not None else InceptionEncoder
@@ -210,7 +215,7 @@ class DeepAFx(pl.LightningModule):
         if result is not None:
             self.log("fx/step_s", result.wall_s, batch_size=m)
             self.log("fx/plugin_cpu_s", result.plugin_cpu_s, batch_size=m)
-        for key, value in self.fx.fault_stats.as_dict().items():
+        for key, value in {**self.fx.fault_stats.as_dict(), **self.fx.build_stats.as_dict()}.items():
             self.log(f"fx/{key}", float(value), batch_size=m)
         return loss
 
@@ -324,14 +329,13 @@ class DeepAFx(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         # the perturbation stream continues where it stopped on resume (plugin state cannot be saved: the
         # slots' instances restart fresh mid-clip, a short transient)
-        checkpoint["afx_spsa_generator"] = self.fx.generator.get_state()
+        self.fx.directions.save_to(checkpoint)  # one draw count resumes every rank's own stream
         # plain data (weights-only loadable): what ``afx_lightning.inference.load_model`` rebuilds the model from
         checkpoint[CONFIG_KEY] = self.get_config()
         checkpoint["afx_encoder"] = self.encoder_spec  # read by afx-lightning before the afx_model description
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        if "afx_spsa_generator" in checkpoint:
-            self.fx.generator.set_state(checkpoint["afx_spsa_generator"])
+        self.fx.directions.load_from(checkpoint)
 
     # ------------------------------------------------------------------ predict (``afx predict``)
     def on_predict_start(self) -> None:
