@@ -9,10 +9,10 @@ Two streaming passes over the input, so memory does not grow with the file (only
    filter (the paper's inference recipe) and clipped to [0, 1].
 2. *render*: the input is read again and every frame goes through fresh plugin instances living in one worker
    process (a one-slot :class:`~afx_lightning.blackbox.pool.FxWorkerPool`: a plugin crash or hang cannot take the
-   process down; a frame that fails twice is passed through dry and counted). The chain's latency is compensated
-   (its first ``latency`` output samples are dropped and ``latency`` zeros are fed at the end), the mono result is
-   resampled back to the input rate and copied to every input channel (up-mix), so the output has the input's
-   length, rate and channel count.
+   process down; a frame that fails twice is passed through dry, delayed like the wet audio, and counted). The
+   chain's latency is compensated (its first ``latency`` output samples are dropped and ``latency`` zeros are fed
+   at the end), the mono result is resampled back to the input rate and copied to every input channel (up-mix),
+   so the output has the input's length, rate and channel count.
 
 The output is written to a temporary file next to the target and renamed at the end: a failed run leaves nothing.
 """
@@ -536,6 +536,31 @@ class ProcessStats:
         return self.wall_s / self.seconds if self.seconds else 0.0
 
 
+class _DryFallback:
+    """Where the dry input of a dropped frame belongs in the output: the input delayed by the chain's latency.
+
+    A frame the plugin failed on comes back dry and undelayed; latency compensation would then put it
+    ``latency`` samples early. The failed output frame is replaced by the delayed input instead, and so are the
+    first ``latency`` samples of the following frames wherever they carry a dropped frame's input (the fresh
+    instances that replace a failed one fill them with their own start-up output, not that audio).
+    """
+
+    def __init__(self, latency: int):
+        self._audio = np.zeros(latency, dtype=np.float32)  # the last ``latency`` input samples
+        self._dropped = np.zeros(latency, dtype=bool)  # whether each came from a dropped frame
+
+    def place(self, frame: np.ndarray, wet: np.ndarray, failed: bool) -> np.ndarray:
+        """One output frame (before latency compensation): ``wet`` where the plugin rendered it, else dry."""
+        n = len(frame)
+        audio = np.concatenate([self._audio, frame])
+        dropped = np.concatenate([self._dropped, np.full(n, failed)])
+        delayed, from_dropped = audio[:n], dropped[:n]
+        self._audio, self._dropped = audio[n:], dropped[n:]
+        if failed:
+            return delayed
+        return np.where(from_dropped, delayed, wet).astype(np.float32, copy=False)
+
+
 class Processor:
     """Applies a :class:`~afx_lightning.module.DeepAFx` to whole files or arrays (see the module docstring).
 
@@ -675,8 +700,9 @@ class Processor:
         pool = FxWorkerPool(
             self.fx.chain_factory, {"process": SlotGroup(1, 1)}, channels=self.fx.channels, block_size=n,
             num_params=self.fx.num_params, sample_rate=self.sample_rate, num_workers=1,
-            timeout_s=self.fx.timeout_s, max_retries=self.fx.max_retries,
+            timeout_s=self.fx.timeout_s, max_retries=self.fx.max_retries, build_timeout_s=self.fx.build_timeout_s,
         )
+        dry = _DryFallback(lat)
         back = StreamingResampler(self.sample_rate, source.sample_rate)
         out_total = source.frames
         written = 0
@@ -708,9 +734,9 @@ class Processor:
                     x = np.repeat(frame[None, None], self.fx.channels, axis=1)  # [1, C, N]
                     params = theta[min(j, len(theta) - 1)][None, None]
                     result = pool.render("process", [0], [j == 0], x, params)
-                    if result.failed[0]:
-                        stats.dropped_frames += 1
-                    y = result.out[0, 0].mean(axis=0)
+                    failed = bool(result.failed[0])
+                    stats.dropped_frames += failed
+                    y = dry.place(frame, result.out[0, 0].mean(axis=0), failed)
                     if keep is not None:
                         keep[0].append(frame)
                     if to_skip:

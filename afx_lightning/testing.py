@@ -7,6 +7,7 @@ They are module-level factories so worker processes can build them. The product'
 from __future__ import annotations
 
 import ctypes
+import functools
 import time
 from typing import Any, Dict
 
@@ -99,6 +100,21 @@ def delay_chain(sample_rate: int, block_size: int) -> Chain:
     params = (ParamSpec("gain", 0.5, 1.5, 1.0),)
     effect = FunctionEffect("block_delay", _previous_block, params, sample_rate, latency=block_size)
     return Chain([effect], name="block_delay")
+
+
+def _faulty_then_delayed(latency: int, audio: np.ndarray, values: Dict[str, float], state: Dict[str, Any]) -> np.ndarray:
+    wet = _faulty(audio, values, state)
+    line = np.concatenate([state.get("line", np.zeros((audio.shape[0], latency), np.float32)), wet], axis=1)
+    state["line"] = line[:, audio.shape[1] :]
+    return line[:, : audio.shape[1]]
+
+
+def faulty_delay_chain(sample_rate: int, block_size: int, latency: int = 300) -> Chain:
+    """:func:`faulty_chain` followed by a pure delay of ``latency`` samples (reported as the chain's latency)."""
+    params = (ParamSpec("gain", 0.0, 2.0, 1.0),)
+    effect = FunctionEffect("faulty_delay", functools.partial(_faulty_then_delayed, latency), params, sample_rate,
+                            latency=latency)
+    return Chain([effect], name="faulty_delay")
 
 
 def slow_to_build_chain(sample_rate: int, block_size: int, build_s: float = 0.5) -> Chain:

@@ -271,6 +271,29 @@ def test_a_failing_plugin_frame_is_passed_through_dry_and_counted():
     np.testing.assert_allclose(y[0, :1024], gain[0] * x[0, :1024], rtol=1e-4, atol=1e-6)
 
 
+def test_a_dropped_frame_in_a_chain_with_latency_lands_where_the_wet_one_would_have():
+    """Gain 1.5 then a 300-sample delay that raises on frame 3. Compensated, the failed call's output spans input
+    samples 2772..3795: it comes out as the dry input of exactly those samples; the next frame's first 300 (the
+    rest of frame 3, which its fresh instance never saw) are dry too. Every other sample is wet: 1.5 x."""
+    from afx_lightning.testing import TRIGGER_EXCEPTION, faulty_delay_chain
+
+    n, latency = 1024, 300
+    model = DeepAFx(chain=faulty_delay_chain, encoder=functools.partial(SmallEncoder, width=8), num_slots=1,
+                    num_eval_slots=1, fx_workers=1)
+    assert model.fx.latency == latency
+    with torch.no_grad():
+        model.encoder.init_output_bias(torch.tensor([0.75]))  # gain 1.5 for any input: wet and dry differ
+    x = (0.1 * np.random.default_rng(3).standard_normal((1, 8 * n))).astype(np.float32)
+    x[0, 3 * n] = TRIGGER_EXCEPTION
+    processor = Processor(model, context_size=2048, smoothing_hz=0)
+    y, _ = processor.process_array(x, 22050)
+    assert processor.last_stats.dropped_frames == 1
+    dry = np.zeros(x.shape[1], dtype=bool)
+    dry[3 * n - latency : 4 * n] = True
+    np.testing.assert_array_equal(y[0, dry], x[0, dry])
+    np.testing.assert_allclose(y[0, ~dry], 1.5 * x[0, ~dry], rtol=1e-5, atol=1e-7)
+
+
 def test_predicting_every_nth_frame_interpolates_the_rest(trained):
     ckpt, _ = trained
     model = load_model(ckpt)
