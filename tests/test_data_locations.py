@@ -270,3 +270,23 @@ def test_breath_recipe_finds_daps_in_data_daps(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="data/daps does not exist"):
         AudioFxDataModule(**data)
     assert AudioFxDataModule(**{**data, "root": str(tmp_path / "corpus")}).describe().startswith("data: daps")
+
+
+def test_amp_and_mastering_recipes_find_their_corpus_in_its_folder(tmp_path, monkeypatch):
+    """Listing only (at construction): the recipes' globs and pairing rules against the corpora's real file names."""
+    monkeypatch.chdir(tmp_path)
+    x = np.full((2 * N, 1), 0.1, np.float32)
+    samples = tmp_path / "data" / "idmt" / "Gitarre monophon" / "Samples"
+    for i, note in enumerate(("40100", "45502")):  # IDMT names: instrument-note-effect/setting-id
+        write(samples / "NoFX" / f"G61-{note}-1111-{20000 + i}.wav", x)
+        for setting in (1, 2, 3):  # three settings per effect: the recipe takes setting 1
+            write(samples / "Distortion" / f"G61-{note}-441{setting}-{30000 + 3 * i + setting}.wav", x)
+    amp = AudioFxDataModule(**recipe_data(ROOT / "recipes" / "amp.yaml"))
+    assert sorted((p.input.name, p.target.name) for p in amp._list_pairs()) == [
+        ("G61-40100-1111-20000.wav", "G61-40100-4411-30001.wav"), ("G61-45502-1111-20001.wav", "G61-45502-4411-30004.wav"),
+    ]
+    for raw, master in (("Song A.wav", "Song A_master.wav"), ("Other Song_mix.wav", "other song mastered.wav")):
+        write(tmp_path / "data" / "mixes" / "unmastered" / raw, x)
+        write(tmp_path / "data" / "mixes" / "mastered" / master, x)
+    mastering = AudioFxDataModule(**recipe_data(ROOT / "recipes" / "mastering.yaml"))
+    assert sorted(p.target.name for p in mastering._list_pairs()) == ["Song A_master.wav", "other song mastered.wav"]
