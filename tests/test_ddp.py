@@ -261,6 +261,8 @@ def test_two_cpu_ranks_train_on_disjoint_streams_and_resume_them(tmp_path):
     assert saved["global_step"] == RESUME_AT
     (data_state,) = [v for k, v in saved.items() if k.endswith("AudioFxDataModule")]
     assert (data_state["world_size"], data_state["train_steps"]) == (WORLD, RESUME_AT)
+    # one SPSA draw per training step: the draw count resumes each rank's own direction stream
+    assert saved[PerturbationStream.CHECKPOINT_KEY]["draws"] == RESUME_AT
     wall_resumed = run_ddp(resumed, "resumed", "--ckpt_path", checkpoint)
 
     print(f"\n[ddp] 2 CPU ranks x {MAX_STEPS} steps: {wall_whole:.1f} s; resumed run from step {RESUME_AT}: "
