@@ -76,13 +76,12 @@ class RowFault(NamedTuple):
 @dataclass(frozen=True)
 class Rendered:
     """Reply to :class:`Render`: the rows that faulted, CPU seconds spent rendering (construction excluded),
-    and the instances built with their wall and CPU seconds."""
+    and the instances built with the wall seconds that took."""
 
     faults: List[RowFault]
     cpu_s: float
     instances_built: int
     build_s: float
-    build_cpu_s: float
 
 
 @dataclass(frozen=True)
@@ -163,4 +162,4 @@ def worker_main(conn) -> None:  # pragma: no cover - runs in a child process
             else:
                 status[row] = DONE
         cpu_s = time.process_time() - cpu_start - build_cpu_s
-        conn.send(Rendered(faults, cpu_s, built, build_s, build_cpu_s))
+        conn.send(Rendered(faults, cpu_s, built, build_s))
