@@ -8,9 +8,15 @@ guaranteed to clear every kind of state (``Plugin.reset`` is up to each plugin).
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import gc
+import os
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -18,6 +24,57 @@ from .base import Effect, PluginUnavailable
 from .params import ParamSpec
 
 Setter = Callable[[float], None]
+
+
+def _silence_fd2() -> None:
+    try:
+        sys.stderr.flush()
+    except (AttributeError, ValueError):  # no stderr, or already closed
+        pass
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+
+
+@contextlib.contextmanager
+def plugin_teardown_silenced() -> Iterator[None]:
+    """fd 2 (native code's prints included) goes to a scratch file for the block, which is dropped, unless the
+    block raises: then it is replayed, so a plugin's own diagnostics are not lost with the teardown lines."""
+    try:
+        sys.stderr.flush()
+    except (AttributeError, ValueError):
+        pass
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as scratch:
+        os.dup2(scratch.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            scratch.seek(0)
+            os.write(2, scratch.read())
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+_EXIT_SILENCED = False
+
+
+def silence_plugin_teardown() -> None:
+    """Send fd 2 to /dev/null once Python's exit handlers have run, in a process that hosts plugin files.
+
+    DPF plugins (zam-plugins) print two "DPF warning: asked to delete component ..." lines when their VST3
+    component is destroyed: when the effect drops it (:func:`_destroy`), at a garbage collection
+    (:func:`plugin_file_effect` collects right after each load) or, for instances still alive, at process exit,
+    after Python's last exit handler (here). Exit handlers registered after the first plugin load (W&B's, for one)
+    still print; workers end with ``os._exit`` and never get there.
+    """
+    global _EXIT_SILENCED
+    if not _EXIT_SILENCED:
+        atexit.register(_silence_fd2)
+        _EXIT_SILENCED = True
 
 
 @dataclass
@@ -92,7 +149,9 @@ class PedalboardEffect(Effect):
         graph = self._build()
         missing = [p.name for p in self.params if p.name not in graph.setters]
         if missing:
+            _destroy(graph)
             raise ValueError(f"effect {self.name!r}: builder gives no setter for parameters {missing}")
+        self.close()
         self._graph = graph
         self._setters = [graph.setters[p.name] for p in self.trainable_params]
         for p in self.params:
@@ -104,6 +163,18 @@ class PedalboardEffect(Effect):
         plugin.process(np.zeros((self.plugin_channels, self.block_size), np.float32), self.sample_rate, reset=False)
         plugin.reset()
         self._pending = np.zeros((self.plugin_channels, 0), np.float32)
+
+    def close(self) -> None:
+        """Release the plugin instance (workers close the instances they drop)."""
+        graph, self._graph, self._setters = self._graph, None, []
+        if graph is not None:
+            _destroy(graph)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: os or sys may already be gone
+            pass
 
     def _set_values(self, values: np.ndarray) -> None:
         for setter, value in zip(self._setters, values.tolist()):
@@ -133,6 +204,21 @@ class PedalboardEffect(Effect):
             return np.concatenate([pad, buffered], axis=1)
         self._pending = buffered[:, n:]
         return buffered[:, :n]
+
+
+def _destroy(graph: PedalboardGraph) -> None:
+    """Destroy a graph's plugin now, with fd 2 silenced (see :func:`silence_plugin_teardown`).
+
+    A hosted plugin keeps its parameter objects in a Python-side cache and they keep the plugin alive (a reference
+    cycle): it would otherwise die at some later garbage collection, unsilenced. Clearing the cache lets the last
+    reference free the native instance here.
+    """
+    plugin, graph.plugin, graph.setters = graph.plugin, None, {}
+    state = getattr(plugin, "__dict__", None)
+    with plugin_teardown_silenced():
+        if isinstance(state, dict):
+            state.clear()
+        del plugin
 
 
 #: Probed value <-> raw_value mappings by (plugin file, plugin name, parameter key): a plugin's mapping is fixed,
@@ -217,14 +303,23 @@ def plugin_file_effect(
     keys = dict(parameter_keys or {})
 
     def build() -> PedalboardGraph:
-        plugin = pedalboard.load_plugin(str(path), plugin_name=plugin_name)
+        silence_plugin_teardown()
+        with plugin_teardown_silenced():
+            plugin = pedalboard.load_plugin(str(path), plugin_name=plugin_name)
+            # pedalboard's VST3Plugin factory leaves a second Python wrapper of the new plugin in a reference cycle
+            # (it calls a Python method on ``py::cast(plugin)``, which builds a parameter cache); that wrapper owns
+            # a share of the native instance, which would otherwise die, printing, at some later collection.
+            gc.collect()
         available = set(plugin.parameters)
-        setters = {}
-        for p in params:
-            key = keys.get(p.name, p.name)
-            if key not in available:
-                raise ValueError(f"plugin {path}: no parameter {key!r} (for {p.name!r}); it has {sorted(available)}")
-            setters[p.name] = raw_value_setter(plugin, key, cache_key=(str(path.resolve()), plugin_name))
+        unknown = [(p.name, keys.get(p.name, p.name)) for p in params if keys.get(p.name, p.name) not in available]
+        if unknown:
+            graph = PedalboardGraph(plugin)
+            del plugin  # the traceback keeps this frame: the plugin is destroyed here, silenced, not with it
+            _destroy(graph)
+            name, key = unknown[0]
+            raise ValueError(f"plugin {path}: no parameter {key!r} (for {name!r}); it has {sorted(available)}")
+        cache_key = (str(path.resolve()), plugin_name)
+        setters = {p.name: raw_value_setter(plugin, keys.get(p.name, p.name), cache_key=cache_key) for p in params}
         return PedalboardGraph(plugin, setters)
 
     effect = PedalboardEffect(name, build, params, sample_rate, block_size, channels, latency or 0, plugin_channels)
