@@ -1,8 +1,8 @@
 """The ``afx`` (and ``lightning``) command.
 
-``afx effects list|show`` inspects the registry; every other sub-command (``fit``, ``validate``, ``test``,
-``predict``) is LightningCLI, so recipes, ``--print_config`` and dotted overrides work as Lightning users
-expect.
+``afx effects|recipes list|show`` inspect the registry, ``afx process`` and ``afx evaluate`` use a trained model;
+``fit``, ``validate``, ``test`` and ``predict`` are LightningCLI, so recipes, ``--print_config`` and dotted
+overrides work as Lightning users expect. ``afx``, ``afx -h`` and ``afx --help`` list them all.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Any, Optional, Sequence
 
 from . import registry
 from .effects.base import PluginUnavailable
@@ -61,17 +62,6 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
-def _effects_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="afx effects", description="Inspect the registered effect chains.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="chains with backend and parameter count").set_defaults(run=_effects_list)
-    show = sub.add_parser("show", help="the parameter table of one chain")
-    show.add_argument("name")
-    show.add_argument("--sample-rate", type=int, default=22050)
-    show.set_defaults(run=_effects_show)
-    return parser
-
-
 def _process_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="afx process",
@@ -117,21 +107,127 @@ def _process(argv: Sequence[str]) -> int:
     return 0
 
 
+#: (command, one line) in the order ``afx --help`` lists them.
+COMMANDS = (
+    ("fit", "train a model from a recipe: afx fit --recipe quickstart (or --config recipes/X.yaml)"),
+    ("validate", "score a checkpoint on the validation split: afx validate --config X.yaml --ckpt_path C.ckpt"),
+    ("test", "score a checkpoint on the test split: afx test --config X.yaml --ckpt_path C.ckpt"),
+    ("predict", "process data.predict_files with a checkpoint through Lightning (same as afx process)"),
+    ("effects list", "registered effect chains: backend, number of trainable parameters P, status"),
+    ("effects show NAME", "one chain's parameter table: names, ranges, defaults, scales, units"),
+    ("recipes list", "registered recipes: chain, P, and the data each expects"),
+    ("recipes show NAME", "a recipe's YAML file: its path and contents"),
+    ("process", "apply a trained model to a whole file: afx process --ckpt C.ckpt in.wav out.wav"),
+    ("evaluate", "d_MFCC, STFT and loudness distances of a checkpoint on a data split, next to identity"),
+)
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+def help_text() -> str:
+    width = max(len(name) for name, _ in COMMANDS)
+    lines = [
+        "usage: afx COMMAND [options]        afx COMMAND --help: the options of one command",
+        "",
+        "Real audio plugins as trainable layers: a deep encoder predicts a plugin chain's parameters (DeepAFx).",
+        "",
+        "commands:",
+        *(f"  {name.ljust(width)}  {text}" for name, text in COMMANDS),
+        "",
+        "fit/validate/test/predict are LightningCLI: --config FILE (repeatable), --recipe NAME, dotted",
+        "overrides (--data.root PATH, --trainer.max_epochs 10), --print_config shows everything you can set.",
+    ]
+    return "\n".join(lines)
+
+
+def _data_description(data: dict) -> str:
+    """What data a recipe expects, e.g. ``demo (generated)``, ``daps at data/daps``, ``folder: set --data.root``."""
+    dataset = data.get("dataset", registry.DEFAULT_DATASET)
+    if dataset == "demo":
+        return "demo (generated)"
+    root = data.get("root")
+    if not root:
+        return f"{dataset}: set --data.root"
+    found = "" if Path(str(root)).expanduser().is_dir() else " (not found)"
+    return f"{dataset} at {root}{found}"
+
+
+def _recipes_list(_: argparse.Namespace) -> int:
+    rows = []
+    for name in registry.recipe_names():
+        try:
+            config = registry.recipe_config(name)
+        except Exception as exc:  # a broken third-party recipe must not hide the others
+            rows.append((name, "-", "-", f"error: {type(exc).__name__}: {exc}"))
+            continue
+        model, data = config.get("model") or {}, config.get("data") or {}
+        chain = model.get("chain", registry.DEFAULT_CHAIN)
+        rows.append((name, chain, _num_params(chain, data.get("sample_rate", 22050)), _data_description(data)))
+    _table(("recipe", "chain", "P", "data"), rows)
+    return 0
+
+
+def _num_params(chain: str, sample_rate: Any) -> str:
+    """P of a chain, '-' when its plugins are missing (``afx effects list`` says why)."""
+    try:
+        built = registry.build_chain(chain, sample_rate=int(sample_rate), block_size=1024)
+    except Exception:
+        return "-"
+    try:
+        return str(built.num_params)
+    finally:
+        built.close()
+
+
+def _recipes_show(args: argparse.Namespace) -> int:
+    path = registry.recipe_path(args.name)
+    print(f"# {path}")
+    print(path.read_text(), end="")
+    return 0
+
+
+def _registry_parser(kind: str) -> argparse.ArgumentParser:
+    what = {"effects": "effect chains", "recipes": "training recipes"}[kind]
+    parser = argparse.ArgumentParser(prog=f"afx {kind}", description=f"Inspect the registered {what}.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    if kind == "effects":
+        sub.add_parser("list", help="chains with backend and parameter count").set_defaults(run=_effects_list)
+        show = sub.add_parser("show", help="the parameter table of one chain")
+        show.add_argument("--sample-rate", type=int, default=22050)
+        show.set_defaults(run=_effects_show)
+    else:
+        sub.add_parser("list", help="recipes with chain, parameter count and data").set_defaults(run=_recipes_list)
+        show = sub.add_parser("show", help="the YAML of one recipe")
+        show.set_defaults(run=_recipes_show)
+    show.add_argument("name")
+    return parser
+
+
+def _registry_command(kind: str, argv: Sequence[str]) -> int:
+    args = _registry_parser(kind).parse_args(argv)
+    try:
+        return args.run(args)
+    except (registry.UnknownNameError, PluginUnavailable, FileNotFoundError, TypeError) as exc:
+        print(f"afx {kind}: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `afx effects show X | head`: the reader left, nothing is wrong
+        sys.stdout = open(os.devnull, "w")
+        return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "process":
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(help_text())
+        return 0 if argv else 2
+    known = {name.split()[0] for name, _ in COMMANDS}
+    if not argv[0].startswith("-") and argv[0] not in known:
+        print(f"afx: unknown command {argv[0]!r}; commands: {', '.join(sorted(known))} (afx --help)", file=sys.stderr)
+        return 2
+    if argv[0] == "process":
         return _process(argv[1:])
-    if argv and argv[0] == "effects":
-        args = _effects_parser().parse_args(argv[1:])
-        try:
-            return args.run(args)
-        except (registry.UnknownNameError, PluginUnavailable) as exc:
-            print(f"afx effects: {exc}", file=sys.stderr)
-            return 2
-        except BrokenPipeError:  # `afx effects show X | head`: the reader left, nothing is wrong
-            sys.stdout = open(os.devnull, "w")
-            return 0
-    if argv and argv[0] == "evaluate":
+    if argv[0] in ("effects", "recipes"):
+        return _registry_command(argv[0], argv[1:])
+    if argv[0] == "evaluate":
         from .evaluation import main as evaluate_main
 
         return evaluate_main(argv[1:])

@@ -22,6 +22,11 @@ from .effects.base import Chain, ChainFactory
 CHAIN_GROUP = "afx_lightning.effects"
 RECIPE_GROUP = "afx_lightning.recipes"
 
+#: What a recipe gets when it does not say (``DeepAFx(chain=...)``, ``AudioFxDataModule(dataset=...)``); kept here so
+#: ``afx recipes list`` need not import torch (tests check they agree).
+DEFAULT_CHAIN = "pb_mb_compressor"
+DEFAULT_DATASET = "demo"
+
 
 class UnknownNameError(KeyError):
     """A chain or recipe name that no installed package registers."""
@@ -83,6 +88,19 @@ def recipe_path(name: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"recipe {name!r} points at {path}, which does not exist")
     return path
+
+
+def recipe_config(name: str) -> dict:
+    """A registered recipe's YAML as a dict (``{}`` for an empty file)."""
+    import yaml
+
+    path = recipe_path(name)
+    config = yaml.safe_load(path.read_text())
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise TypeError(f"recipe {name!r} ({path}) is not a YAML mapping")
+    return config
 
 
 def chain_reference(name: str) -> Callable[..., Chain]:
