@@ -1,15 +1,20 @@
-"""Media for the dashboards: audio, spectrograms and the predicted parameter automation.
+"""Callbacks the CLI adds to every run: media for the dashboards and the closing summary of ``fit``.
 
-Every ``every_n_epochs`` validation runs, the first ``num_clips`` validation clips (input, target, output) are
-written as WAV and PNG under the run's folder (``media_files/``) and sent to the logger: W&B (``wandb.Audio``/``wandb.Image``)
-or TensorBoard (``add_audio``/``add_figure``); a CSV logger keeps the files only.
+:class:`MediaLogger`: every ``every_n_epochs`` validation runs, the first ``num_clips`` validation clips (input,
+target, output) are written as WAV and PNG under the run's folder (``media_files/``) and sent to the logger: W&B
+(``wandb.Audio``/``wandb.Image``) or TensorBoard (``add_audio``/``add_figure``); a CSV logger keeps the files only.
+
+:class:`FitSummary`: what a run learned and where it went, printed when ``fit`` ends.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import sys
+import time
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence, TextIO
 
 import lightning.pytorch as pl
 import numpy as np
@@ -151,3 +156,158 @@ class MediaLogger(pl.Callback):
                         logger.experiment.add_audio(key, obj.mean(0, keepdim=True), step, sample_rate)
                     else:
                         logger.experiment.add_figure(key, obj, step, close=False)
+
+
+#: What FitSummary keeps of each validation (logged by DeepAFx).
+VAL_METRICS = ("val/loss", "val/loss_identity", "val/d_mfcc", "val/d_mfcc_identity")
+
+
+def demo_parameter_error(trainer: pl.Trainer, pl_module: pl.LightningModule) -> Optional[Dict[str, float]]:
+    """For the demo's known-answer task: mean |theta - hidden theta| (normalised, over the last validation's frames),
+    of the model and of the chain defaults; None for any other data.
+
+    The demo knows its hidden trajectories (``DemoClips.trajectories``, per clip and frame); an evaluated clip's
+    theta rows are its frames from the first on (each slot streams a clip from its start).
+    """
+    dm = getattr(trainer, "datamodule", None)
+    if getattr(dm, "dataset", None) != "demo":
+        return None
+    truths = getattr(getattr(dm, "val_clips", None), "trajectories", None)
+    clips = pl_module.evaluated_clips() if hasattr(pl_module, "evaluated_clips") else {}
+    defaults = getattr(pl_module, "defaults", None)
+    if not truths or not clips or defaults is None:
+        return None
+    defaults = defaults.detach().cpu().numpy()
+    model_err, default_err = [], []
+    for index, clip in clips.items():
+        theta = clip["theta"].float().numpy()
+        truth = np.asarray(truths[index])[: len(theta)]
+        theta = theta[: len(truth)]
+        model_err.append(np.abs(theta - truth).ravel())
+        default_err.append(np.abs(defaults[None, :] - truth).ravel())
+    return {
+        "theta_error": float(np.concatenate(model_err).mean()),
+        "theta_error_defaults": float(np.concatenate(default_err).mean()),
+    }
+
+
+def _shown(path: str | Path) -> str:
+    """A path as a user would type it: relative when under the working directory."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _viewing(trainer: pl.Trainer) -> List[str]:
+    """How to look at this run, one line per logger."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+
+    lines = []
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            run = logger.experiment
+            if getattr(logger, "_offline", False):
+                lines.append(f"wandb sync {_shown(Path(run.dir).parent)}   (offline W&B run: uploads it)")
+            else:
+                lines.append(f"W&B run {getattr(run, 'url', None) or run.id}")
+        elif isinstance(logger, TensorBoardLogger):
+            lines.append(f"tensorboard --logdir {_shown(logger.log_dir)}")
+        elif isinstance(logger, CSVLogger):
+            lines.append(f"metrics in {_shown(Path(logger.log_dir) / 'metrics.csv')}")
+    return lines
+
+
+class FitSummary(pl.Callback):
+    """Ends ``fit`` with a few lines: best val loss and d_MFCC against the identity baseline (input as output), the
+    checkpoint, the ``afx process`` command for it, how to look at the run, and on the demo's known-answer task
+    the parameter error against the hidden truth (model vs chain defaults).
+
+    Collected after each validation and when training ends (while loggers are still open), printed by rank 0 at
+    the end of ``fit`` (after the progress bar has closed). Under DDP, losses are averaged across ranks; the
+    parameter error covers rank 0's clips.
+
+    Args:
+        stream: where to print (default: standard output).
+    """
+
+    def __init__(self, stream: Optional[TextIO] = None):
+        self.stream = stream
+        self.best: Optional[Dict[str, float]] = None
+        self.last: Optional[Dict[str, float]] = None
+        self._started = 0.0
+        self._lines: List[str] = []
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"best": self.best, "last": self.last}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        self.best, self.last = state_dict.get("best"), state_dict.get("last")
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._started = time.monotonic()
+        self._lines = []
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        row = {k: float(metrics[k]) for k in VAL_METRICS if k in metrics}
+        if "val/loss" not in row:
+            return
+        row["step"] = trainer.global_step
+        row.update(demo_parameter_error(trainer, pl_module) or {})
+        self.last = row
+        if self.best is None or row["val/loss"] < self.best["val/loss"]:
+            self.best = row
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self._lines = self.summary(trainer)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and self._lines:
+            print("\n".join(self._lines), file=self.stream or sys.stdout, flush=True)
+
+    def summary(self, trainer: pl.Trainer) -> List[str]:
+        """The summary's lines (logger runs still open: the W&B run folder is asked for)."""
+        wall = time.monotonic() - self._started if self._started else 0.0
+        lines = [f"afx fit: {trainer.global_step} steps in {wall:.0f} s"]
+        best = self.best
+        if best is None:
+            lines.append("  no validation ran: no val loss to report")
+        else:
+            identity = f" (identity: {best['val/loss_identity']:.3g})" if "val/loss_identity" in best else ""
+            lines.append(f"  best val/loss    {best['val/loss']:.3g} at step {best['step']}{identity}")
+            if "val/d_mfcc" in best:
+                identity = f" (identity: {best['val/d_mfcc_identity']:.3g})" if "val/d_mfcc_identity" in best else ""
+                lines.append(f"  val/d_mfcc       {best['val/d_mfcc']:.3g} at that step{identity}")
+            if "theta_error" in best:
+                lines.append(
+                    f"  parameters       mean |theta - hidden truth| {best['theta_error']:.3f} at that step "
+                    f"(chain defaults: {best['theta_error_defaults']:.3f}; normalised to [0, 1])"
+                )
+        ckpt, last = self._checkpoints(trainer)
+        if ckpt is None:
+            lines.append("  no checkpoint was written")
+        else:
+            also = f"   (last: {last})" if last and last != ckpt else ""
+            lines.append(f"  checkpoint       {ckpt}{also}")
+            lines.append(f"  apply it         afx process --ckpt {ckpt} in.wav out.wav")
+        for line in _viewing(trainer):
+            lines.append(f"  look at the run  {line}")
+        return lines
+
+    @staticmethod
+    def _checkpoints(trainer: pl.Trainer) -> tuple[Optional[str], Optional[str]]:
+        """(the checkpoint to use, last.ckpt): the best on val/loss when one was kept, else the last written."""
+        best = last = None
+        for cb in trainer.checkpoint_callbacks:
+            path = getattr(cb, "best_model_path", "")
+            if best is None and path and getattr(cb, "monitor", None) == "val/loss" and os.path.isfile(path):
+                best = _shown(path)
+            path = getattr(cb, "last_model_path", "")
+            if last is None and path and os.path.isfile(path):
+                last = _shown(path)
+        return best or last, last

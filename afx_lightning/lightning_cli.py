@@ -1,19 +1,24 @@
 """LightningCLI for afx: ``afx fit --config recipes/breath.yaml`` (also available as ``lightning``).
 
 Adds on top of LightningCLI: registered recipes by name (``--recipe NAME``), links from the data's audio
-format to the model, W&B offline logging by default, and one-line errors for bad configurations.
+format to the model, W&B offline logging by default, default callbacks for the types a recipe does not configure
+(each callback once: the recipe's settings win), the data checked before any logger creates a run folder, output
+without Lightning's tips or W&B's deprecation chatter, a closing summary of ``fit``, and one-line errors for bad
+configurations.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
 import traceback
 import warnings
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence
 
+from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from . import registry
@@ -26,13 +31,54 @@ DEFAULT_LOGGER = {
 }
 
 
-def default_callbacks() -> list:
-    """Added to every run (recipes add checkpointing and early stopping of their own)."""
-    from lightning.pytorch.callbacks import LearningRateMonitor
+def default_callbacks(given: Sequence[Callback] = (), trainer_config: Optional[Mapping[str, Any]] = None) -> list:
+    """The CLI's callbacks, one per type that ``given`` (the run's own) lacks, so a recipe's settings win.
 
-    from .callbacks import MediaLogger
+    LearningRateMonitor (when there is a logger), MediaLogger, FitSummary, and a ModelCheckpoint on ``val/loss``
+    with ``last.ckpt`` (unless checkpointing is off): every run leaves a checkpoint for ``afx process``.
+    """
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    return [LearningRateMonitor(), MediaLogger()]
+    from .callbacks import FitSummary, MediaLogger
+
+    config = dict(trainer_config or {})
+    candidates: list = []
+    if config.get("logger", True) not in (False, []):  # None: Lightning's default logger
+        candidates.append(LearningRateMonitor())
+    candidates += [MediaLogger(), FitSummary()]
+    if config.get("enable_checkpointing", True) is not False:
+        candidates.append(ModelCheckpoint(monitor="val/loss", mode="min", save_last=True))
+    return [cb for cb in candidates if not any(isinstance(g, type(cb)) for g in given)]
+
+
+class _NoTips(logging.Filter):
+    """Lightning's "💡 Tip: ..." promotions (litlogger, litmodels) are not about this run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def quiet_lightning() -> None:
+    """Keep the run's output to what is about the run: no tips, no warnings about Lightning's own internals."""
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoTips) for f in rank_zero.filters):
+        rank_zero.addFilter(_NoTips())
+    # "Seed set to 0": the seed is in the run's saved config; a failing start-up stays one line.
+    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
+    # Lightning calling a torch API torch deprecated; nothing a user can change.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # About num_workers > 1; the data module's loaders run in the main process (num_workers=0).
+    warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+
+
+def _without_wandb_anonymous(trainer: Trainer) -> None:
+    """WandbLogger hands wandb.init ``anonymous=None``, which wandb >= 0.19 warns is deprecated even when unset."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        init = getattr(logger, "_wandb_init", None) if isinstance(logger, WandbLogger) else None
+        if isinstance(init, dict) and init.get("anonymous", "set") is None:
+            del init["anonymous"]
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -73,6 +119,34 @@ class AfxCLI(LightningCLI):
         parser.link_arguments("data.batch_size", "model.num_slots")
         parser.link_arguments("data.val_batch_size", "model.num_eval_slots")
 
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The run's callbacks plus :func:`default_callbacks` for the types it lacks (not both, as LightningCLI's
+        ``trainer_defaults`` would: a recipe's MediaLogger(every_n_epochs=5) next to a default one logging every
+        epoch)."""
+        if self.subcommand is not None:
+            self._check_data(self.subcommand)
+        config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        given = config.get("callbacks")
+        given = [] if given is None else list(given) if isinstance(given, (list, tuple)) else [given]
+        kwargs["callbacks"] = given + default_callbacks(given, config)
+        trainer = super().instantiate_trainer(**kwargs)
+        _without_wandb_anonymous(trainer)
+        return trainer
+
+    def _check_data(self, stage: str) -> None:
+        """Load the splits a stage needs before there is a trainer: a data error is then the only line printed,
+        and comes before any logger creates a run folder (W&B creates its run at the trainer's setup, before the
+        data module's) and before DDP starts other ranks. The data module keeps what it loaded: its setup does
+        not load it again."""
+        dm = self.datamodule
+        if stage == "predict":
+            check = getattr(dm, "check_predict", None)
+            if callable(check):
+                check()
+            return
+        for split in {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ()):
+            getattr(dm, f"{split}_clips", None)
+
 
 def expand_recipe(argv: Sequence[str]) -> List[str]:
     """``--recipe NAME`` -> ``--config <its registered YAML>``."""
@@ -97,6 +171,7 @@ def make_cli(argv: Optional[Sequence[str]] = None, run: bool = True) -> AfxCLI:
     # We always pass the (recipe-expanded) arguments explicitly; LightningCLI warns about that when
     # sys.argv holds the same words.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    quiet_lightning()
     return AfxCLI(
         DeepAFx,
         AudioFxDataModule,
@@ -105,7 +180,8 @@ def make_cli(argv: Optional[Sequence[str]] = None, run: bool = True) -> AfxCLI:
         # The run's full config goes to the log dir and W&B (RunConfigSaver). Lightning's own hparams logging would
         # merge model and data hparams into one flat dict and refuse the run when a shared name differs
         # (model.chain vs data.chain in recipes/breath.yaml, model.seed vs data.seed).
-        trainer_defaults={"logger": DEFAULT_LOGGER, "callbacks": default_callbacks(), "enable_autolog_hparams": False},
+        # Callbacks are not trainer_defaults: AfxCLI.instantiate_trainer adds them per type (default_callbacks).
+        trainer_defaults={"logger": DEFAULT_LOGGER, "enable_autolog_hparams": False},
         args=list(argv) if argv is not None else None,
         run=run,
         # Parse errors are raised, not printed with the whole usage: run_lightning_cli reports them in one line.
