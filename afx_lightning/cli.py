@@ -119,6 +119,7 @@ COMMANDS = (
     ("recipes show NAME", "a recipe's YAML file: its path and contents"),
     ("process", "apply a trained model to a whole file: afx process --ckpt C.ckpt in.wav out.wav"),
     ("evaluate", "d_MFCC, STFT and loudness distances of a checkpoint on a data split, next to identity"),
+    ("match", "best static settings of a chain for one input/target pair (CMA-ES): afx match --chain C in.wav target.wav"),
 )
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
@@ -231,6 +232,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .evaluation import main as evaluate_main
 
         return evaluate_main(argv[1:])
+    if argv[0] == "match":
+        from .match import main as match_main
+
+        return match_main(argv[1:])
     from .lightning_cli import run_lightning_cli
 
     return run_lightning_cli(argv)

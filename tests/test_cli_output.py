@@ -67,7 +67,7 @@ def rows(out: str) -> dict[str, list[str]]:
 
 
 COMMANDS = ["fit", "validate", "test", "predict", "effects list", "effects show", "recipes list", "recipes show",
-            "process", "evaluate"]
+            "process", "evaluate", "match"]
 
 
 @pytest.mark.parametrize("args", [["--help"], ["-h"], []], ids=["--help", "-h", "no args"])
