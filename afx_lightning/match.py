@@ -619,12 +619,14 @@ def format_report(result: MatchResult) -> str:
     lines = ["  ".join(c.ljust(w) if i == 0 or i >= len(headers) - 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
              for r in [headers, *rows]]
     lines.append("")
-    lines.append(f"{'':<10} {'d_MFCC':>8} {'MR-STFT':>8} {'dLU':>6} {result.objective + ' (search)':>16}")
+    searched_by = f"{result.objective} (search)"
+    width = len(searched_by)
+    lines.append(f"{'':<10} {'d_MFCC':>8} {'MR-STFT':>8} {'dLU':>6} {searched_by}")
     for which in ("match", "identity", "defaults"):
         s = result.scores[which]
         lines.append(
             f"{which:<10} {s['d_mfcc']:8.4f} {s['mrstft']:8.3f} {s['loudness_diff_lu']:6.2f} "
-            f"{result.objective_values[which]:16.4f}"
+            f"{result.objective_values[which]:{width}.4f}"
         )
     return "\n".join(lines)
 
