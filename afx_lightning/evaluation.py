@@ -3,6 +3,10 @@
 For each input/target pair the model's output and the untouched input are scored against the target with the
 paper's d_MFCC (per coefficient over time, as Table 1), a multi-resolution STFT distance and the loudness
 difference in LU. A user sees at once whether the model helped.
+
+The model's output is what ``afx process`` writes: its input preprocessed as in training (high-pass, loudness
+normalisation; the gain is reported per file), the chain's latency compensated, so it is scored against the
+target file as it is, on the same span as the identity baseline (the input file as it is).
 """
 
 from __future__ import annotations
@@ -43,11 +47,13 @@ class FileResult:
     seconds: float
     model: Dict[str, float]
     identity: Dict[str, float]
+    input_gain_db: Optional[float] = None  # loudness-normalisation gain the model's input got (None: none)
 
 
 @dataclass
 class EvaluationReport:
     files: List[FileResult] = field(default_factory=list)
+    preprocessing: str = "none"  # what the model's inputs went through (Preprocessing.describe)
 
     def mean(self, which: str) -> Dict[str, float]:
         keys = self.files[0].model.keys() if self.files else []
@@ -66,12 +72,18 @@ class EvaluationReport:
         rows += [line(f.name, f.model, f.identity) for f in self.files]
         if self.files:
             rows += ["-" * len(header), line("mean", self.mean("model"), self.mean("identity"))]
+        if self.preprocessing != "none":
+            rows.append(f"model inputs preprocessed as in training: {self.preprocessing}")
+        gains = [f"{f.name} {f.input_gain_db:+.1f}" for f in self.files if f.input_gain_db is not None]
+        if gains:
+            rows.append("input loudness gain (dB): " + ", ".join(gains))
         return "\n".join(rows)
 
     def to_json(self) -> dict:
         return {
             "files": [asdict(f) for f in self.files],
             "mean": {"model": self.mean("model"), "identity": self.mean("identity")},
+            "preprocessing": self.preprocessing,
             "note": "d_mfcc: per-coefficient cosine distance (official DeepAFx/Table 1); mrstft: spectral "
             "convergence + log-magnitude L1 at 512/1024/2048; loudness_diff_lu: |LUFS(x) - LUFS(target)|",
         }
@@ -91,8 +103,10 @@ def paired_files(root: Path, split: Optional[str], input_dir: str = "input", tar
     return pairs
 
 
-def evaluate(pairs: Iterable[Tuple[Path, Path]], render: Render) -> EvaluationReport:
-    report = EvaluationReport()
+def evaluate(pairs: Iterable[Tuple[Path, Path]], render: Render,
+             input_gain_db: Optional[Callable[[], Optional[float]]] = None, preprocessing: str = "none") -> EvaluationReport:
+    """Score ``render`` on each pair; ``input_gain_db`` (called after each render) tells the gain it applied."""
+    report = EvaluationReport(preprocessing=preprocessing)
     for input_path, target_path in pairs:
         audio, rate = read_audio(input_path)
         target, target_rate = read_audio(target_path)
@@ -100,7 +114,8 @@ def evaluate(pairs: Iterable[Tuple[Path, Path]], render: Render) -> EvaluationRe
             target = np.stack([resample(channel, target_rate, rate) for channel in target])
         output = render(audio, rate)
         report.files.append(
-            FileResult(input_path.name, audio.shape[-1] / rate, score(output, target, rate), score(audio, target, rate))
+            FileResult(input_path.name, audio.shape[-1] / rate, score(output, target, rate), score(audio, target, rate),
+                       input_gain_db() if input_gain_db is not None else None)
         )
     return report
 
@@ -118,7 +133,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         pairs = paired_files(args.data, args.split)
         processor = Processor(load_model(args.ckpt), smoothing_hz=args.smoothing_hz)
-        report = evaluate(pairs, lambda audio, rate: processor.process_array(audio, rate)[0])
+        report = evaluate(pairs, lambda audio, rate: processor.process_array(audio, rate)[0],
+                          input_gain_db=lambda: processor.last_stats.input_gain_db,
+                          preprocessing=processor.preprocessing.describe())
     except (ValueError, FileNotFoundError, RuntimeError, InferenceError) as exc:
         print(f"afx evaluate: {exc}", file=sys.stderr)
         return 2

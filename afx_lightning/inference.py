@@ -1,17 +1,25 @@
 """Apply a trained model to whole files: ``afx process --ckpt model.ckpt in.wav out.wav``.
 
-Two streaming passes over the input, so memory does not grow with the file (only θ, frames × P floats, is kept):
+Two streaming passes over the input (three for a loudness-normalised model), so memory does not grow with the
+file (only θ, frames × P floats, is kept):
 
+0. *measure* (only for a model trained on loudness-normalised inputs): the input is read once, preprocessed as
+   below and its integrated loudness measured (BS.1770, :class:`~afx_lightning.data.preprocess.LoudnessMeter`):
+   the gain to the trained ``loudness_lufs`` is then applied to the whole file, as training applied it to each
+   clip (``ProcessStats.input_gain_db`` reports it). A file too short or too quiet to measure gets no gain.
 1. *predict*: the input is read in blocks, downmixed to mono (the model's channel count: the encoder and the chain
-   are mono), resampled to the model rate in overlapping chunks, cut into the encoder's contexts around each
-   frame (``(context - N) // 2`` samples before the frame start, zero-padded at the file's ends, as in training)
-   and θ is predicted in batches in eval mode. The θ curves are then low-passed with a zero-phase Butterworth
-   filter (the paper's inference recipe) and clipped to [0, 1].
-2. *render*: the input is read again and every frame goes through fresh plugin instances living in one worker
-   process (a one-slot :class:`~afx_lightning.blackbox.pool.FxWorkerPool`: a plugin crash or hang cannot take the
-   process down; a frame that fails twice is passed through dry, delayed like the wet audio, and counted). The
-   chain's latency is compensated (its first ``latency`` output samples are dropped and ``latency`` zeros are fed
-   at the end), the mono result is resampled back to the input rate and copied to every input channel (up-mix),
+   are mono), resampled to the model rate in overlapping chunks, preprocessed as in training (the checkpoint's
+   :class:`~afx_lightning.data.preprocess.Preprocessing`: the high-pass, streamed with its state, then the
+   measured gain; alignment belongs to training pairs and has no counterpart here), cut into the encoder's
+   contexts around each frame (``(context - N) // 2`` samples before the frame start, zero-padded at the file's
+   ends, as in training) and θ is predicted in batches in eval mode. The θ curves are then low-passed with a
+   zero-phase Butterworth filter (the paper's inference recipe) and clipped to [0, 1].
+2. *render*: the input is read again, preprocessed the same way, and every frame goes through fresh plugin
+   instances living in one worker process (a one-slot :class:`~afx_lightning.blackbox.pool.FxWorkerPool`: a
+   plugin crash or hang cannot take the process down; a frame that fails twice is passed through dry, delayed
+   like the wet audio, and counted). The chain's latency is compensated (its first ``latency`` output samples
+   are dropped and ``latency`` zeros are fed at the end), the mono result is resampled back to the input rate
+   and copied to every input channel (up-mix),
    so the output has the input's length, rate and channel count.
 
 The output is written to a temporary file next to the target and renamed at the end: a failed run leaves nothing.
@@ -37,6 +45,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from .data.preprocess import LoudnessMeter, Preprocessing
 from .effects.params import ParamSpec
 
 PathLike = Union[str, os.PathLike]
@@ -182,9 +191,28 @@ def _legacy_config(checkpoint: Dict[str, Any], path: Path) -> Dict[str, Any]:
         "encoder": spec,
         "sample_rate": hparams.get("sample_rate", 22050),
         "frame_size": hparams.get("frame_size", 1024),
-        "data": {"context_size": dm.get("context_size")},
+        "data": {"context_size": dm.get("context_size"),
+                 **{k: dm[k] for k in ("highpass_hz", "loudness_lufs") if isinstance(dm.get(k), (int, float))}},
         "options": {},
     }
+
+
+def model_preprocessing(config: Dict[str, Any], path: Path) -> Preprocessing:
+    """What the model's inputs went through in training: the description's ``preprocessing``; for descriptions
+    written before it, the data facts they recorded (``data.highpass_hz`` / ``data.loudness_lufs``); none if
+    neither is there (such a checkpoint processes as it always did)."""
+    from .data import DataError
+
+    recorded = config.get("preprocessing")
+    if recorded is None:
+        data = config.get("data") or {}
+        recorded = {k: data[k] for k in ("highpass_hz", "loudness_lufs") if data.get(k) is not None} or None
+    try:
+        preprocessing = Preprocessing.from_config(recorded)
+        preprocessing.check(int(config.get("sample_rate") or 22050))
+    except DataError as exc:
+        raise InferenceError(f"checkpoint {path}: {exc}") from None
+    return preprocessing
 
 
 def model_config(checkpoint: Dict[str, Any], path: Path) -> Dict[str, Any]:
@@ -227,6 +255,7 @@ def build_model(config: Dict[str, Any], path: Path) -> "DeepAFx":  # noqa: F821
         raise InferenceError(f"checkpoint {path}: cannot rebuild the model ({type(exc).__name__}: {exc})") from None
     data = config.get("data") or {}
     model.context_size = int(data.get("context_size") or DEFAULT_CONTEXT)
+    model.preprocessing = model_preprocessing(config, path)
     return model
 
 
@@ -237,7 +266,7 @@ def load_model(ckpt_path: PathLike) -> "DeepAFx":  # noqa: F821
     trainer's hyper-parameters, so a checkpoint loads whichever tool wrote it. The chain is looked up by name in
     today's registry; a chain whose parameter count differs from the one the model was trained for is refused.
     The returned model is in eval mode and carries ``context_size`` (the encoder context used in training;
-    40 960 if unknown).
+    40 960 if unknown) and ``preprocessing`` (what its inputs went through in training; the ``Processor`` repeats it).
     """
     path = Path(ckpt_path)
     if not path.is_file():
@@ -393,6 +422,7 @@ class Automation:
     normalized: np.ndarray
     frame_rate: float
     raw: Optional[np.ndarray] = None
+    input_gain_db: Optional[float] = None  # loudness gain the input got before prediction (render applies it too)
 
     @property
     def names(self) -> List[str]:
@@ -529,6 +559,8 @@ class ProcessStats:
     predict_s: float = 0.0
     render_s: float = 0.0
     faults: Dict[str, int] = field(default_factory=dict)
+    input_gain_db: Optional[float] = None  # the loudness-normalisation gain applied to the input, if any
+    preprocessing: str = ""  # what the input went through before the model saw it ("" when nothing)
 
     @property
     def real_time_factor(self) -> float:
@@ -575,6 +607,8 @@ class Processor:
             in between (the last frame is always predicted). 1 = every frame, as in training. The encoder is
             almost all of the cost on a CPU; with 2 Hz smoothing a hop of 4 (5.4 predictions/s) changes the
             smoothed automation little and is 4x faster.
+        preprocessing: what the input goes through before the encoder and the chain see it; default: the model's
+            ``preprocessing`` (set by :func:`load_model` from training), else none.
     """
 
     def __init__(
@@ -585,9 +619,11 @@ class Processor:
         context_size: Optional[int] = None,
         batch_size: int = 64,
         predict_hop: int = 1,
+        preprocessing: Optional[Preprocessing] = None,
     ):
         if predict_hop < 1:
             raise ValueError(f"predict_hop must be at least 1, got {predict_hop}")
+        self.preprocessing = preprocessing or getattr(model, "preprocessing", None) or Preprocessing()
         self.predict_hop = int(predict_hop)
         self.model = model.to(device).eval()
         self.device = torch.device(device)
@@ -602,15 +638,29 @@ class Processor:
         self.fx = model.fx
         self.latency = int(self.fx.latency)
         self.last_stats: Optional[ProcessStats] = None
+        from .data import DataError
+
+        try:
+            self.preprocessing.check(self.sample_rate)
+        except DataError as exc:
+            raise ValueError(str(exc)) from None
 
     @property
     def frame_rate(self) -> float:
         return self.sample_rate / self.frame_size
 
     # ------------------------------------------------------------------ streams
-    def _model_rate(self, source: _Source, check_finite: bool) -> Iterator[np.ndarray]:
-        """Mono model-rate chunks of the source (downmix by channel mean, then resample)."""
+    def _model_rate(self, source: _Source, check_finite: bool, gain_db: Optional[float] = None) -> Iterator[np.ndarray]:
+        """Mono model-rate chunks of the source as the model sees them: downmix by channel mean, resample, then
+        the training preprocessing (the high-pass, its state carried from chunk to chunk, and ``gain_db``)."""
         rs = StreamingResampler(source.sample_rate, self.sample_rate)
+        hp = self.preprocessing.highpass_filter(self.sample_rate)
+        gain = np.float32(10.0 ** (gain_db / 20.0)) if gain_db else None
+
+        def prepared(x: np.ndarray) -> np.ndarray:
+            x = hp(x) if hp is not None else x
+            return x * gain if gain is not None else x
+
         pos = 0
         for block in source.blocks():
             if check_finite and not np.isfinite(block).all():
@@ -621,10 +671,34 @@ class Processor:
             pos += block.shape[1]
             out = rs.push(block.mean(axis=0) if block.shape[0] > 1 else block[0])
             if len(out):
-                yield out
+                yield prepared(out)
         out = rs.flush()
         if len(out):
-            yield out
+            yield prepared(out)
+
+    def input_gain_db(self, source: _Source) -> Optional[float]:
+        """Pass 0: the gain (dB) that brings the whole input, high-passed as the model sees it, to the trained
+        ``loudness_lufs`` (the same meter as training's). None without loudness normalisation, and for a file
+        too short (< 0.4 s) or too quiet (every block gated) to measure: it gets no gain."""
+        target = self.preprocessing.loudness_lufs
+        if target is None:
+            return None
+        meter = LoudnessMeter(self.sample_rate)
+        for chunk in self._model_rate(source, check_finite=True):
+            meter.push(chunk)
+        if meter.samples < meter.min_samples:
+            return None
+        loudness = meter.integrated()
+        return float(target - loudness) if np.isfinite(loudness) else None
+
+    def _preprocessing_note(self, gain_db: Optional[float]) -> str:
+        p, parts = self.preprocessing, []
+        if p.highpass_hz is not None:
+            parts.append(f"high-passed at {p.highpass_hz:g} Hz")
+        if p.loudness_lufs is not None:
+            parts.append(f"normalised to {p.loudness_lufs:g} LUFS ({gain_db:+.1f} dB gain)" if gain_db is not None
+                         else f"not normalised to {p.loudness_lufs:g} LUFS (too short or quiet to measure)")
+        return "input " + " and ".join(parts) if parts else ""
 
     def _model_length(self, source: _Source) -> int:
         return StreamingResampler(source.sample_rate, self.sample_rate).output_length(source.frames)
@@ -641,7 +715,8 @@ class Processor:
         n, width, before = self.frame_size, self.context_size, self.context_before
         length = self._model_length(source)
         frames = max(1, -(-length // n))
-        ring, stream = _Ring(), self._model_rate(source, check_finite=True)
+        gain_db = self.input_gain_db(source)
+        ring, stream = _Ring(), self._model_rate(source, check_finite=True, gain_db=gain_db)
         theta = np.zeros((frames, self.fx.num_params), dtype=np.float32)
         batch = np.zeros((self.batch_size, 1, width), dtype=np.float32)
         filled = 0
@@ -684,7 +759,9 @@ class Processor:
         for _ in stream:  # drain: the NaN check covers the whole file
             pass
         smoothed = smooth_automation(theta, self.frame_rate, self.smoothing_hz)
-        return Automation(self.fx.info.trainable_params, smoothed, self.frame_rate, raw=theta)
+        # discrete parameters at their most likely values (a no-op for continuous ones; see effects.discrete)
+        plugin_theta = self.fx.codec.decode(smoothed)
+        return Automation(self.fx.info.trainable_params, plugin_theta, self.frame_rate, raw=theta, input_gain_db=gain_db)
 
     # ------------------------------------------------------------------ pass 2
     def render(self, source: _Source, automation: Automation, write: Callable[[np.ndarray], None],
@@ -696,10 +773,12 @@ class Processor:
         length = self._model_length(source)
         theta = automation.normalized
         total_frames = -(-(length + lat) // n)
-        stats = ProcessStats(frames=len(theta), seconds=source.frames / source.sample_rate)
+        stats = ProcessStats(frames=len(theta), seconds=source.frames / source.sample_rate,
+                             input_gain_db=automation.input_gain_db,
+                             preprocessing=self._preprocessing_note(automation.input_gain_db))
         pool = FxWorkerPool(
             self.fx.chain_factory, {"process": SlotGroup(1, 1)}, channels=self.fx.channels, block_size=n,
-            num_params=self.fx.num_params, sample_rate=self.sample_rate, num_workers=1,
+            num_params=self.fx.info.num_params, sample_rate=self.sample_rate, num_workers=1,
             timeout_s=self.fx.timeout_s, max_retries=self.fx.max_retries, build_timeout_s=self.fx.build_timeout_s,
         )
         dry = _DryFallback(lat)
@@ -709,7 +788,7 @@ class Processor:
         to_skip = lat  # latency compensation: the chain's first `lat` samples are its delay
         produced = 0  # model-rate output samples kept
         pending = np.zeros(0, dtype=np.float32)
-        stream = self._model_rate(source, check_finite=False)
+        stream = self._model_rate(source, check_finite=False, gain_db=automation.input_gain_db)
         done_input = False
 
         def emit(y: np.ndarray) -> None:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .blackbox import BlackBoxLayer
-from .effects.params import defaults_normalized
+from .data.preprocess import Preprocessing
 from .encoders import InceptionEncoder, ParameterEncoder
 from .loss import DelayInvariantLoss
 from .metrics import mfcc_distance
@@ -166,7 +166,9 @@ class DeepAFx(pl.LightningModule):
                 f"model.encoder runs at {self.encoder.sample_rate} Hz but the data is at {sample_rate} Hz"
             )
         self.context_size: Optional[int] = None  # the encoder context of the data it was trained on (get_config)
-        self.register_buffer("defaults", torch.from_numpy(defaults_normalized(self.fx.info.params)), persistent=False)
+        # what its inputs went through in training (the data module's, or the checkpoint's); None: not known
+        self.preprocessing: Optional[Preprocessing] = None
+        self.register_buffer("defaults", torch.from_numpy(self.fx.codec.defaults), persistent=False)  # one per encoder output
         if start_at_defaults:
             self.encoder.init_output_bias(self.defaults, weight_scale=0.1)
         self.loss = DelayInvariantLoss(max_shift + self.fx.latency, time_weight, freq_weight)
@@ -249,14 +251,25 @@ class DeepAFx(pl.LightningModule):
         self._log_clip_metrics("test")
 
     def evaluated_clips(self) -> Dict[int, Dict[str, Tensor]]:
-        """The last evaluation's clips reassembled: input, target, output [C, T] and theta [frames, P]."""
+        """The last evaluation's clips reassembled: input, target, output [C, T - L] and theta [frames, P].
+
+        The output is latency-compensated as ``afx process`` does it: its first ``L = fx.latency`` samples are
+        the chain's delay and are dropped, and input and target lose their last L samples (the output they
+        would meet was never rendered), so the model's and the identity's scores (and the logged media) compare
+        the same span with the target. A clip no longer than L is left out.
+        """
+        lat = int(self.fx.latency)
         clips = {}
         for clip, frames in sorted(self._val_outputs.items()):
             ordered = [frames[p] for p in sorted(frames)]
+            output = torch.cat([f[2] for f in ordered], dim=-1)
+            n = output.shape[-1] - lat
+            if n <= 0:
+                continue
             clips[clip] = {
-                "input": torch.cat([f[0] for f in ordered], dim=-1),
-                "target": torch.cat([f[1] for f in ordered], dim=-1),
-                "output": torch.cat([f[2] for f in ordered], dim=-1),
+                "input": torch.cat([f[0] for f in ordered], dim=-1)[..., :n],
+                "target": torch.cat([f[1] for f in ordered], dim=-1)[..., :n],
+                "output": output[..., lat:],
                 "theta": torch.stack([f[3] for f in ordered]),
             }
         return clips
@@ -309,11 +322,11 @@ class DeepAFx(pl.LightningModule):
             chain = self.fx.info.name  # not reloadable unless registered under this name: load_model says so
         names = [n for n in inspect.signature(DeepAFx.__init__).parameters if n not in ("self", "encoder", "chain")]
         data: Dict[str, Any] = {"context_size": self.context_size}
-        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        for key in ("context_size", "loudness_lufs", "highpass_hz"):
-            value = getattr(dm, key, None)
-            if value is not None and _plain(value):
-                data[key] = value
+        dm = self._datamodule()
+        value = getattr(dm, "context_size", None)
+        if value is not None and _plain(value):
+            data["context_size"] = value
+        preprocessing = self._trained_preprocessing(prefer_data=True)
         return {
             "format": CONFIG_FORMAT,
             "chain": chain,
@@ -323,8 +336,21 @@ class DeepAFx(pl.LightningModule):
             "sample_rate": int(hp["sample_rate"]),
             "frame_size": int(hp["frame_size"]),
             "data": data,
+            **({"preprocessing": preprocessing.to_config()} if preprocessing is not None else {}),
             "options": {n: hp[n] for n in names if n in hp and n not in ("sample_rate", "frame_size") and _plain(hp[n])},
         }
+
+    def _datamodule(self) -> Any:
+        return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+
+    def _trained_preprocessing(self, prefer_data: bool) -> Optional[Preprocessing]:
+        """The preprocessing of this model's inputs: while training, the data module's (``prefer_data``); for
+        inference, the one it was trained with (restored from its checkpoint), else the data module's."""
+        data = getattr(self._datamodule(), "preprocessing", None)
+        data = data if isinstance(data, Preprocessing) else None
+        if prefer_data:
+            return data if data is not None else self.preprocessing
+        return self.preprocessing if self.preprocessing is not None else data
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         # the perturbation stream continues where it stopped on resume (plugin state cannot be saved: the
@@ -336,6 +362,17 @@ class DeepAFx(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         self.fx.directions.load_from(checkpoint)
+        config = checkpoint.get(CONFIG_KEY)
+        if isinstance(config, dict) and "preprocessing" in config:
+            self.preprocessing = Preprocessing.from_config(config["preprocessing"])
+            data = getattr(self._datamodule(), "preprocessing", None)
+            if isinstance(data, Preprocessing) and data != self.preprocessing:
+                import warnings
+
+                warnings.warn(
+                    f"the checkpoint was trained on inputs preprocessed with {self.preprocessing.describe()}, the data "
+                    f"module preprocesses with {data.describe()} (data.highpass_hz / data.loudness_lufs)", stacklevel=2,
+                )
 
     # ------------------------------------------------------------------ predict (``afx predict``)
     def on_predict_start(self) -> None:
@@ -344,7 +381,9 @@ class DeepAFx(pl.LightningModule):
     def predict_step(self, batch: Any, batch_idx: int) -> Dict[str, Any]:
         """Process one whole file (the data module's ``predict_files``) exactly as ``afx process`` does:
         one :class:`~afx_lightning.inference.Processor` per predict run, output named as the input inside
-        ``data.predict_output_dir``. Returns ``{input, output, seconds, dropped_frames, wall_s}``."""
+        ``data.predict_output_dir``, its input preprocessed as in training (the checkpoint's preprocessing, else
+        the data module's). Returns ``{input, output, seconds, dropped_frames, wall_s, input_gain_db,
+        preprocessing}``."""
         from .inference import Processor
 
         path = batch if isinstance(batch, str) else batch[0]
@@ -356,11 +395,13 @@ class DeepAFx(pl.LightningModule):
             self._processor = Processor(
                 self, smoothing_hz=getattr(dm, "predict_smoothing_hz", 2.0), device=self.device,
                 context_size=getattr(dm, "context_size", None),
+                preprocessing=self._trained_preprocessing(prefer_data=False),
             )
         stats = self._processor.process_file(path, out, overwrite=bool(getattr(dm, "predict_overwrite", False)),
                                              progress=False)
         return {"input": str(path), "output": str(out), "seconds": stats.seconds,
-                "dropped_frames": stats.dropped_frames, "wall_s": stats.wall_s}
+                "dropped_frames": stats.dropped_frames, "wall_s": stats.wall_s,
+                "input_gain_db": stats.input_gain_db, "preprocessing": stats.preprocessing}
 
     def on_predict_end(self) -> None:
         self._processor = None  # it holds no plugin: each file renders in its own, closed, one-slot pool

@@ -102,11 +102,26 @@ def delay_chain(sample_rate: int, block_size: int) -> Chain:
     return Chain([effect], name="block_delay")
 
 
-def _faulty_then_delayed(latency: int, audio: np.ndarray, values: Dict[str, float], state: Dict[str, Any]) -> np.ndarray:
-    wet = _faulty(audio, values, state)
-    line = np.concatenate([state.get("line", np.zeros((audio.shape[0], latency), np.float32)), wet], axis=1)
+def _delayed(latency: int, audio: np.ndarray, state: Dict[str, Any]) -> np.ndarray:
+    line = np.concatenate([state.get("line", np.zeros((audio.shape[0], latency), np.float32)), audio], axis=1)
     state["line"] = line[:, audio.shape[1] :]
     return line[:, : audio.shape[1]]
+
+
+def _faulty_then_delayed(latency: int, audio: np.ndarray, values: Dict[str, float], state: Dict[str, Any]) -> np.ndarray:
+    return _delayed(latency, _faulty(audio, values, state), state)
+
+
+def _pure_delay(latency: int, audio: np.ndarray, values: Dict[str, float], state: Dict[str, Any]) -> np.ndarray:
+    return _delayed(latency, audio.astype(np.float32), state)
+
+
+def pure_delay_chain(sample_rate: int, block_size: int, latency: int = 480) -> Chain:
+    """The input, ``latency`` samples late (reported as the chain's latency; 480 is ZaMaximX2's lookahead) and
+    otherwise untouched: its one parameter does nothing. Scored with its latency compensated it is the identity."""
+    params = (ParamSpec("unused", 0.0, 1.0, 0.5, description="ignored: the output is the delayed input"),)
+    effect = FunctionEffect("pure_delay", functools.partial(_pure_delay, latency), params, sample_rate, latency=latency)
+    return Chain([effect], name="pure_delay")
 
 
 def faulty_delay_chain(sample_rate: int, block_size: int, latency: int = 300) -> Chain:

@@ -93,6 +93,39 @@ def test_single_spsa_draws_are_unbiased(frames):
     assert _cos(torch.stack(grads).mean(0), truth) > 0.95  # ... the mean is
 
 
+def test_at_the_edges_of_the_box_the_estimates_are_the_one_sided_differences_of_the_clipped_function():
+    """Every θ exactly at 0 or 1: one of θ ± εΔ is clipped back onto θ, so each pair is a one-sided difference
+    over ε. The reference is that difference of the function itself (torch, inward from the edge). FD must equal
+    it and SPSA (K = 128) match it in direction and size; the paper's divisor 2εΔ would halve it (norm ratio 0.5)."""
+    g = torch.Generator().manual_seed(11)
+    x = 0.5 * torch.randn(4, 1, 1024, generator=g)
+    weight = torch.randn(4, 1, 1024, generator=g)
+    theta = torch.randint(0, 2, (4, 3), generator=g).float()
+    assert set(theta.unique().tolist()) == {0.0, 1.0}
+    eps = 0.01
+
+    def per_row(t):
+        return (reference_torch(x.double(), t.double()) * weight.double()).sum(dim=(1, 2))
+
+    reference = torch.zeros(4, 3)
+    for i in range(3):
+        inward = torch.where(theta[:, i] == 0, eps, -eps)
+        moved = theta.clone()
+        moved[:, i] += inward
+        reference[:, i] = ((per_row(moved) - per_row(theta)) / inward.double()).float()
+    spsa = BlackBoxLayer(reference_chain, num_slots=4, num_perturbations=128, epsilon=eps, num_workers=2, seed=5)
+    fd = BlackBoxLayer(reference_chain, num_slots=4, gradient="fd", epsilon=eps, num_workers=2)
+    try:
+        g_spsa, g_fd = _layer_grad(spsa, x, theta, weight)[1], _layer_grad(fd, x, theta, weight)[1]
+    finally:
+        spsa.close()
+        fd.close()
+    torch.testing.assert_close(g_fd, reference, rtol=1e-3, atol=1e-3 * reference.abs().max().item())
+    assert torch.isfinite(g_spsa).all()
+    assert _cos(g_spsa, reference) >= 0.95
+    assert g_spsa.norm() == pytest.approx(reference.norm().item(), rel=0.2)
+
+
 def test_spsa_and_fd_agree_on_a_pedalboard_chain():
     g = torch.Generator().manual_seed(1)
     m = 3

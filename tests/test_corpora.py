@@ -327,3 +327,35 @@ def test_silent_input_is_skipped_with_a_warning(tmp_path):
     with warnings.catch_warnings(), pytest.raises(DataError, match="every input clip is silent"):
         warnings.simplefilter("ignore")
         len(CorpusClips(pairs[1:], opts(), tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("rate,channels", [(22050, 1), (44100, 2)])
+def test_the_streamed_loudness_meter_and_high_pass_equal_their_whole_signal_references(rate, channels):
+    """Inference measures and filters a file block by block with the same LoudnessMeter and Highpass the data
+    pipeline uses on a whole clip: fed in random chunks they give pyloudnorm's integrated loudness and the
+    one-shot filter (which matches torchaudio's highpass_biquad, the implementation before them)."""
+    import pyloudnorm
+    import torch
+    import torchaudio.functional as AF
+
+    rng = np.random.default_rng(rate)
+    n = int(2.7 * rate) + 11
+    x = (0.2 * rng.standard_normal((channels, n)) * np.linspace(0, 1, n) ** 3).astype(np.float32)
+    x[:, n // 3 : n // 2] = 0  # silence for the gates
+    chunks = np.cumsum(rng.integers(1, 5000, 200))
+    parts = np.split(x, chunks[chunks < n], axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = pyloudnorm.Meter(rate).integrated_loudness(x[0].astype(np.float64) if channels == 1 else x.T.astype(np.float64))
+    meter = pre.LoudnessMeter(rate, channels)
+    for part in parts:
+        meter.push(part)
+    assert meter.integrated() == pytest.approx(reference, abs=1e-9)
+    assert meter._power.shape[1] < 0.5 * rate + 5000  # about one block held, not the signal
+
+    whole = pre.highpass(x, rate, 60.0)
+    stream = pre.Highpass(rate, 60.0)
+    np.testing.assert_allclose(np.concatenate([stream(p) for p in parts], axis=1), whole, atol=1e-7)
+    scale = 0.5 / np.abs(x).max()
+    old = AF.highpass_biquad(torch.from_numpy(x * scale), rate, 60.0).numpy() / scale
+    np.testing.assert_allclose(whole, old, atol=1e-4 * np.abs(x).max())

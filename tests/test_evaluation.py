@@ -78,3 +78,62 @@ def test_missing_target_and_bad_audio_name_the_file(tmp_path):
     (root / "test/target/f1.wav").write_bytes(b"not audio at all")
     with pytest.raises(ValueError, match=r"f1.wav: not a readable audio file"):
         evaluate(paired_files(root, "test"), lambda a, r: a)
+
+
+# ------------------------------------------------------------------------------------------ latency (issue 10, 2)
+
+
+def _pure_delay_model(num_eval_slots: int = 2):
+    import functools
+
+    from afx_lightning.encoders import SmallEncoder
+    from afx_lightning.module import DeepAFx
+    from afx_lightning.testing import pure_delay_chain
+
+    return DeepAFx(chain=pure_delay_chain, encoder=functools.partial(SmallEncoder, width=4), num_slots=1,
+                   num_eval_slots=num_eval_slots, fx_workers=1, plateau_patience=0)
+
+
+def test_validation_scores_a_pure_delay_like_the_identity_once_its_latency_is_compensated():
+    """A chain that only delays by 480 samples (ZaMaximX2's lookahead), target = input: val/d_mfcc must be the
+    identity's (0), the logged clips line up sample for sample. Joining the raw outputs scored 0.036 here."""
+    from lightning.pytorch import Trainer
+
+    from afx_lightning.data import ArrayClips, AudioFxDataModule, Clip, synthesize
+
+    rng = np.random.default_rng(0)
+    audio = [synthesize(rng, 3 * SR, SR)[None].astype(np.float32) for _ in range(2)]
+    clips = ArrayClips([Clip(f"c{i}", x, x.copy()) for i, x in enumerate(audio)], SR)
+    dm = AudioFxDataModule.from_clips(clips, clips, batch_size=1, val_batch_size=2, steps_per_epoch=1,
+                                      context_size=2048)
+    model = _pure_delay_model()
+    assert model.fx.latency == 480
+    trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                      callbacks=[])
+    try:
+        metrics = trainer.validate(model, datamodule=dm, verbose=False)[0]
+    finally:
+        model.fx.close()
+    print(f"\n[latency] pure 480-sample delay: val/d_mfcc {metrics['val/d_mfcc']:.4f} "
+          f"(identity {metrics['val/d_mfcc_identity']:.4f})")
+    assert metrics["val/d_mfcc_identity"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["val/d_mfcc"] == pytest.approx(0.0, abs=1e-4)
+    for clip in model.evaluated_clips().values():  # what the media logger writes and plots
+        assert clip["output"].shape == clip["target"].shape == clip["input"].shape
+        torch.testing.assert_close(clip["output"], clip["target"], rtol=0, atol=1e-7)
+
+
+def test_afx_evaluate_scores_a_pure_delay_like_the_identity(tmp_path):
+    """``afx evaluate`` renders through the Processor, which compensates the latency: the same 0 as identity."""
+    from afx_lightning.data import synthesize
+    from afx_lightning.inference import Processor
+
+    audio = synthesize(np.random.default_rng(1), 2 * SR, SR)[None].astype(np.float32)
+    for name in ("input", "target"):
+        (tmp_path / name).mkdir()
+        sf.write(tmp_path / name / "a.wav", audio[0], SR, subtype="FLOAT")
+    model = _pure_delay_model(num_eval_slots=1)
+    processor = Processor(model, context_size=2048)
+    report = evaluate(paired_files(tmp_path, None), lambda a, r: processor.process_array(a, r)[0])
+    assert report.files[0].identity["d_mfcc"] == pytest.approx(0.0, abs=1e-6)
+    assert report.files[0].model["d_mfcc"] == pytest.approx(0.0, abs=1e-4)

@@ -306,3 +306,150 @@ def test_predicting_every_nth_frame_interpolates_the_rest(trained):
     np.testing.assert_allclose(hop[2], (hop[0] + hop[4]) / 2, atol=1e-6)  # linear in between
     with pytest.raises(ValueError, match="predict_hop must be at least 1"):
         Processor(model, predict_hop=0)
+
+
+# ------------------------------------------------------------------------------------------- preprocessing (issue 10, 1)
+
+
+def _delay_model(preprocessing=None) -> DeepAFx:
+    """A model whose chain only delays (latency 480, compensated): what it renders is exactly what it was fed."""
+    from afx_lightning.testing import pure_delay_chain
+
+    model = DeepAFx(chain=pure_delay_chain, encoder=functools.partial(SmallEncoder, width=4), num_slots=1,
+                    num_eval_slots=1, fx_workers=1)
+    model.preprocessing = preprocessing
+    return model
+
+
+def _checkpoint(model: DeepAFx, path, drop_preprocessing: bool = False, legacy: bool = False):
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    model.on_save_checkpoint(checkpoint)
+    if drop_preprocessing:  # a description written before it carried the preprocessing
+        checkpoint["afx_model"].pop("preprocessing", None)
+    if legacy:  # a checkpoint from before the description
+        del checkpoint["afx_model"]
+    torch.save(checkpoint, path)
+    return path
+
+
+def _music(seconds: float, level_db: float, seed: int = 0, rumble: float = 0.0) -> np.ndarray:
+    from afx_lightning.data import synthesize
+
+    x = synthesize(np.random.default_rng(seed), int(seconds * 22050), 22050)
+    x = x / np.abs(x).max() * 10 ** (level_db / 20)
+    x = x + rumble * np.sin(2 * np.pi * 30.0 * np.arange(len(x)) / 22050)
+    return x[None].astype(np.float32)
+
+
+def _contexts(model: DeepAFx) -> list:
+    seen: list = []
+    model.encoder.register_forward_pre_hook(lambda module, args: seen.extend(args[0][:, 0].numpy().copy()))
+    return seen
+
+
+def test_a_model_trained_at_minus_25_lufs_sees_a_quiet_file_at_minus_25_lufs(tmp_path):
+    """Checkpoint preprocessing: input loudness -25 LUFS. A file at about -52 LUFS is measured whole (pass 0) and
+    raised by the gain training's own function computes: the encoder's contexts and what the chain renders
+    are at -25 LUFS, and the output says what gain was applied. Before: no gain, the model met -52 LUFS."""
+    import pyloudnorm
+
+    from afx_lightning.data.preprocess import Preprocessing
+
+    prep = Preprocessing(loudness_lufs=-25.0)
+    model = load_model(_checkpoint(_delay_model(prep), tmp_path / "m.ckpt"))
+    assert model.preprocessing == prep
+    x = _music(3.0, -38.0)
+    src, out = tmp_path / "quiet.wav", tmp_path / "out.wav"
+    sf.write(src, x[0], 22050, subtype="FLOAT")
+    meter = pyloudnorm.Meter(22050)
+    before = meter.integrated_loudness(x[0].astype(np.float64))
+    assert before < -40
+    expected, gain = prep.apply(x, 22050)  # what the data pipeline does to a training input
+    seen = _contexts(model)
+    processor = Processor(model, context_size=2048)
+    stats = processor.process_file(src, out, progress=False)
+    y, _ = sf.read(out, dtype="float32")
+    print(f"\n[preprocessing] input {before:.1f} LUFS, gain {stats.input_gain_db:+.2f} dB, "
+          f"output {meter.integrated_loudness(y.astype(np.float64)):.2f} LUFS")
+    assert stats.input_gain_db == pytest.approx(gain, abs=1e-6) and gain > 15
+    assert meter.integrated_loudness(y.astype(np.float64)) == pytest.approx(-25.0, abs=0.01)  # what the chain got
+    np.testing.assert_allclose(y, expected[0], atol=1e-6)
+    before_frame = (2048 - 1024) // 2
+    padded = np.pad(expected[0], (before_frame, 2048))
+    assert len(seen) == -(-x.shape[1] // 1024)
+    for i in (0, 7, len(seen) - 1):  # the encoder's context of frame i, zero-padded at the ends as in training
+        np.testing.assert_allclose(seen[i], padded[i * 1024 : i * 1024 + 2048], atol=1e-6)
+    assert f"normalised to -25 LUFS ({gain:+.1f} dB gain)" in stats.preprocessing
+
+
+def test_high_pass_and_loudness_at_inference_equal_the_training_pipeline_across_read_blocks(tmp_path):
+    """High-pass 100 Hz and -25 LUFS: a 4 s file (two read blocks) with 30 Hz rumble comes out of the pure delay
+    exactly as ``prepare_pair`` prepares the same file as a training input, rumble removed."""
+    from afx_lightning.data.preprocess import (
+        Preprocessing,
+        PreprocessOptions,
+        prepare_pair,
+    )
+
+    prep = Preprocessing(highpass_hz=100.0, loudness_lufs=-25.0)
+    model = load_model(_checkpoint(_delay_model(prep), tmp_path / "m.ckpt"))
+    x = _music(4.0, -20.0, seed=2, rumble=0.05)
+    assert x.shape[1] > 65536
+    src = tmp_path / "in.wav"
+    sf.write(src, x[0], 22050, subtype="FLOAT")
+    y, _ = Processor(model, context_size=2048).process_array(x, 22050)
+    trained = prepare_pair(src, src, PreprocessOptions(align=False, highpass_hz=100.0, loudness_lufs=-25.0))
+    np.testing.assert_allclose(y, trained.input, atol=2e-6)
+
+    def rumble_db(a):  # the 30 Hz line relative to the music above 200 Hz
+        spectrum, hz = np.abs(np.fft.rfft(a[0])), np.fft.rfftfreq(a.shape[1], 1 / 22050)
+        return 20 * np.log10(spectrum[np.argmin(np.abs(hz - 30))] / np.sqrt(np.mean(spectrum[hz > 200] ** 2)))
+
+    assert rumble_db(y) < rumble_db(x) - 15
+
+
+@pytest.mark.parametrize("kind", ["description without preprocessing", "legacy"])
+def test_a_checkpoint_that_records_no_preprocessing_processes_as_before(kind, tmp_path):
+    path = _checkpoint(_delay_model(), tmp_path / "m.ckpt", drop_preprocessing=True, legacy=kind == "legacy")
+    model = load_model(path)
+    assert not model.preprocessing.active
+    x = _music(2.0, -38.0)
+    processor = Processor(model, context_size=2048)
+    y, automation = processor.process_array(x, 22050)
+    assert automation.input_gain_db is None and processor.last_stats.preprocessing == ""
+    np.testing.assert_allclose(y, x, atol=1e-7)  # the pure delay, compensated: the input untouched
+
+
+def test_the_data_modules_preprocessing_is_saved_and_used_by_predict(tmp_path):
+    """fit writes the data module's Preprocessing into afx_model; load_model and a LightningCLI-restored model
+    (on_load_checkpoint, as afx predict/validate build it) read it back; predict_step applies it."""
+    import types
+
+    from afx_lightning.data import AudioFxDataModule
+    from afx_lightning.data.preprocess import Preprocessing
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for sub in ("input", "target"):
+            (tmp_path / "d" / split / sub).mkdir(parents=True)
+            sf.write(tmp_path / "d" / split / sub / "a.wav", 0.1 * rng.standard_normal(22050), 22050)
+    dm = AudioFxDataModule(dataset="folder", root=str(tmp_path / "d"), highpass_hz=60.0, loudness_lufs=-25.0)
+    assert dm.preprocessing == Preprocessing(60.0, -25.0) == dm.preprocess_options().preprocessing
+    writer = _delay_model()
+    writer._trainer = types.SimpleNamespace(datamodule=dm)
+    path = _checkpoint(writer, tmp_path / "m.ckpt")
+    checkpoint = torch.load(path, weights_only=False)  # hyper_parameters hold the chain function
+    assert checkpoint["afx_model"]["preprocessing"] == {"highpass_hz": 60.0, "loudness_lufs": -25.0}
+    assert load_model(path).preprocessing == dm.preprocessing
+
+    restored = _delay_model()
+    restored.on_load_checkpoint(checkpoint)
+    assert restored.preprocessing == dm.preprocessing
+    (tmp_path / "out").mkdir()
+    restored._trainer = types.SimpleNamespace(datamodule=AudioFxDataModule(predict_output_dir=str(tmp_path / "out")))
+    x = _music(2.0, -38.0)
+    sf.write(tmp_path / "song.wav", x[0], 22050, subtype="FLOAT")
+    result = restored.predict_step(str(tmp_path / "song.wav"), 0)
+    y, _ = sf.read(result["output"], dtype="float32")
+    np.testing.assert_allclose(y, dm.preprocessing.apply(x, 22050)[0][0], atol=2e-6)
+    assert result["input_gain_db"] > 10 and "high-passed at 60 Hz" in result["preprocessing"]

@@ -203,6 +203,107 @@ def test_known_answer_training_beats_identity_and_the_untrained_model():
     assert after["val/d_mfcc"] < before["val/d_mfcc"]
 
 
+# ------------------------------------------------------------------------------------------------ 2b. the schedule
+
+
+def _small_fit(callback, max_steps: int, steps_per_epoch: int, limit_val_batches: int = 0, chain="pb_mb_compressor",
+               **model_options):
+    """An in-process fit of ``chain`` on two short pb_mb_compressor demo clips, ``callback`` watching it."""
+    from lightning.pytorch import Trainer, seed_everything
+
+    from afx_lightning.data import AudioFxDataModule
+    from afx_lightning.encoders import SmallEncoder
+    from afx_lightning.module import DeepAFx
+
+    seed_everything(0)
+    dm = AudioFxDataModule(
+        dataset="demo", demo_chain="pb_mb_compressor", batch_size=2, val_batch_size=1, steps_per_epoch=steps_per_epoch,
+        context_size=4096, seed=1, demo_clips=2, demo_val_clips=1, demo_test_clips=0, demo_seconds=0.5,
+        demo_spread=1.0,
+    )
+    model = DeepAFx(chain=chain, encoder=functools.partial(SmallEncoder, width=8), num_slots=2,
+                    num_eval_slots=1, fx_workers=1, **model_options)
+    trainer = Trainer(
+        max_steps=max_steps, logger=False, enable_checkpointing=False, callbacks=[callback], enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=limit_val_batches,
+    )
+    try:
+        trainer.fit(model, datamodule=dm)
+    finally:
+        model.fx.close()
+    return model
+
+
+def test_default_parameter_pretraining_regresses_onto_the_defaults_then_trains_through_the_plugins():
+    """pretrain_steps=6 from a random output layer: those steps fit θ to the chain's defaults (MSE, pretrain_lr,
+    no plugin call); from step 6 on the plugins render, train/loss is the loss and the learning rate is lr."""
+    import lightning.pytorch as pl
+
+    probe = torch.randn(4, 1, 4096, generator=torch.Generator().manual_seed(0))
+
+    class Watch(pl.Callback):
+        def __init__(self):
+            self.rows: list = []
+
+        def distance(self, module) -> float:
+            was = module.training
+            module.eval()
+            with torch.no_grad():
+                d = float(((module(probe) - module.defaults) ** 2).mean())
+            module.train(was)
+            return d
+
+        def on_train_start(self, trainer, module):
+            self.start = self.distance(module)
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self.rows.append({
+                "lr": trainer.optimizers[0].param_groups[0]["lr"], "rendered": module.fx.last_result is not None,
+                "pretrain": "train/pretrain_mse" in trainer.callback_metrics, "loss": float(outputs["loss"]),
+                "distance": self.distance(module), "logged_loss": "train/loss" in trainer.callback_metrics,
+            })
+
+    watch = Watch()
+    _small_fit(watch, max_steps=9, steps_per_epoch=9, start_at_defaults=False, pretrain_steps=6, pretrain_lr=1e-2,
+               lr=1e-4, plateau_patience=0)
+    pre, post = watch.rows[:6], watch.rows[6:]
+    print(f"\n[pretrain] distance to defaults {watch.start:.4f} -> {pre[-1]['distance']:.4f}; "
+          f"pretrain MSE {[round(r['loss'], 4) for r in pre]}")
+    assert len(watch.rows) == 9
+    assert all(r["lr"] == 1e-2 and not r["rendered"] and not r["logged_loss"] for r in pre)
+    assert pre[-1]["distance"] < 0.3 * watch.start
+    assert pre[-1]["loss"] < 0.3 * pre[0]["loss"]
+    assert all(r["lr"] == 1e-4 and r["rendered"] and r["logged_loss"] for r in post)
+
+
+def test_the_learning_rate_drops_after_patience_epochs_of_a_flat_validation_loss():
+    """ReduceLROnPlateau on val/loss (factor 0.2, patience 1). The chain is a pure delay whose parameter does
+    nothing, so val/loss is flat whatever the encoder learns: epoch 0 sets the best, epochs 1 and 2 do not beat
+    it, so the rate drops after epoch 2, not before."""
+    import lightning.pytorch as pl
+
+    from afx_lightning.testing import pure_delay_chain
+
+    class Watch(pl.Callback):
+        def __init__(self):
+            self.lr: list = []
+            self.val: list = []
+
+        def on_train_epoch_start(self, trainer, module):
+            self.lr.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+        def on_validation_epoch_end(self, trainer, module):
+            self.val.append(float(trainer.callback_metrics["val/loss"]))
+
+    watch = Watch()
+    _small_fit(watch, max_steps=5, steps_per_epoch=1, limit_val_batches=1, chain=pure_delay_chain, lr=1e-3,
+               plateau_factor=0.2, plateau_patience=1)
+    print(f"\n[plateau] val/loss {watch.val}, lr at each epoch start {watch.lr}")
+    assert len(set(watch.val)) == 1  # flat
+    assert watch.lr[:3] == [1e-3, 1e-3, 1e-3]
+    assert watch.lr[3:] == [pytest.approx(2e-4)] * 2  # and the new patience starts afresh
+
+
 # ------------------------------------------------------------------------------------------------ 3. kill + resume
 
 
@@ -214,14 +315,17 @@ def read_batches(path: Path) -> dict[int, dict]:
 
 
 @pytest.mark.slow
-def test_a_run_killed_after_a_checkpoint_resumes_on_the_same_batches(tmp_path):
-    """SIGKILL right after the step-4 checkpoint, resume from last.ckpt: the same batches as an unbroken run."""
+def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_losses_and_weights(tmp_path):
+    """SIGKILL right after the step-4 checkpoint, resume from last.ckpt: the same batches, the same losses and
+    the same final weights as an unbroken run (float tolerance). Plugin state is the one thing a checkpoint
+    cannot carry (resumed slots restart their instances mid-clip), so the unbroken run restarts its plugins at
+    the same step; everything else (weights, Adam, the data stream, the SPSA stream) must come back exactly."""
     kill_at, max_steps = 4, 10  # epochs of 6 steps: the resume point is mid-epoch and the resumed run crosses one
     base = ["fit", "--config", QUICKSTART, "--config", CONFIGS / "resume_short.yaml"]
 
-    def recorder(path: str, kill: int = -1) -> list:
+    def recorder(path: str, kill: int = -1, restart: int = -1) -> list:
         return ["--trainer.callbacks+=afx_test_callbacks.BatchRecorder", "--trainer.callbacks.path", path,
-                "--trainer.callbacks.kill_at_step", str(kill)]
+                "--trainer.callbacks.kill_at_step", str(kill), "--trainer.callbacks.restart_plugins_at_step", str(restart)]
 
     broken, whole = tmp_path / "broken", tmp_path / "whole"
     for d in (broken, whole):
@@ -229,10 +333,10 @@ def test_a_run_killed_after_a_checkpoint_resumes_on_the_same_batches(tmp_path):
     t0 = time.monotonic()
     procs = {  # the two independent runs share the two cores
         name: subprocess.Popen(
-            cli_command(*base, *recorder(f"{name}.jsonl", kill)), cwd=cwd, env=cli_env(cwd),
+            cli_command(*base, *recorder(f"{name}.jsonl", kill, restart)), cwd=cwd, env=cli_env(cwd),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
-        for name, cwd, kill in (("killed", broken, kill_at), ("whole", whole, -1))
+        for name, cwd, kill, restart in (("killed", broken, kill_at, -1), ("whole", whole, -1, kill_at))
     }
     out = {name: p.communicate(timeout=300) for name, p in procs.items()}
     assert procs["whole"].returncode == 0, out["whole"][1][-4000:]
@@ -251,12 +355,27 @@ def test_a_run_killed_after_a_checkpoint_resumes_on_the_same_batches(tmp_path):
     assert sorted(reference) == list(range(max_steps))
     assert sorted(killed) == list(range(kill_at))
     assert sorted(after) == list(range(kill_at, max_steps)), "the resumed run replayed or skipped steps"
+    losses = {step: (reference[step].pop("loss"), (killed.get(step) or after[step]).pop("loss")) for step in reference}
     for step in range(max_steps):
         got = killed.get(step) or after[step]
         assert got == reference[step], f"step {step}: {got} != uninterrupted {reference[step]}"
     # the comparison covers clip swaps (fresh rows) after the resume point, not only mid-clip frames
     assert any(any(after[s]["fresh"]) for s in after)
-    assert torch.load(broken / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == max_steps
+    for step, (want, got) in losses.items():
+        assert got == pytest.approx(want, rel=1e-5), f"step {step}: loss {got} != uninterrupted {want}"
+    final = {name: torch.load(d / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False) for name, d in
+             (("resumed", broken), ("whole", whole))}
+    assert final["resumed"]["global_step"] == final["whole"]["global_step"] == max_steps
+    weights = {name: c["state_dict"] for name, c in final.items()}
+    assert weights["resumed"].keys() == weights["whole"].keys()
+    worst = max(float((weights["resumed"][k].double() - weights["whole"][k].double()).abs().max()) for k in weights["whole"])
+    at_kill = torch.load(only(broken.glob(f"ckpt/*step={kill_at}.ckpt")), map_location="cpu", weights_only=False)
+    moved = max(float((weights["whole"][k].double() - at_kill["state_dict"][k].double()).abs().max()) for k in weights["whole"])
+    print(f"[resume] losses after the resume point {[round(losses[s][1], 5) for s in range(kill_at, max_steps)]}; "
+          f"largest weight difference to the unbroken run {worst:.2e} (training moved them by up to {moved:.2e})")
+    assert moved > 1e-3  # the resumed steps did change the weights: equality is not the trivial one
+    for key, value in weights["whole"].items():
+        torch.testing.assert_close(weights["resumed"][key], value, rtol=1e-5, atol=1e-6, msg=f"weights {key} differ")
 
 
 # ------------------------------------------------------------------------------------------------ 4. start-up errors

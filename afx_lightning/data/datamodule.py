@@ -53,7 +53,7 @@ from .corpora import (
     folder_layout,
 )
 from .datasets import DataError, DemoClips, PairedClips
-from .preprocess import PreprocessOptions
+from .preprocess import Preprocessing, PreprocessOptions
 from .streams import SlotStream, StreamStep, shard_frame_counts
 
 SPLITS = ("train", "val", "test")
@@ -267,6 +267,7 @@ class AudioFxDataModule(pl.LightningDataModule):
         self.max_lag_seconds = float(max_lag_seconds)
         self.loudness_lufs = None if loudness_lufs is None else float(loudness_lufs)
         self.highpass_hz = None if highpass_hz is None else float(highpass_hz)
+        self._preprocessing = Preprocessing(highpass_hz=self.highpass_hz, loudness_lufs=self.loudness_lufs)
         self.input_glob = input_glob
         self.target_glob = target_glob
         self.pair_key = pair_key
@@ -325,6 +326,8 @@ class AudioFxDataModule(pl.LightningDataModule):
             self.split_fractions = list(check_fractions(self.split_fractions))
             if self.dataset in ("demo", "daps"):  # a folder already split says so itself (folder_pairs)
                 warnings.warn(f"data.split_fractions is not used by data.dataset={self.dataset}", stacklevel=2)
+        if self.dataset == "demo" and self._preprocessing.active:
+            warnings.warn("data.highpass_hz / data.loudness_lufs apply to files: data.dataset=demo ignores them", stacklevel=2)
         if self.dataset in CORPORA and self.channels != 1:
             raise DataError(f"data.dataset={self.dataset} downmixes to mono: data.channels must be 1, got {self.channels}")
         positive = {
@@ -380,11 +383,17 @@ class AudioFxDataModule(pl.LightningDataModule):
             )
         return self._corpus
 
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """What this data's inputs went through: the checkpoint records it and inference repeats it. Demo and
+        in-code clips are used as they are (data.highpass_hz / loudness_lufs apply to files)."""
+        return Preprocessing() if self._given or self.dataset == "demo" else self._preprocessing
+
     def preprocess_options(self) -> PreprocessOptions:
         """What turns this data's files into clips (all of it keys the cache)."""
         return PreprocessOptions(
             sample_rate=self._sample_rate, channels=self.channels, align=self.align,
-            max_lag_seconds=self.max_lag_seconds, loudness_lufs=self.loudness_lufs, highpass_hz=self.highpass_hz,
+            max_lag_seconds=self.max_lag_seconds, **self._preprocessing.to_config(),
             length_tolerance=self.length_tolerance if self.dataset == "folder" else None,
         )
 

@@ -10,9 +10,16 @@ One pair (input file, target file) goes through :func:`prepare_pair`:
 5. optionally time-align the target to the input by FFT cross-correlation of their mono mixes within
    +-``max_lag_seconds`` (the target is shifted, every channel alike; both are then cut to their overlap, which
    must cover ``min_overlap`` of the input, or, with ``length_tolerance`` set, lose at most that many samples);
-6. optionally loudness-normalise the *input only* to ``loudness_lufs`` (ITU-R BS.1770 via pyloudnorm). This is
-   the paper's mastering preprocessing ("loudness normalize each unmastered track to -25 dBFS"): the target
-   (the master) keeps its own loudness, since making it louder is part of what the model must learn.
+6. optionally loudness-normalise the *input only* to ``loudness_lufs`` (ITU-R BS.1770, pyloudnorm's algorithm
+   streamed by :class:`LoudnessMeter`). This is the paper's mastering preprocessing ("loudness normalize each
+   unmastered track to -25 dBFS"): the target (the master) keeps its own loudness, since making it louder is
+   part of what the model must learn.
+
+Steps 4 and 6 are a :class:`Preprocessing`, the one description of what a model's input goes through: saved in
+every checkpoint (``afx_model["preprocessing"]``) and applied, streamed, by ``afx process``, ``afx evaluate`` and
+``afx predict`` (:class:`~afx_lightning.inference.Processor`) with the same :class:`Highpass` and
+:class:`LoudnessMeter`. Alignment (step 5) is not part of it: it is a property of a pair (a target shifted onto
+its input), so it exists in training only; at inference there is no target to align.
 
 An input that is silent (peak <= ``silence_floor``) carries no information: it is skipped with a warning.
 Results are float32 arrays shaped (channels, samples).
@@ -30,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 import warnings
@@ -74,8 +82,86 @@ class PreprocessOptions:
             raise DataError(f"max_lag_seconds must be >= 0, got {self.max_lag_seconds}")
         if not 0.0 < self.min_overlap <= 1.0:
             raise DataError(f"min_overlap must be in (0, 1], got {self.min_overlap}")
-        if self.highpass_hz is not None and not 0.0 < self.highpass_hz < self.sample_rate / 2:
-            raise DataError(f"data.highpass_hz must be in (0, {self.sample_rate / 2}), got {self.highpass_hz}")
+        self.preprocessing.check(self.sample_rate)
+
+    @property
+    def preprocessing(self) -> "Preprocessing":
+        """The part of these options that inference repeats (high-pass, input loudness)."""
+        return Preprocessing(highpass_hz=self.highpass_hz, loudness_lufs=self.loudness_lufs)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What every input a model sees goes through, in training and at inference alike.
+
+    Training applies it in :func:`prepare_pair` (the high-pass to the target as well, so the model does not learn
+    to remove rumble; the loudness gain to the input only, measured after alignment cut the pair to its overlap);
+    inference applies :meth:`apply` to the whole file (streamed by the ``Processor``: the file's integrated
+    loudness is measured in a first pass, then the gain applied). Alignment is not here: it belongs to pairs.
+    """
+
+    highpass_hz: Optional[float] = None  # 2nd-order high-pass cutoff (input and target in training)
+    loudness_lufs: Optional[float] = None  # integrated loudness each input is normalised to
+
+    def __post_init__(self) -> None:
+        for name in ("highpass_hz", "loudness_lufs"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+                raise DataError(f"preprocessing {name} must be a finite number or None, got {value!r}")
+        if self.highpass_hz is not None and self.highpass_hz <= 0:
+            raise DataError(f"data.highpass_hz must be above 0 Hz (and below Nyquist), got {self.highpass_hz}")
+
+    @property
+    def active(self) -> bool:
+        return self.highpass_hz is not None or self.loudness_lufs is not None
+
+    def check(self, sample_rate: int) -> None:
+        if self.highpass_hz is not None and not self.highpass_hz < sample_rate / 2:
+            raise DataError(f"data.highpass_hz must be in (0, {sample_rate / 2}), got {self.highpass_hz}")
+
+    def describe(self) -> str:
+        """``high-pass 60 Hz, input at -25 LUFS``, or ``none``."""
+        parts = ([f"high-pass {self.highpass_hz:g} Hz"] if self.highpass_hz is not None else []) + (
+            [f"input at {self.loudness_lufs:g} LUFS"] if self.loudness_lufs is not None else [])
+        return ", ".join(parts) or "none"
+
+    def to_config(self) -> dict:
+        """Plain data for checkpoints (``afx_model["preprocessing"]``)."""
+        return {"highpass_hz": self.highpass_hz, "loudness_lufs": self.loudness_lufs}
+
+    @classmethod
+    def from_config(cls, config: Optional[dict]) -> "Preprocessing":
+        """The inverse of :meth:`to_config`; None (nothing recorded) is no preprocessing."""
+        if config is None:
+            return cls()
+        if not isinstance(config, dict):
+            raise DataError(f"preprocessing must be a mapping, got {type(config).__name__}")
+        unknown = sorted(set(config) - {"highpass_hz", "loudness_lufs"})
+        if unknown:
+            raise DataError(f"preprocessing has unknown keys {unknown} (saved by a newer afx-lightning?)")
+        return cls(highpass_hz=config.get("highpass_hz"), loudness_lufs=config.get("loudness_lufs"))
+
+    def highpass_filter(self, sample_rate: int) -> Optional["Highpass"]:
+        """A fresh streaming high-pass, or None when there is none."""
+        return None if self.highpass_hz is None else Highpass(sample_rate, self.highpass_hz)
+
+    def filter(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """The high-pass over a whole signal (the last axis); unchanged without one."""
+        return audio if self.highpass_hz is None else highpass(audio, sample_rate, self.highpass_hz)
+
+    def gain_db(self, audio: np.ndarray, sample_rate: int, name: Path | str) -> float:
+        """The loudness-normalisation gain of an input (0 without normalisation); :class:`DataError` naming
+        ``name`` when it is too short or silent to measure."""
+        if self.loudness_lufs is None:
+            return 0.0
+        return loudness_gain_db(audio, sample_rate, self.loudness_lufs, name)
+
+    def apply(self, audio: np.ndarray, sample_rate: int, name: Path | str = "<array>") -> tuple[np.ndarray, float]:
+        """An input signal as a model trained with this preprocessing expects it: (high-passed and normalised
+        audio, the gain in dB that was applied)."""
+        x = self.filter(audio, sample_rate)
+        gain_db = self.gain_db(x, sample_rate, name)
+        return (x * np.float32(10.0 ** (gain_db / 20.0)) if gain_db else x), gain_db
 
 
 @dataclass
@@ -125,20 +211,34 @@ def resample(audio: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
     return out.numpy().astype(np.float32, copy=False)
 
 
-def highpass(audio: np.ndarray, sample_rate: int, cutoff_hz: float) -> np.ndarray:
-    """2nd-order high-pass (torchaudio biquad, Q = 0.707) along the last axis. The signal is scaled into [-0.5, 0.5] around the
-    filter because torchaudio's ``lfilter`` clamps its output to [-1, 1]; the filter is linear, so the scale is undone.
-    """
-    import torch
-    import torchaudio.functional as AF
+class Highpass:
+    """The data's 2nd-order high-pass (RBJ biquad, Q = 0.707, the coefficients of torchaudio's ``highpass_biquad``)
+    as a stream: one filter state per channel carried from call to call, so a file filtered block by block at
+    inference equals the clip filtered at once in training."""
 
-    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-    if peak == 0.0:
-        return audio
-    scale = 0.5 / peak
-    x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32) * scale)
-    y = AF.highpass_biquad(x, int(sample_rate), float(cutoff_hz))
-    return (y.numpy() / scale).astype(np.float32)
+    def __init__(self, sample_rate: int, cutoff_hz: float, q: float = 0.707):
+        w0 = 2.0 * math.pi * float(cutoff_hz) / float(sample_rate)
+        alpha, cos = math.sin(w0) / 2.0 / q, math.cos(w0)
+        a0 = 1.0 + alpha
+        self.b = np.array([(1.0 + cos) / 2.0, -1.0 - cos, (1.0 + cos) / 2.0]) / a0
+        self.a = np.array([1.0, -2.0 * cos / a0, (1.0 - alpha) / a0])
+        self._zi: Optional[np.ndarray] = None
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        """The next samples (along the last axis) of the stream, filtered; float32."""
+        from scipy.signal import lfilter
+
+        if self._zi is None:
+            self._zi = np.zeros(audio.shape[:-1] + (2,))
+        if audio.shape[-1] == 0:
+            return audio.astype(np.float32, copy=False)
+        y, self._zi = lfilter(self.b, self.a, audio.astype(np.float64, copy=False), axis=-1, zi=self._zi)
+        return y.astype(np.float32)
+
+
+def highpass(audio: np.ndarray, sample_rate: int, cutoff_hz: float) -> np.ndarray:
+    """:class:`Highpass` over a whole signal (from rest) along the last axis."""
+    return Highpass(sample_rate, cutoff_hz)(audio)
 
 
 def find_lag(input: np.ndarray, target: np.ndarray, max_lag: int) -> int:
@@ -168,18 +268,91 @@ def apply_lag(input: np.ndarray, target: np.ndarray, lag: int) -> tuple[np.ndarr
     return x[..., :n], y[..., :n]
 
 
-def loudness_gain_db(audio: np.ndarray, sample_rate: int, lufs: float, path: Path) -> float:
-    """The gain (dB) that brings ``audio`` ((samples,) or (channels, samples)) to ``lufs`` integrated loudness
-    (BS.1770 over all channels, pyloudnorm)."""
-    import pyloudnorm
+class LoudnessMeter:
+    """Integrated loudness (ITU-R BS.1770-4) fed in chunks: pyloudnorm's ``Meter.integrated_loudness`` (its
+    K-weighting filters, 400 ms blocks overlapping by 75 %, the -70 LUFS and -10 LU gates, the channel weights)
+    computed as a stream, so a whole file is measured without holding it (one block of samples and one number
+    per 100 ms are kept). The data pipeline measures a clip with it at once, inference a file block by block."""
 
-    meter = pyloudnorm.Meter(sample_rate)
-    if audio.shape[-1] < int(meter.block_size * sample_rate):
-        raise DataError(f"{path}: shorter than {meter.block_size} s, too short to measure loudness (data.loudness_lufs)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        data = audio.astype(np.float64)
-        loudness = float(meter.integrated_loudness(data.T if data.ndim == 2 and data.shape[0] > 1 else data.reshape(-1)))
+    BLOCK_S, OVERLAP = 0.400, 0.75
+    WEIGHTS = (1.0, 1.0, 1.0, 1.41, 1.41)  # BS.1770 channel gains (L, R, C, Ls, Rs)
+
+    def __init__(self, sample_rate: int, channels: int = 1):
+        import pyloudnorm
+
+        self.rate, self.channels = int(sample_rate), int(channels)
+        stages = pyloudnorm.Meter(self.rate)._filters.values()  # the K-weighting pyloudnorm applies
+        self._stages = [(np.asarray(f.b, float), np.asarray(f.a, float), float(f.passband_gain)) for f in stages]
+        self._zi = [np.zeros((self.channels, max(len(a), len(b)) - 1)) for b, a, _ in self._stages]
+        self._power = np.zeros((self.channels, 0))  # squared K-weighted samples from global index _start on
+        self._start = 0
+        self._blocks: list[np.ndarray] = []  # per-channel mean square of each finished block
+        self.samples = 0
+
+    @property
+    def min_samples(self) -> int:
+        return int(self.BLOCK_S * self.rate)
+
+    def _bounds(self, j: int) -> tuple[int, int]:
+        step = 1.0 - self.OVERLAP
+        return int(self.BLOCK_S * (j * step) * self.rate), int(self.BLOCK_S * (j * step + 1) * self.rate)
+
+    def push(self, audio: np.ndarray) -> None:
+        """The next samples: (samples,) or (channels, samples)."""
+        from scipy.signal import lfilter
+
+        x = np.atleast_2d(np.asarray(audio, dtype=np.float64))
+        if x.shape[0] != self.channels:
+            raise ValueError(f"LoudnessMeter was built for {self.channels} channel(s), got {x.shape[0]}")
+        if x.shape[1] == 0:
+            return
+        for i, (b, a, gain) in enumerate(self._stages):
+            x, self._zi[i] = lfilter(b, a, x, axis=-1, zi=self._zi[i])
+            x = gain * x
+        self._power = np.concatenate([self._power, x * x], axis=1)
+        self.samples += x.shape[1]
+        self._close_blocks()
+
+    def _close_blocks(self, count: Optional[int] = None) -> None:
+        """Finish the blocks that end inside the samples pushed so far or, at the end, the first ``count`` (the
+        last ones cut short by the end of the signal, as pyloudnorm's slices are); keep what later blocks need."""
+        while count is None or len(self._blocks) < count:
+            lo, hi = self._bounds(len(self._blocks))
+            if count is None and hi > self.samples:
+                break
+            span = self._power[:, lo - self._start : max(min(hi, self.samples) - self._start, 0)]
+            self._blocks.append(span.sum(axis=1) / (self.BLOCK_S * self.rate))
+        drop = min(self._bounds(len(self._blocks))[0], self.samples) - self._start
+        if drop > 0:
+            self._power, self._start = self._power[:, drop:], self._start + drop
+
+    def integrated(self) -> float:
+        """Integrated loudness in LUFS of everything pushed (-inf when every block is gated out); call once, last."""
+        if self.samples < self.min_samples:
+            raise ValueError(f"audio shorter than {self.BLOCK_S} s: too short to measure loudness")
+        seconds, step = self.samples / self.rate, 1.0 - self.OVERLAP
+        count = int(np.round((seconds - self.BLOCK_S) / (self.BLOCK_S * step))) + 1
+        self._close_blocks(count)
+        z = np.stack(self._blocks[:count], axis=1)  # (channels, blocks)
+        weights = np.asarray(self.WEIGHTS[: self.channels])
+        with np.errstate(divide="ignore"):
+            block_lufs = -0.691 + 10.0 * np.log10(weights @ z)
+            gated = block_lufs >= -70.0  # absolute gate
+            if not gated.any():
+                return float("-inf")
+            relative = -0.691 + 10.0 * np.log10(weights @ z[:, gated].mean(axis=1)) - 10.0
+            gated &= block_lufs > relative
+            return float(-0.691 + 10.0 * np.log10(weights @ z[:, gated].mean(axis=1))) if gated.any() else float("-inf")
+
+
+def loudness_gain_db(audio: np.ndarray, sample_rate: int, lufs: float, path: Path | str) -> float:
+    """The gain (dB) that brings ``audio`` ((samples,) or (channels, samples)) to ``lufs`` integrated loudness
+    (BS.1770 over all channels, :class:`LoudnessMeter`)."""
+    meter = LoudnessMeter(sample_rate, 1 if audio.ndim == 1 else audio.shape[0])
+    if audio.shape[-1] < meter.min_samples:
+        raise DataError(f"{path}: shorter than {meter.BLOCK_S} s, too short to measure loudness (data.loudness_lufs)")
+    meter.push(audio)
+    loudness = meter.integrated()
     if not np.isfinite(loudness):
         raise DataError(f"{path}: loudness is {loudness} LUFS (all gated blocks silent); cannot normalise")
     return float(lufs) - loudness
@@ -196,9 +369,8 @@ def _compute(input_path: Path, target_path: Path, opts: PreprocessOptions) -> Pr
     empty = np.zeros((x.shape[0], 0), dtype=np.float32)
     if float(np.max(np.abs(x))) <= opts.silence_floor:
         return PreparedPair(empty, empty, silent=True)
-    if opts.highpass_hz is not None:
-        x = highpass(x, opts.sample_rate, opts.highpass_hz)
-        y = highpass(y, opts.sample_rate, opts.highpass_hz)
+    prep = opts.preprocessing
+    x, y = prep.filter(x, opts.sample_rate), prep.filter(y, opts.sample_rate)
     lag = 0
     if opts.align:
         lag = find_lag(x.mean(axis=0), y.mean(axis=0), int(round(opts.max_lag_seconds * opts.sample_rate)))
@@ -218,9 +390,8 @@ def _compute(input_path: Path, target_path: Path, opts: PreprocessOptions) -> Pr
             f"(lag {lag}, lengths {full} and {full_target} at {opts.sample_rate} Hz); "
             f"less than {opts.min_overlap:.0%}: the files do not match"
         )
-    gain_db = 0.0
-    if opts.loudness_lufs is not None:
-        gain_db = loudness_gain_db(x, opts.sample_rate, opts.loudness_lufs, input_path)
+    gain_db = prep.gain_db(x, opts.sample_rate, input_path)
+    if gain_db:
         x = x * np.float32(10.0 ** (gain_db / 20.0))
     if lag:
         log.info("%s: target %s delayed by %d samples; shifted", input_path, target_path, lag)

@@ -13,25 +13,35 @@ from afx_lightning.encoders import SmallEncoder
 
 
 class BatchRecorder(pl.Callback):
-    """Appends one JSON line per training batch: global step and the batch's slot/clip/position/fresh columns.
+    """Appends one JSON line per training batch: global step, the batch's slot/clip/position/fresh columns and
+    the step's training loss (``loss``).
 
     With ``kill_at_step`` >= 0 the process SIGKILLs itself when training batch ``kill_at_step`` is about to
     start, i.e. after the optimizer step ``kill_at_step`` and every ``on_train_batch_end`` hook of the previous
     batch (``ModelCheckpoint`` included) have run: a hard crash right after a checkpoint was written.
+    With ``restart_plugins_at_step`` >= 0 the plugin workers are stopped before that batch, so its rows meet
+    fresh plugin instances mid-clip: what a resumed run meets (plugin state is not in checkpoints).
     """
 
-    def __init__(self, path: str, kill_at_step: int = -1) -> None:
+    def __init__(self, path: str, kill_at_step: int = -1, restart_plugins_at_step: int = -1) -> None:
         self.path = Path(path)
         self.kill_at_step = kill_at_step
+        self.restart_plugins_at_step = restart_plugins_at_step
+        self._row: dict = {}
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
         if trainer.global_step == self.kill_at_step:
             os.kill(os.getpid(), signal.SIGKILL)
-        row = {"step": int(trainer.global_step)}
+        if trainer.global_step == self.restart_plugins_at_step:
+            pl_module.fx.close()
+        self._row = {"step": int(trainer.global_step)}
         for key in ("slot", "clip", "position", "fresh"):
-            row[key] = [int(v) for v in batch[key].tolist()]
+            self._row[key] = [int(v) for v in batch[key].tolist()]
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps({**self._row, "loss": float(loss)}) + "\n")
 
 
 class WrongSizeEncoder(SmallEncoder):
