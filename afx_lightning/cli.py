@@ -99,9 +99,10 @@ def _process(argv: Sequence[str]) -> int:
         return 2
     note = f"; {stats.dropped_frames} frame(s) failed in the plugin and were passed through dry" if stats.dropped_frames else ""
     clip = f"; {stats.clipped_samples} sample(s) clipped to [-1, 1]" if stats.clipped_samples else ""
+    prep = f"; {stats.preprocessing}" if stats.preprocessing else ""
     print(
         f"afx process: wrote {args.output} ({stats.seconds:.1f} s, {stats.frames} frames, "
-        f"{stats.wall_s:.1f} s wall, real-time factor {stats.real_time_factor:.3f}){note}{clip}",
+        f"{stats.wall_s:.1f} s wall, real-time factor {stats.real_time_factor:.3f}){note}{clip}{prep}",
         file=sys.stderr,
     )
     return 0
