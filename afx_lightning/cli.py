@@ -1,6 +1,7 @@
 """The ``afx`` (and ``lightning``) command.
 
-``afx effects|recipes list|show`` inspect the registry, ``afx process`` and ``afx evaluate`` use a trained model;
+``afx effects|recipes list|show`` inspect the registry (``afx effects inspect`` one installed plugin, ``afx effects
+list --installed`` them all), ``afx process`` and ``afx evaluate`` use a trained model;
 ``fit``, ``validate``, ``test`` and ``predict`` are LightningCLI, so recipes, ``--print_config`` and dotted
 overrides work as Lightning users expect. ``afx``, ``afx -h`` and ``afx --help`` list them all.
 """
@@ -17,7 +18,9 @@ from . import registry
 from .effects.base import PluginUnavailable
 
 
-def _effects_list(_: argparse.Namespace) -> int:
+def _effects_list(args: argparse.Namespace) -> int:
+    if getattr(args, "installed", False):
+        return _installed_plugins()
     rows = []
     for name in registry.chain_names():
         try:
@@ -44,13 +47,48 @@ def _backend(effect) -> str:
     return module.rsplit(".", 1)[-1]
 
 
+def _installed_plugins() -> int:
+    """The VST3 bundles in the standard folders and the LV2 plugins lilv finds: what a declaration can name."""
+    from .effects import inspect as plugin_info
+
+    bundles = plugin_info.installed_vst3()
+    folders = ", ".join(str(p) for p in plugin_info.vst3_search_paths())
+    print(f"VST3 ({len(bundles)} in {folders}; $VST3_PATH adds folders)")
+    if bundles:
+        _table(("plugin", "file"), [(b.stem, str(b)) for b in bundles])
+    else:
+        print(f"  none (Debian's VST3s: sudo apt-get install {plugin_info.VST3_PACKAGE})")
+    try:
+        lv2 = plugin_info.installed_lv2()
+    except PluginUnavailable as exc:
+        print(f"\nLV2: {exc}")
+        lv2 = None
+    if lv2 is not None:
+        print(f"\nLV2 ({len(lv2)}, found by lilv: $LV2_PATH or /usr/lib/lv2, ~/.lv2)")
+        if lv2:
+            _table(("uri", "name"), lv2)
+        else:
+            print("  none (e.g. sudo apt-get install lsp-plugins-lv2 calf-plugins)")
+    print("\nafx effects inspect FILE|URI|CLASS: parameters, channels, latency and a chain declaration to paste")
+    return 0
+
+
+def _effects_inspect(args: argparse.Namespace) -> int:
+    from .effects import inspect as plugin_info
+
+    info = plugin_info.describe(args.target, sample_rate=args.sample_rate, plugin_name=args.plugin_name)
+    print(plugin_info.format_info(info))
+    return 0
+
+
 def _effects_show(args: argparse.Namespace) -> int:
     chain = registry.build_chain(args.name, sample_rate=args.sample_rate, block_size=1024)
     print(f"{args.name}: {chain.num_params} trainable parameters, latency {chain.latency} samples at {args.sample_rate} Hz")
     rows = []
     for p in chain.params:
         fixed = "" if p.fixed is None else f"fixed={p.fixed:g}"
-        rows.append((p.name, f"{p.min:g}", f"{p.max:g}", f"{p.default:g}", p.scale.value, p.unit, fixed or p.description))
+        rows.append((p.name, f"{p.min:g}", f"{p.max:g}", f"{p.default:g}", p.scale.value, p.unit,
+                     "; ".join(text for text in (fixed, p.description) if text)))
     _table(("parameter", "min", "max", "default", "scale", "unit", "note"), rows)
     chain.close()
     return 0
@@ -114,8 +152,9 @@ COMMANDS = (
     ("validate", "score a checkpoint on the validation split: afx validate --config X.yaml --ckpt_path C.ckpt"),
     ("test", "score a checkpoint on the test split: afx test --config X.yaml --ckpt_path C.ckpt"),
     ("predict", "process data.predict_files with a checkpoint through Lightning (same as afx process)"),
-    ("effects list", "registered effect chains: backend, number of trainable parameters P, status"),
-    ("effects show NAME", "one chain's parameter table: names, ranges, defaults, scales, units"),
+    ("effects list [--installed]", "registered effect chains: backend, P, status (--installed: VST3/LV2 plugins here)"),
+    ("effects show NAME|FILE", "a chain's parameter table (registered, or declared in FILE.yaml): ranges, scales, units"),
+    ("effects inspect TARGET", "a VST3/AU file, LV2 URI or pedalboard class: parameters, latency, a YAML chain to paste"),
     ("recipes list", "registered recipes: chain, P, and the data each expects"),
     ("recipes show NAME", "a recipe's YAML file: its path and contents"),
     ("process", "apply a trained model to a whole file: afx process --ckpt C.ckpt in.wav out.wav"),
@@ -163,12 +202,13 @@ def _recipes_list(_: argparse.Namespace) -> int:
             continue
         model, data = config.get("model") or {}, config.get("data") or {}
         chain = model.get("chain", registry.DEFAULT_CHAIN)
-        rows.append((name, chain, _num_params(chain, data.get("sample_rate", 22050)), _data_description(data)))
+        rows.append((name, registry.chain_label(chain), _num_params(chain, data.get("sample_rate", 22050)),
+                     _data_description(data)))
     _table(("recipe", "chain", "P", "data"), rows)
     return 0
 
 
-def _num_params(chain: str, sample_rate: Any) -> str:
+def _num_params(chain: Any, sample_rate: Any) -> str:
     """P of a chain, '-' when its plugins are missing (``afx effects list`` says why)."""
     try:
         built = registry.build_chain(chain, sample_rate=int(sample_rate), block_size=1024)
@@ -192,8 +232,16 @@ def _registry_parser(kind: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"afx {kind}", description=f"Inspect the registered {what}.")
     sub = parser.add_subparsers(dest="command", required=True)
     if kind == "effects":
-        sub.add_parser("list", help="chains with backend and parameter count").set_defaults(run=_effects_list)
-        show = sub.add_parser("show", help="the parameter table of one chain")
+        listing = sub.add_parser("list", help="chains with backend and parameter count")
+        listing.add_argument("--installed", action="store_true",
+                             help="list the VST3 bundles and LV2 plugins installed here instead")
+        listing.set_defaults(run=_effects_list)
+        inspect = sub.add_parser("inspect", help="what a plugin offers, and a chain declaration for it")
+        inspect.add_argument("target", help="a VST3/AU file (or bundle name), an LV2 URI or a pedalboard class name")
+        inspect.add_argument("--sample-rate", type=int, default=22050, help="rate latency is reported at")
+        inspect.add_argument("--plugin-name", help="which plugin of a VST3/AU file that holds several")
+        inspect.set_defaults(run=_effects_inspect)
+        show = sub.add_parser("show", help="the parameter table of one chain (a registered name or a FILE.yaml)")
         show.add_argument("--sample-rate", type=int, default=22050)
         show.set_defaults(run=_effects_show)
     else:
@@ -208,8 +256,8 @@ def _registry_command(kind: str, argv: Sequence[str]) -> int:
     args = _registry_parser(kind).parse_args(argv)
     try:
         return args.run(args)
-    except (registry.UnknownNameError, PluginUnavailable, FileNotFoundError, TypeError) as exc:
-        print(f"afx {kind}: {exc}", file=sys.stderr)
+    except (registry.UnknownNameError, PluginUnavailable, FileNotFoundError, TypeError, ValueError) as exc:
+        print(f"afx {kind}: {exc}", file=sys.stderr)  # DeclarationError (a ValueError) included: one line
         return 2
     except BrokenPipeError:  # `afx effects show X | head`: the reader left, nothing is wrong
         sys.stdout = open(os.devnull, "w")

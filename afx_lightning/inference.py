@@ -151,9 +151,22 @@ def _encoder_factory(spec: Any, path: Path) -> Callable[[int], Any]:
 
 
 def _chain_source(chain: Any, path: Path) -> Any:
-    """A registered chain name, or a ``module:function`` factory that is registered or a test chain."""
+    """A registered chain name, a chain declaration (plain data: checked, never imported), or a ``module:function``
+    factory that is registered or a test chain."""
     from . import registry
 
+    if isinstance(chain, dict):
+        try:
+            declared = registry.declared_chain(chain)  # its structure; plugins are resolved when the model is built
+        except registry.DeclarationError as exc:
+            raise InferenceError(f"checkpoint {path}: {exc}") from None
+        outside = declared.files_outside_plugin_folders()
+        if outside:
+            raise InferenceError(
+                f"checkpoint {path}: its chain loads {', '.join(outside)}, outside the VST3 folders; refusing to load "
+                "a plugin file a checkpoint names unless it is installed there (or in a folder on $VST3_PATH)"
+            )
+        return chain
     if isinstance(chain, str) and ":" not in chain:
         if chain not in registry.chain_names():
             known = ", ".join(registry.chain_names()) or "none"

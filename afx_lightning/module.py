@@ -6,7 +6,7 @@ metrics in ``metrics.py``. This file decides what is logged and how the parts ar
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Literal, Optional
+from typing import Any, Callable, Dict, List, Literal, Optional, Union
 
 import lightning.pytorch as pl
 import torch
@@ -88,7 +88,8 @@ class DeepAFx(pl.LightningModule):
     """DeepAFx: a deep encoder drives real plugins; SPSA gradients flow through them.
 
     Args:
-        chain: registered effect chain (``afx effects list``).
+        chain: registered effect chain (``afx effects list``), a chain declaration file (``my_chain.yaml``) or the
+            declaration inline (a mapping, see ``afx_lightning.effects.declared``).
         encoder: encoder class and its options; ``num_params`` is filled in from the chain
             (YAML: ``class_path: afx_lightning.encoders.InceptionEncoder`` plus ``init_args``).
         sample_rate, frame_size: audio the plugins run at (linked from ``data.*`` by the CLI).
@@ -111,7 +112,7 @@ class DeepAFx(pl.LightningModule):
 
     def __init__(
         self,
-        chain: str = "pb_mb_compressor",
+        chain: Union[str, Dict[str, Any]] = "pb_mb_compressor",
         encoder: Optional[EncoderFactory] = None,
         sample_rate: int = 22050,
         frame_size: int = 1024,
@@ -317,7 +318,12 @@ class DeepAFx(pl.LightningModule):
         import inspect
 
         hp = dict(self.hparams)
-        chain = chain_reference_name(hp.get("chain"))
+        from .registry import chain_declaration
+
+        # a declared chain (YAML file or mapping) is stored as its declaration, ranges written out: plain data
+        chain = chain_declaration(self.fx.chain_factory, int(hp["sample_rate"]), int(hp["frame_size"]))
+        if chain is None:
+            chain = chain_reference_name(hp.get("chain"))
         if chain is None:
             chain = self.fx.info.name  # not reloadable unless registered under this name: load_model says so
         names = [n for n in inspect.signature(DeepAFx.__init__).parameters if n not in ("self", "encoder", "chain")]

@@ -7,6 +7,9 @@ The shipped chains and recipes register exactly as a third-party package would, 
 
     [project.entry-points."afx_lightning.recipes"]
     my_task = "my_package:MY_TASK_YAML"             # a path to a YAML recipe (or a callable returning one)
+
+Wherever a chain is named, a declared chain works too: a path to a chain declaration (``my_chain.yaml``) or the
+declaration itself as a mapping (``model.chain:`` inline in a recipe); see :mod:`.effects.declared`.
 """
 
 from __future__ import annotations
@@ -15,9 +18,13 @@ import functools
 import os
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping, Optional, Union
 
 from .effects.base import Chain, ChainFactory
+from .effects.declared import DeclarationError, DeclaredChain, is_declaration_path  # noqa: F401 (registry.DeclarationError)
+
+#: What names a chain: a registered name, a declaration file (``*.yaml``) or a declaration mapping.
+ChainName = Union[str, os.PathLike, Mapping[str, Any]]
 
 CHAIN_GROUP = "afx_lightning.effects"
 RECIPE_GROUP = "afx_lightning.recipes"
@@ -46,7 +53,8 @@ def _lookup(group: str, kind: str, name: str) -> EntryPoint:
     eps = _entry_points(group)
     if name not in eps:
         known = ", ".join(sorted(eps)) or "none"
-        raise UnknownNameError(f"unknown {kind} {name!r}; registered {kind}s: {known}")
+        also = " (or a chain declaration file, my_chain.yaml)" if kind == "chain" else ""
+        raise UnknownNameError(f"unknown {kind} {name!r}; registered {kind}s: {known}{also}")
     return eps[name]
 
 
@@ -59,17 +67,46 @@ def recipe_names() -> list[str]:
 
 
 @functools.lru_cache(maxsize=None)
-def get_chain_factory(name: str) -> ChainFactory:
-    """The factory registered as ``name`` (cached: workers build many instances of one chain)."""
+def _registered_factory(name: str) -> ChainFactory:
     return _lookup(CHAIN_GROUP, "chain", name).load()
 
 
-def build_chain(name: str, sample_rate: int, block_size: int) -> Chain:
-    """Build a registered chain (raises :class:`PluginUnavailable` when its plugins are not installed)."""
+def declared_chain(chain: Any) -> Optional[DeclaredChain]:
+    """The :class:`DeclaredChain` a chain argument declares (a ``*.yaml`` path or a mapping), else None."""
+    if isinstance(chain, DeclaredChain):
+        return chain
+    if isinstance(chain, Mapping):
+        return DeclaredChain(chain)
+    if is_declaration_path(chain):
+        return DeclaredChain.from_file(chain)
+    return None
+
+
+def get_chain_factory(name: ChainName) -> ChainFactory:
+    """The factory of a registered name (cached: workers build many instances of one chain) or of a declaration."""
+    declared = declared_chain(name)
+    if declared is not None:
+        return declared
+    if not isinstance(name, str):
+        raise TypeError(f"a chain is a registered name, a declaration file or a mapping, got {type(name).__name__}")
+    return _registered_factory(name)
+
+
+def build_chain(name: ChainName, sample_rate: int, block_size: int) -> Chain:
+    """Build a registered or declared chain (raises :class:`PluginUnavailable` when its plugins are not installed)."""
     chain = get_chain_factory(name)(sample_rate=sample_rate, block_size=block_size)
     if not isinstance(chain, Chain):
         raise TypeError(f"chain factory {name!r} returned {type(chain).__name__}, not an afx_lightning Chain")
     return chain
+
+
+def chain_label(chain: Any) -> str:
+    """How to name a chain argument in a table: its name, a declaration's ``name`` (or file)."""
+    if isinstance(chain, Mapping):
+        return str(chain.get("name") or "declared chain")
+    if isinstance(chain, DeclaredChain):
+        return chain.name
+    return str(chain)
 
 
 @functools.lru_cache(maxsize=None)
@@ -103,6 +140,24 @@ def recipe_config(name: str) -> dict:
     return config
 
 
-def chain_reference(name: str) -> Callable[..., Chain]:
-    """A picklable factory for a registered chain, to hand to worker processes."""
+def chain_reference(name: ChainName) -> Callable[..., Chain]:
+    """A picklable factory for a registered or declared chain, to hand to worker processes.
+
+    Fails here (unknown name, bad declaration) rather than inside a worker. A declaration travels as its data
+    (:class:`DeclaredChain`), so workers need neither the YAML file nor an importable module.
+    """
+    declared = declared_chain(name)
+    if declared is not None:
+        return declared
+    _registered_factory(name)
     return functools.partial(build_chain, name)
+
+
+def chain_declaration(chain: Any, sample_rate: int, block_size: int = 1024) -> Optional[dict]:
+    """A declared chain (argument or factory) as plain data with its ranges written out (what a checkpoint
+    stores); None for registered chains and code factories."""
+    declared = chain if isinstance(chain, DeclaredChain) else None
+    if declared is None and (isinstance(chain, Mapping) or is_declaration_path(chain)):
+        declared = declared_chain(chain)
+    return declared.resolved(sample_rate, block_size) if declared is not None else None
+

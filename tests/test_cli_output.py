@@ -66,8 +66,8 @@ def rows(out: str) -> dict[str, list[str]]:
 # ------------------------------------------------------------------------------------------------ help
 
 
-COMMANDS = ["fit", "validate", "test", "predict", "effects list", "effects show", "recipes list", "recipes show",
-            "process", "evaluate", "match"]
+COMMANDS = ["fit", "validate", "test", "predict", "effects list", "effects show", "effects inspect", "recipes list",
+            "recipes show", "process", "evaluate", "match"]
 
 
 @pytest.mark.parametrize("args", [["--help"], ["-h"], []], ids=["--help", "-h", "no args"])

@@ -9,12 +9,11 @@ instance each. The gradient w.r.t. the input audio is not estimated (the paper i
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Literal, MutableMapping, Optional, Union
+from typing import Any, Callable, Dict, Literal, Mapping, MutableMapping, Optional, Union
 
 import numpy as np
 import torch
@@ -42,12 +41,11 @@ class ChainInfo(ParamLayout):
 
 
 def resolve_chain(chain: ChainSource) -> Callable[..., Chain]:
-    """A registered name or a factory -> a picklable factory for worker processes."""
-    if isinstance(chain, str):
-        from ..registry import build_chain, get_chain_factory
+    """A registered name, a chain declaration (``*.yaml`` path or mapping) or a factory -> a picklable factory."""
+    if isinstance(chain, (str, Mapping)):
+        from ..registry import chain_reference
 
-        get_chain_factory(chain)  # fail here, with the list of known names, rather than inside a worker
-        return functools.partial(build_chain, chain)
+        return chain_reference(chain)  # fails here, with the list of known names, rather than inside a worker
     if not callable(chain):
         raise TypeError(f"chain must be a registered name or a factory, got {type(chain).__name__}")
     return chain

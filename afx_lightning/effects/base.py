@@ -27,8 +27,8 @@ class _ParamTable:
         trainable = [p for p in specs if p.trainable]
         self.lo = np.array([p.min for p in trainable], dtype=np.float64)
         self.hi = np.array([p.max for p in trainable], dtype=np.float64)
-        self.is_log = np.array([p.scale is Scale.LOG for p in trainable])
-        self.is_db = np.array([p.scale is Scale.DB for p in trainable])
+        self.is_log = np.array([p.scale is Scale.LOG for p in trainable], dtype=bool)  # bool also when empty
+        self.is_db = np.array([p.scale is Scale.DB for p in trainable], dtype=bool)
         # log(hi/lo) only where it is defined (ParamSpec guarantees lo > 0 there); 0 elsewhere, never used.
         ratio = np.ones_like(self.lo)
         np.divide(self.hi, self.lo, out=ratio, where=self.is_log)

@@ -197,6 +197,15 @@ _SIGNATURES: Dict[str, Tuple[object, List[object]]] = {
     "lilv_port_get": (_P, [_P, _P, _P]),
     "lilv_port_is_a": (c_bool, [_P, _P, _P]),
     "lilv_port_has_property": (c_bool, [_P, _P, _P]),
+    "lilv_port_get_scale_points": (_P, [_P, _P]),
+    "lilv_scale_points_free": (None, [_P]),
+    "lilv_scale_points_begin": (_P, [_P]),
+    "lilv_scale_points_get": (_P, [_P, _P]),
+    "lilv_scale_points_next": (_P, [_P, _P]),
+    "lilv_scale_points_is_end": (c_bool, [_P, _P]),
+    "lilv_scale_point_get_label": (_P, [_P]),
+    "lilv_scale_point_get_value": (_P, [_P]),
+    "lilv_node_as_float": (ctypes.c_float, [_P]),
 }
 
 def library() -> ctypes.CDLL:
@@ -475,6 +484,26 @@ def plugin_uris() -> List[str]:
             it = lib.lilv_plugins_next(plugins, it)
     return out
 
+def plugin_names() -> List[Tuple[str, str]]:
+    """(URI, name) of every installed LV2 plugin, without reading their ports (``afx effects list --installed``)."""
+    w = world()
+    lib = w.lib
+    out: List[Tuple[str, str]] = []
+    with w.lock:
+        plugins = w.all_plugins()
+        it = lib.lilv_plugins_begin(plugins)
+        while not lib.lilv_plugins_is_end(plugins, it):
+            p = lib.lilv_plugins_get(plugins, it)
+            uri = _node_str(lib, lib.lilv_plugin_get_uri(p)) or ""
+            name_node = lib.lilv_plugin_get_name(p)
+            name = _node_str(lib, name_node) or uri
+            if name_node:
+                lib.lilv_node_free(name_node)
+            out.append((uri, name))
+            it = lib.lilv_plugins_next(plugins, it)
+    return out
+
+
 def has_plugin(uri: str) -> bool:
     """Whether ``uri`` is installed (False also when lilv itself is missing)."""
     try:
@@ -635,6 +664,27 @@ class Plugin:
             raise KeyError(
                 f"LV2 plugin {self.uri} has no port {symbol!r}; its ports: {[p.symbol for p in self.ports]}"
             ) from None
+
+    def scale_points(self, symbol: str) -> List[Tuple[float, str]]:
+        """(value, label) of a port's ``lv2:scalePoint`` s, by value (an enumeration port's choices)."""
+        w, lib = self._world, self._world.lib
+        info = self.port(symbol)
+        out: List[Tuple[float, str]] = []
+        with w.lock:
+            port = lib.lilv_plugin_get_port_by_index(self.ptr, info.index)
+            points = lib.lilv_port_get_scale_points(self.ptr, port)
+            if not points:
+                return out
+            try:
+                it = lib.lilv_scale_points_begin(points)
+                while not lib.lilv_scale_points_is_end(points, it):
+                    point = lib.lilv_scale_points_get(points, it)
+                    value = float(lib.lilv_node_as_float(lib.lilv_scale_point_get_value(point)))
+                    out.append((value, _node_str(lib, lib.lilv_scale_point_get_label(point)) or f"{value:g}"))
+                    it = lib.lilv_scale_points_next(points, it)
+            finally:
+                lib.lilv_scale_points_free(points)
+        return sorted(out)
 
     def has_port(self, symbol: str) -> bool:
         return symbol in self._by_symbol
