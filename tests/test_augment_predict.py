@@ -242,8 +242,10 @@ def test_folder_fit_then_process_a_long_file_and_evaluate_beats_identity(tmp_pat
     seed_everything(0)
     dm = AudioFxDataModule(dataset="folder", root=str(root), batch_size=batch, val_batch_size=2,
                            steps_per_epoch=steps, context_size=8192, seed=1)
+    # K=2 SPSA directions per row: with K=1, 120 steps beat identity for 3 of 4 direction seeds (seed 0: d_MFCC
+    # 0.091 vs 0.080); with K=2 for 4 of 4 (0.045-0.064), so the test checks the path, not one seed's luck.
     model = DeepAFx(chain="pb_mb_compressor", encoder=functools.partial(SmallEncoder, width=8), num_slots=batch,
-                    num_eval_slots=2, lr=2e-3, plateau_patience=0, fx_workers=2, spsa_seed=0)
+                    num_eval_slots=2, lr=2e-3, plateau_patience=0, fx_workers=2, num_perturbations=2, spsa_seed=0)
     trainer = Trainer(max_steps=steps, logger=False, enable_checkpointing=False, callbacks=[],
                       enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
     trainer.fit(model, datamodule=dm)
