@@ -104,8 +104,9 @@ def _process_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="afx process",
         description="Apply a trained model to a whole file: predict smoothed parameter automation, render the "
-        "chain with it. The model runs in mono (the input is downmixed and resampled to the model rate); the "
-        "output is copied back to the input's channels, at its rate and length.",
+        "chain with it. Parameters are predicted once per frame from the downmix; every channel is rendered with "
+        "them (linked: a mono chain gets one plugin instance per channel), so the output keeps the input's "
+        "channels and stereo image, at its rate and length.",
     )
     parser.add_argument("--ckpt", required=True, help="checkpoint of a trained DeepAFx model (loaded weights-only)")
     parser.add_argument("input", help="audio file to process")

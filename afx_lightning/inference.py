@@ -7,20 +7,30 @@ file (only θ, frames × P floats, is kept):
    below and its integrated loudness measured (BS.1770, :class:`~afx_lightning.data.preprocess.LoudnessMeter`):
    the gain to the trained ``loudness_lufs`` is then applied to the whole file, as training applied it to each
    clip (``ProcessStats.input_gain_db`` reports it). A file too short or too quiet to measure gets no gain.
-1. *predict*: the input is read in blocks, downmixed to mono (the model's channel count: the encoder and the chain
-   are mono), resampled to the model rate in overlapping chunks, preprocessed as in training (the checkpoint's
+1. *predict*: the input is read in blocks, downmixed to mono (the encoder averages channels anyway: one θ per
+   frame drives every channel), resampled to the model rate in overlapping chunks, preprocessed as in training (the checkpoint's
    :class:`~afx_lightning.data.preprocess.Preprocessing`: the high-pass, streamed with its state, then the
    measured gain; alignment belongs to training pairs and has no counterpart here), cut into the encoder's
    contexts around each frame (``(context - N) // 2`` samples before the frame start, zero-padded at the file's
    ends, as in training) and θ is predicted in batches in eval mode. The θ curves are then low-passed with a
    zero-phase Butterworth filter (the paper's inference recipe) and clipped to [0, 1].
-2. *render*: the input is read again, preprocessed the same way, and every frame goes through fresh plugin
-   instances living in one worker process (a one-slot :class:`~afx_lightning.blackbox.pool.FxWorkerPool`: a
-   plugin crash or hang cannot take the process down; a frame that fails twice is passed through dry, delayed
-   like the wet audio, and counted). The chain's latency is compensated (its first ``latency`` output samples
-   are dropped and ``latency`` zeros are fed at the end), the mono result is resampled back to the input rate
-   and copied to every input channel (up-mix),
-   so the output has the input's length, rate and channel count.
+2. *render*: the input is read again, every channel resampled and preprocessed the same way (the same gain on
+   all of them), and every frame of every channel goes through the chain with that frame's θ: a *linked* chain,
+   as a mastering engineer's linked stereo chain (see :meth:`Processor.render_layout`). A mono chain (all the
+   shipped ones) gets one set of fresh plugin instances per input channel, driven by the same θ; a chain built
+   for C channels gets the C-channel block of a C-channel input; a mono input through a multichannel chain is
+   duplicated into it and its output averaged back. The instances live in worker processes (a
+   :class:`~afx_lightning.blackbox.pool.FxWorkerPool`, one slot per channel instance: a plugin crash or hang
+   cannot take the process down; a channel's frame that fails twice is passed through dry, delayed like the wet
+   audio, and counted). The chain's latency is compensated per channel (its first ``latency`` output samples
+   are dropped and ``latency`` zeros are fed at the end), and each channel is resampled back to the input rate,
+   so the output has the input's length, rate and channels: a left-only source stays left only.
+
+   Per-channel instances with linked θ are not a true linked-stereo compressor: each channel's detector hears
+   only its own channel, so a dynamics plugin may reduce the two sides by different amounts (a shared detector
+   would apply one gain to both and hold the image exactly). It is what a mono plugin allows, and it keeps a
+   mono input bit-for-bit what it was; a chain built for stereo (``channels=2``) renders both channels in one
+   instance, with whatever linking the plugin itself does.
 
 The output is written to a temporary file next to the target and renamed at the end: a failed run leaves nothing.
 """
@@ -689,6 +699,43 @@ class Processor:
         if len(out):
             yield prepared(out)
 
+    def _model_rate_channels(self, source: _Source, gain_db: Optional[float] = None) -> Iterator[np.ndarray]:
+        """[C, n] model-rate chunks of every channel, preprocessed as :meth:`_model_rate` does the downmix (the
+        high-pass and ``gain_db`` are linear, so their mean over channels is the downmix's stream)."""
+        rs = [StreamingResampler(source.sample_rate, self.sample_rate) for _ in range(source.channels)]
+        hp = self.preprocessing.highpass_filter(self.sample_rate)
+        gain = np.float32(10.0 ** (gain_db / 20.0)) if gain_db else None
+
+        def prepared(x: np.ndarray) -> np.ndarray:
+            x = hp(x) if hp is not None else x
+            return x * gain if gain is not None else x
+
+        for block in source.blocks():
+            out = np.stack([r.push(ch) for r, ch in zip(rs, block)])
+            if out.shape[1]:
+                yield prepared(out)
+        out = np.stack([r.flush() for r in rs])
+        if out.shape[1]:
+            yield prepared(out)
+
+    def render_layout(self, channels: int) -> Tuple[int, int]:
+        """How a ``channels``-channel input meets the chain: (instances per frame, channels per instance).
+
+        A mono chain: one instance per input channel (linked θ); a chain of the input's channel count: one
+        instance; a mono input into a multichannel chain: one instance, the signal duplicated in and averaged
+        out. Anything else (e.g. a stereo chain on a 5.1 file) has no obvious mapping and is refused."""
+        fx = int(self.fx.channels)
+        if fx == channels:
+            return 1, fx
+        if fx == 1:
+            return channels, 1
+        if channels == 1:
+            return 1, fx
+        raise InferenceError(
+            f"chain {self.fx.info.name!r} processes {fx} channels and the input has {channels}: only a mono chain "
+            "(one instance per channel) or a chain of the input's channel count can render it"
+        )
+
     def input_gain_db(self, source: _Source) -> Optional[float]:
         """Pass 0: the gain (dB) that brings the whole input, high-passed as the model sees it, to the trained
         ``loudness_lufs`` (the same meter as training's). None without loudness normalisation, and for a file
@@ -779,70 +826,82 @@ class Processor:
     # ------------------------------------------------------------------ pass 2
     def render(self, source: _Source, automation: Automation, write: Callable[[np.ndarray], None],
                progress: bool = False, keep: Optional[list] = None) -> ProcessStats:
-        """Render the source through fresh plugins with ``automation``; ``write`` gets mono input-rate chunks."""
+        """Render every channel of the source through fresh plugins with ``automation`` (linked: the same θ on
+        every channel, see :meth:`render_layout`); ``write`` gets [C, k] input-rate chunks. ``keep`` collects the
+        model-rate input and output downmixes (for the plot)."""
         from .blackbox.pool import FxWorkerPool, SlotGroup
 
-        n, lat = self.frame_size, self.latency
+        n, lat, c = self.frame_size, self.latency, source.channels
+        instances, width = self.render_layout(c)
         length = self._model_length(source)
         theta = automation.normalized
         total_frames = -(-(length + lat) // n)
         stats = ProcessStats(frames=len(theta), seconds=source.frames / source.sample_rate,
                              input_gain_db=automation.input_gain_db,
                              preprocessing=self._preprocessing_note(automation.input_gain_db))
-        pool = FxWorkerPool(
-            self.fx.chain_factory, {"process": SlotGroup(1, 1)}, channels=self.fx.channels, block_size=n,
-            num_params=self.fx.info.num_params, sample_rate=self.sample_rate, num_workers=1,
+        pool = FxWorkerPool(  # one worker per channel instance (up to the CPUs): a crash in one leaves the others
+            self.fx.chain_factory, {"process": SlotGroup(instances, 1)}, channels=width, block_size=n,
+            num_params=self.fx.info.num_params, sample_rate=self.sample_rate,
+            num_workers=max(1, min(instances, os.cpu_count() or 1)),
             timeout_s=self.fx.timeout_s, max_retries=self.fx.max_retries, build_timeout_s=self.fx.build_timeout_s,
         )
-        dry = _DryFallback(lat)
-        back = StreamingResampler(self.sample_rate, source.sample_rate)
+        slots = list(range(instances))
+        dry = [_DryFallback(lat) for _ in range(c)]
+        back = [StreamingResampler(self.sample_rate, source.sample_rate) for _ in range(c)]
         out_total = source.frames
         written = 0
         to_skip = lat  # latency compensation: the chain's first `lat` samples are its delay
         produced = 0  # model-rate output samples kept
-        pending = np.zeros(0, dtype=np.float32)
-        stream = self._model_rate(source, check_finite=False, gain_db=automation.input_gain_db)
+        pending = np.zeros((c, 0), dtype=np.float32)
+        stream = self._model_rate_channels(source, gain_db=automation.input_gain_db)
         done_input = False
 
         def emit(y: np.ndarray) -> None:
             nonlocal written
-            y = y[: out_total - written]
-            if len(y):
+            y = y[:, : out_total - written]
+            if y.shape[1]:
                 write(y)
-                written += len(y)
+                written += y.shape[1]
 
         try:
             with self._bar(total_frames, "render", progress) as bar:
                 for j in range(total_frames):
-                    while not done_input and len(pending) < n:
+                    while not done_input and pending.shape[1] < n:
                         chunk = next(stream, None)
                         if chunk is None:
                             done_input = True
                         else:
-                            pending = np.concatenate([pending, chunk])
-                    frame = np.zeros(n, dtype=np.float32)
-                    k = min(n, len(pending))
-                    frame[:k], pending = pending[:k], pending[k:]
-                    x = np.repeat(frame[None, None], self.fx.channels, axis=1)  # [1, C, N]
-                    params = theta[min(j, len(theta) - 1)][None, None]
-                    result = pool.render("process", [0], [j == 0], x, params)
-                    failed = bool(result.failed[0])
-                    stats.dropped_frames += failed
-                    y = dry.place(frame, result.out[0, 0].mean(axis=0), failed)
+                            pending = np.concatenate([pending, chunk], axis=1)
+                    frame = np.zeros((c, n), dtype=np.float32)
+                    k = min(n, pending.shape[1])
+                    frame[:, :k], pending = pending[:, :k], pending[:, k:]
+                    if width == 1:  # a mono chain: one instance per channel, [C, 1, N]
+                        x = frame[:, None]
+                    elif width == c:  # a C-channel chain on a C-channel input: [1, C, N]
+                        x = frame[None]
+                    else:  # a mono input duplicated into a multichannel chain
+                        x = np.repeat(frame[None], width, axis=1)
+                    params = np.repeat(theta[min(j, len(theta) - 1)][None, None], instances, axis=0)
+                    result = pool.render("process", slots, [j == 0] * instances, x, params)
+                    out = result.out[:, 0]  # [instances, width, N]
+                    wet = out[:, 0] if width == 1 else out[0] if width == c else out[0].mean(axis=0, keepdims=True)
+                    failed = np.broadcast_to(result.failed, (c,)) if instances == 1 else result.failed
+                    stats.dropped_frames += bool(failed.any())
+                    y = np.stack([d.place(frame[i], wet[i], bool(failed[i])) for i, d in enumerate(dry)])
                     if keep is not None:
-                        keep[0].append(frame)
+                        keep[0].append(frame.mean(axis=0))
                     if to_skip:
                         cut = min(to_skip, n)
-                        y, to_skip = y[cut:], to_skip - cut
-                    y = y[: max(0, length - produced)]
-                    produced += len(y)
-                    if keep is not None and len(y):
-                        keep[1].append(y)
-                    emit(back.push(y))
+                        y, to_skip = y[:, cut:], to_skip - cut
+                    y = y[:, : max(0, length - produced)]
+                    produced += y.shape[1]
+                    if keep is not None and y.shape[1]:
+                        keep[1].append(y.mean(axis=0))
+                    emit(np.stack([b.push(ch) for b, ch in zip(back, y)]))
                     bar.update(1)
-            emit(back.flush())
+            emit(np.stack([b.flush() for b in back]))
             if written < out_total:  # rounding of the two rate conversions: at most a sample or two
-                emit(np.zeros(out_total - written, dtype=np.float32))
+                emit(np.zeros((c, out_total - written), dtype=np.float32))
             stats.faults = {k: v for k, v in pool.stats.as_dict().items() if v}
         finally:
             pool.close()
@@ -857,10 +916,10 @@ class Processor:
         t1 = time.perf_counter()
         chunks: List[np.ndarray] = []
         stats = self.render(source, automation, chunks.append)
-        mono = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+        out = np.concatenate(chunks, axis=1) if chunks else np.zeros((source.channels, 0), dtype=np.float32)
         stats.predict_s, stats.render_s, stats.wall_s = t1 - t0, time.perf_counter() - t1, time.perf_counter() - t0
         self.last_stats = stats
-        return np.repeat(mono[None], source.channels, axis=0), automation
+        return out, automation
 
     def process_file(
         self,
@@ -905,7 +964,7 @@ class Processor:
                         if over.any():
                             clipped += int(over.sum())
                             y = np.clip(y, -1.0, 1.0)
-                    f.write(np.repeat(y[:, None], source.channels, axis=1))
+                    f.write(y.T)
 
                 stats = self.render(source, auto, write, progress=progress, keep=keep)
             os.chmod(tmp, _new_file_mode(out_path))  # mkstemp makes it private; give it the usual permissions

@@ -451,8 +451,23 @@ class AudioFxDataModule(pl.LightningDataModule):
         needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ()}.get(stage, ())
         for split in needed:
             self._split(split)
+        self._check_model_channels()
         if stage == "fit":
             self._train_stream()
+
+    def _check_model_channels(self) -> None:
+        """Clips with more channels than the model's chain renders would fail deep in the plugin pool: say so
+        here, naming the option. (Training renders a row's frame as one block through one instance; a mono chain
+        on stereo pairs would need one instance per channel there, which only ``afx process`` does today.)"""
+        fx = getattr(getattr(getattr(self, "trainer", None), "lightning_module", None), "fx", None)
+        want = getattr(fx, "channels", None)
+        loaded = [c for c in self._splits.values() if c is not None]
+        if not isinstance(want, int) or not loaded or loaded[0].num_channels == want:
+            return
+        raise DataError(
+            f"data.channels is {self.channels} but chain {fx.info.name!r} renders {want} channel(s) in training: "
+            f"set data.channels: {want} (afx process still renders every channel of a file, with linked parameters)"
+        )
 
     def describe(self) -> str:
         """One line for logs: source, split sizes, layout."""
