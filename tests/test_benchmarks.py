@@ -1,6 +1,7 @@
 """The benchmarks keep running (smoke test: valid JSON with the reported fields; no timing asserted)."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +71,66 @@ def test_fx_layer_default_json_unchanged_without_new_flags():
     assert args.workers_sweep is None and not args.fd_ratio
     args = fx_layer.parse_args(["--workers-sweep", "1,2", "--fd-ratio"])
     assert args.workers_sweep == [1, 2] and args.fd_ratio and args.fd_chain == "pb_mastering" and args.fd_batch == 4
+
+
+def _fidelity_modules():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import fidelity
+        import fidelity_data
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return fidelity, fidelity_data
+
+
+def test_fidelity_options_and_splits():
+    """--quick shrinks every budget; splits and per-file draws are fixed by name (argument parsing only)."""
+    fidelity, fidelity_data = _fidelity_modules()
+    full = fidelity.parse_args([])
+    assert full.tasks == ["amp", "breath", "mastering"] and full.batch_size == 16 and full.lr == pytest.approx(2e-3)
+    quick = fidelity.parse_args(["--quick", "--tasks", "amp", "--budget-s", "600"])
+    assert quick.tasks == ["amp"] and quick.budget_s <= 45 and quick.max_steps and quick.oracle_files == 1
+    assert fidelity.max_time(330) == "00:00:05:30"
+    names = [f"024_Nylon_Guitar_{i:02d}" for i in range(40)]
+    splits = [fidelity_data.split_by_hash(n) for n in names]
+    assert splits == [fidelity_data.split_by_hash(n) for n in names] and set(splits) == {"train", "val", "test"}
+    assert fidelity.finite({"a": [float("nan"), 1.0]}) == {"a": [None, 1.0]}
+
+
+@pytest.mark.slow
+def test_fidelity_amp_build_and_quick_benchmark(tmp_path):
+    """The amp set built from freepats notes through ZamTube (tiny subset), then ``fidelity.py --quick``: the real
+    CLI trains, evaluates and matches; every score is finite and the identity is far from the target."""
+    import soundfile as sf
+
+    _, fidelity_data = _fidelity_modules()
+    missing = fidelity_data.missing_packages("amp")
+    if missing:
+        pytest.skip(f"the fidelity amp set needs Debian packages: apt-get install {' '.join(missing)}")
+    data = fidelity_data.ensure("amp", tmp_path / "data", quick=True)
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert all(manifest["counts"][s] > 0 for s in ("train", "val", "test")), manifest["counts"]
+    for split in ("train", "val", "test"):
+        for inp in (data / split / "input").glob("*.wav"):
+            tgt = data / split / "target" / inp.name
+            a, b = sf.info(str(inp)), sf.info(str(tgt))
+            assert (a.samplerate, a.channels, a.frames) == (22050, 1, b.frames) and b.samplerate == 22050
+            x, y = sf.read(str(inp)), sf.read(str(tgt))
+            assert not (x[0] == y[0]).all()  # the tube changed it
+
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "fidelity.py"), "--quick", "--tasks", "amp",
+         "--data-dir", str(tmp_path / "data"), "--work-dir", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=900, cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout)
+    amp = result["tasks"]["amp"]
+    assert amp["chain"] and amp["recipe"] == "recipes/amp.yaml"
+    for metric in ("d_mfcc", "mrstft", "loudness_diff_lu"):
+        for column in ("model", "identity", "oracle"):
+            value = amp["scores"][metric][column]
+            assert isinstance(value, float) and math.isfinite(value), (metric, column, value)
+    assert amp["scores"]["d_mfcc"]["identity"] > 0.01 and amp["scores"]["mrstft"]["identity"] > 0.1
+    assert amp["train"]["steps"] > 0 and amp["train"]["wall_s"] > 0 and amp["oracle"]["files"]
+    assert run.stderr.strip().splitlines()[-1].startswith("fidelity: amp: d_MFCC")
