@@ -196,6 +196,8 @@ class DeepAFx(pl.LightningModule):
 
     def _loss(self, out: Tensor, target: Tensor) -> Tensor:
         per_item = self.loss.per_item(out, target).loss
+        # discrete parameters' gradient from the true loss of the perturbed renders (zero-valued; 0 without any)
+        per_item = per_item + self.fx.discrete_term(lambda y: self.loss.per_item(y, target).loss)
         failed = self.fx.last_result.failed if self.fx.last_result is not None else None
         if failed is not None and failed.any() and len(failed) == len(per_item):
             keep = torch.from_numpy(~failed).to(per_item.device)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import ctypes
 import functools
 import time
-from typing import Any, Dict
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import numpy as np
 from scipy.signal import lfilter
@@ -136,3 +137,181 @@ def slow_to_build_chain(sample_rate: int, block_size: int, build_s: float = 0.5)
     """:func:`faulty_chain` whose construction takes ``build_s`` seconds, like a real plugin loading its library."""
     time.sleep(build_s)
     return faulty_chain(sample_rate, block_size)
+
+
+# ------------------------------------------------------------------ discrete parameters: a known-answer chain
+FILTER_TYPES = ("lowpass", "highpass", "bandpass")
+
+
+def _biquad(kind: str, cutoff: float, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """RBJ cookbook 2nd-order sections (Q = 1/√2; the band-pass has 0 dB peak gain)."""
+    w = 2.0 * np.pi * cutoff / sample_rate
+    alpha, cos = np.sin(w) / np.sqrt(2.0), np.cos(w)
+    if kind == "lowpass":
+        b = [(1 - cos) / 2, 1 - cos, (1 - cos) / 2]
+    elif kind == "highpass":
+        b = [(1 + cos) / 2, -(1 + cos), (1 + cos) / 2]
+    else:
+        b = [alpha, 0.0, -alpha]
+    a = np.array([1 + alpha, -2 * cos, 1 - alpha])
+    return np.asarray(b) / a[0], a / a[0]
+
+
+def _switched_filter(sample_rate: int, audio: np.ndarray, values: Dict[str, float], state: Dict[str, Any]) -> np.ndarray:
+    kind = FILTER_TYPES[min(max(int(round(values["type"])), 0), len(FILTER_TYPES) - 1)]
+    b, a = _biquad(kind, values["cutoff"], sample_rate)
+    zi = state.get("zi", np.zeros((audio.shape[0], 2)))
+    y, state["zi"] = lfilter(b, a, audio, axis=-1, zi=zi)
+    if values["drive"] >= 0.5:  # unity gain for small signals, so no gain setting imitates it
+        y = np.tanh(4.0 * y) / 4.0
+    return (10.0 ** (values["gain"] / 20.0) * y).astype(np.float32)
+
+
+def switched_filter_chain(sample_rate: int, block_size: int, naive: bool = False) -> Chain:
+    """A filter whose type is a choice (lowpass / highpass / bandpass) and a saturation toggle, with a continuous
+    cutoff and gain: the known-answer chain of discrete parameters (the type decides the result).
+
+    ``naive=True`` declares the type and the toggle as continuous ranges that the DSP rounds, which is how a
+    switch had to be written before parameter kinds (the baseline the relaxation is measured against)."""
+    if naive:
+        discrete = (ParamSpec("type", 0.0, 2.0, 0.0, description="rounded: 0 lowpass, 1 highpass, 2 bandpass"),
+                    ParamSpec("drive", 0.0, 1.0, 0.0, description="rounded: saturation off/on"))
+    else:
+        discrete = (ParamSpec.choice("type", FILTER_TYPES, "lowpass"),
+                    ParamSpec.toggle("drive", False, description="tanh saturation after the filter"))
+    params = (discrete[0], ParamSpec("cutoff", 200.0, 5000.0, 1000.0, Scale.LOG, "Hz"),
+              ParamSpec("gain", -12.0, 12.0, 0.0, unit="dB"), discrete[1])
+    effect = FunctionEffect("switched_filter", functools.partial(_switched_filter, sample_rate), params, sample_rate)
+    return Chain([effect], name="switched_filter_naive" if naive else "switched_filter")
+
+
+@dataclass
+class KnownAnswerFit:
+    """What :func:`fit_known_answer` found, per parameter name, next to the hidden truth (display units, or the
+    value's label for a discrete parameter), and the evaluation loss (most likely values) before and after."""
+
+    found: Dict[str, Any]
+    truth: Dict[str, Any]
+    first_loss: float
+    last_loss: float
+    seconds: float
+    trace: np.ndarray  # the batch-mean encoder outputs θ [steps, W], to watch the discrete scores move
+
+
+def fit_known_answer(
+    chain: Callable[..., Chain],
+    truth: Mapping[str, Any],
+    steps: int = 300,
+    batch: int = 8,
+    lr: float = 3e-3,
+    seed: int = 0,
+    discrete_epsilon: float = 0.2,
+    clip_frames: int = 8,
+    block_size: int = 1024,
+    sample_rate: int = 22050,
+    num_workers: int = 2,
+    start: Optional[np.ndarray] = None,
+) -> KnownAnswerFit:
+    """Train a small encoder through the black-box layer on audio made by ``chain`` at hidden, fixed settings
+    ``truth`` (by name, in range units or a discrete value's label; the rest at their defaults), from the
+    encoder's default start. Each of ``batch`` slots streams its own white-noise clips of ``clip_frames``
+    frames, with the state of both the trained and the reference plugins carried across a clip's frames.
+    ``start``: the encoder's initial outputs θ [W] (default ``layer.codec.defaults``).
+
+    A check of the machinery against ground truth: with discrete parameters it shows whether training finds
+    their values from audio alone. Decoded at the end as inference does (most likely values)."""
+    import torch
+
+    from .blackbox import BlackBoxLayer
+    from .encoders import SmallEncoder
+    from .loss import DelayInvariantLoss
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: more threads only contend with the plugin workers
+    layer = BlackBoxLayer(chain, sample_rate=sample_rate, block_size=block_size, num_slots=batch, num_eval_slots=batch,
+                          num_workers=num_workers, seed=seed, discrete_epsilon=discrete_epsilon)
+    references = [chain(sample_rate=sample_rate, block_size=block_size) for _ in range(batch)]
+    goal = references[0].normalized(truth)
+    encoder = SmallEncoder(layer.num_params, sample_rate=sample_rate, width=4)
+    encoder.init_output_bias(torch.from_numpy(layer.codec.defaults if start is None else np.asarray(start)),
+                             weight_scale=0.1)
+    optimiser = torch.optim.Adam(encoder.parameters(), lr=lr)
+    loss_fn = DelayInvariantLoss(max_shift=100 + layer.latency)
+    clips = np.zeros((batch, 1, clip_frames * block_size), dtype=np.float32)
+    position = np.full(batch, clip_frames)  # every slot starts a fresh clip
+    slots = torch.arange(batch)
+    trace: list[np.ndarray] = []
+    t0 = time.perf_counter()
+
+    def next_frames(restart: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        fresh = (position >= clip_frames) | restart
+        for s in np.flatnonzero(fresh):
+            clips[s] = rng.uniform(0.2, 0.6) * rng.standard_normal((1, clip_frames * block_size))
+            references[s].reset()
+            position[s] = 0
+        x = np.stack([clips[s, :, position[s] * block_size : (position[s] + 1) * block_size] for s in range(batch)])
+        y = np.stack([references[s].process(x[s], goal) for s in range(batch)])
+        position[:] += 1
+        return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(fresh)
+
+    def evaluate() -> float:
+        """The mean loss over whole fresh clips with the most likely values (the layer's eval slots)."""
+        layer.eval()
+        encoder.eval()
+        total = []
+        with torch.no_grad():
+            for frame in range(clip_frames):
+                x, y, fresh = next_frames(restart=frame == 0)
+                total.append(float(loss_fn(layer(x, encoder(x), slots, fresh), y)))
+        layer.train()
+        encoder.train()
+        position[:] = clip_frames  # training restarts on fresh clips (its slots missed these frames)
+        return float(np.mean(total))
+
+    try:
+        first_loss = evaluate()
+        for _ in range(steps):
+            x, y, fresh = next_frames()
+            per_item = lambda out: loss_fn.per_item(out, y).loss  # noqa: E731
+            theta = encoder(x)
+            loss = (per_item(layer(x, theta, slots, fresh)) + layer.discrete_term(per_item)).mean()
+            trace.append(theta.detach().mean(dim=0).numpy())
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        last_loss = evaluate()
+        encoder.eval()
+        with torch.no_grad():
+            theta = torch.cat([encoder(next_frames()[0]) for _ in range(4)]).numpy()
+    finally:
+        torch.set_num_threads(threads)
+        layer.close()
+        for r in references:
+            r.close()
+    votes = layer.codec.decode(theta)  # [rows, P]: each row's most likely values
+    found: Dict[str, Any] = {}
+    for i, spec in enumerate(layer.info.trainable_params):
+        if spec.discrete:
+            labels = [spec.label(u) for u in votes[:, i]]
+            found[spec.name] = max(set(labels), key=labels.count)
+        else:
+            found[spec.name] = spec.to_display(float(np.median(votes[:, i])))
+    shown = {p.name: (p.label(u) if p.discrete else p.to_display(u)) for p, u in zip(layer.info.trainable_params, goal)}
+    return KnownAnswerFit(found, shown, first_loss, last_loss, time.perf_counter() - t0, np.stack(trace))
+
+
+def _discrete_toy(audio: np.ndarray, values: Dict[str, float], state: Dict[str, Any]) -> np.ndarray:
+    basis = np.random.default_rng(7).standard_normal((6, audio.shape[-1])).astype(np.float32) / 2
+    shape = basis[int(values["shape"])]
+    return (values["level"] * shape + values["flag"] * basis[3] + 0.25 * values["count"] * basis[4]
+            + 0.1 * audio).astype(np.float32)
+
+
+def discrete_toy_chain(sample_rate: int, block_size: int) -> Chain:
+    """Stateless: one of three fixed waveforms (a choice) times a continuous level, plus a toggled and an
+    integer-weighted waveform. Every kind in one cheap chain, for checking the estimator against enumeration."""
+    params = (ParamSpec.choice("shape", ("a", "b", "c")), ParamSpec.toggle("flag"), ParamSpec.integer("count", 0, 3),
+              ParamSpec("level", 0.0, 1.0, 0.5))
+    return Chain([FunctionEffect("toy", _discrete_toy, params, sample_rate)], name="discrete_toy")

@@ -4,12 +4,19 @@ Both perturb θ into pairs θ⁺, θ⁻ (clipped to [0, 1]), render each pair th
 and turn the projections s = <∂L/∂y, y⁺ − y⁻> into a gradient. The divisor is the realised perturbation
 (θ⁺ − θ⁻)_i: it equals 2εΔ_i (the paper's formula) away from the box edges and stays a correct
 one-sided difference at the edges, where clipping shortens the step.
+
+Columns that drive discrete parameters (``discrete`` in :meth:`GradientEstimator.perturb`) take a larger step
+of their own (``discrete_epsilon`` of one value step, see ``effects.discrete``), and on one side of each pair
+only, drawn at random: the other render keeps the forward's discrete values, so every pair still holds a
+continuous difference without a jump in it, while the two one-sided differences average to the central one. The
+renders differ in a discrete value only when a sampling threshold falls inside that step, which happens with
+probability about discrete_epsilon per parameter: it sets how often a pair carries their signal.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Optional
 
 import torch
 
@@ -21,6 +28,7 @@ class GradientEstimator:
     method: Method = "spsa"
     epsilon: float = 0.01
     num_perturbations: int = 1  # K, averaged (SPSA only)
+    discrete_epsilon: float = 0.2  # the one-sided step of discrete parameters' columns, in value steps
 
     def __post_init__(self) -> None:
         if self.method not in ("spsa", "fd"):
@@ -29,6 +37,8 @@ class GradientEstimator:
             raise ValueError(f"epsilon must lie in (0, 0.5), got {self.epsilon}")
         if self.num_perturbations < 1:
             raise ValueError(f"num_perturbations must be >= 1, got {self.num_perturbations}")
+        if not 0 < self.discrete_epsilon <= 0.5:
+            raise ValueError(f"discrete_epsilon must lie in (0, 0.5], got {self.discrete_epsilon}")
 
     def num_pairs(self, num_params: int) -> int:
         return self.num_perturbations if self.method == "spsa" else num_params
@@ -37,21 +47,44 @@ class GradientEstimator:
         """Plugin instances per slot: forward + one per perturbed evaluation ((2K+1) SPSA, (2P+1) FD)."""
         return 1 + 2 * self.num_pairs(num_params)
 
-    def perturb(self, theta: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """θ [M, P] -> (params [M, 1 + 2D, P]: θ, θ⁺ x D, θ⁻ x D; step [M, D, P] = θ⁺ − θ⁻)."""
+    def perturb(
+        self,
+        theta: torch.Tensor,
+        generator: torch.Generator,
+        sizes: Optional[torch.Tensor] = None,
+        discrete: Optional[torch.Tensor] = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """θ [M, P] -> (params [M, 1 + 2D, P]: θ, θ⁺ x D, θ⁻ x D; step [M, D, P] = θ⁺ − θ⁻).
+
+        ``sizes`` [P]: a step per column (``ParamCodec.perturbation_sizes``); default ``epsilon`` everywhere.
+        ``discrete`` [P] bool: columns stepped on one side of each pair only (θ⁺ or θ⁻, drawn per pair).
+        """
         m, p = theta.shape
         if self.method == "spsa":
             signs = torch.randint(0, 2, (m, self.num_perturbations, p), generator=generator, dtype=torch.int8)
             direction = signs.to(theta.dtype) * 2 - 1
         else:
             direction = torch.eye(p, dtype=theta.dtype).expand(m, p, p)
+        delta = self.epsilon * direction if sizes is None else sizes.to(theta.dtype) * direction
+        up = down = delta
+        if discrete is not None and bool(discrete.any()):
+            on_plus = torch.randint(0, 2, delta.shape[:2] + (1,), generator=generator, dtype=torch.int8).bool()
+            zero = torch.zeros((), dtype=delta.dtype)
+            up = torch.where(discrete & ~on_plus, zero, delta)
+            down = torch.where(discrete & on_plus, zero, delta)
         base = theta.unsqueeze(1)
-        plus = (base + self.epsilon * direction).clamp(0.0, 1.0)
-        minus = (base - self.epsilon * direction).clamp(0.0, 1.0)
+        plus = (base + up).clamp(0.0, 1.0)
+        minus = (base - down).clamp(0.0, 1.0)
         return torch.cat([base, plus, minus], dim=1), plus - minus
 
-    def combine(self, projections: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-        """s [M, D] and step [M, D, P] -> gradient estimate [M, P]."""
+    def combine(self, projections: torch.Tensor, step: torch.Tensor, keep: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """s [M, D] and step [M, D, P] -> gradient estimate [M, P].
+
+        ``keep`` [M, D, P]: the columns each pair informs (see ``layer``); the others get zero from it.
+        """
+        estimates = projections.unsqueeze(-1) / step
+        if keep is not None:  # a one-sided step clipped to nothing at the box edge informs nothing either
+            estimates = torch.where(keep & (step != 0), estimates, torch.zeros((), dtype=estimates.dtype))
         if self.method == "spsa":
-            return (projections.unsqueeze(-1) / step).mean(dim=1)
-        return projections / torch.diagonal(step, dim1=1, dim2=2)
+            return estimates.mean(dim=1)
+        return torch.diagonal(estimates, dim1=1, dim2=2)

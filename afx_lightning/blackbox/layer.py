@@ -5,6 +5,18 @@ every slot also owns the perturbed instances (θ⁺, θ⁻ per pair) and they re
 call, so all instances of a slot see identical consecutive frames; backward then needs no plugin at all and
 only combines the saved differences with the incoming gradient. Evaluation uses its own slots with a single
 instance each. The gradient w.r.t. the input audio is not estimated (the paper ignores it too).
+
+Discrete parameters (integer, choice, toggle) are trained as SPSA on a relaxation, not by rounding: the encoder's
+columns θ define a distribution over each one's values (``effects.discrete.ParamCodec``), every render of a training
+row plays a value drawn from it with one uniform number per row and parameter shared by all its renders (common
+random numbers), so the expected loss is smooth in θ and the pairs' differences estimate its gradient. No render is
+added. The discrete columns are stepped on one side of each pair only (``gradients``), so one render of every pair
+keeps the forward's discrete values: the continuous columns take the central difference when the other render
+kept them too, else the one-sided difference against the forward render. The discrete columns take the pairs
+whose two renders drew different values, from the true loss of both renders (:meth:`BlackBoxLayer.discrete_term`),
+because a jump between filter types is no small change: the first-order ⟨∂L/∂y, y⁺ − y⁻⟩ misjudges it by orders
+of magnitude (a log-spectral loss, linearised where a low-pass left no treble, rates any treble as enormous).
+Evaluation plays the most likely values.
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ import torch
 from torch import nn
 
 from ..effects.base import Chain, ParamLayout
+from ..effects.discrete import ParamCodec
 from ..effects.params import ParamSpec
 from .gradients import GradientEstimator
 from .pool import BuildStats, FaultStats, FxWorkerPool, RenderResult, SlotGroup
@@ -119,27 +132,66 @@ def to_device(rendered: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return rendered.to(dtype=like.dtype)
 
 
+@dataclass
+class _Jumps:
+    """What the last training forward left for :meth:`BlackBoxLayer.discrete_term`."""
+
+    theta: torch.Tensor  # [M, W], in the encoder's graph
+    plus: torch.Tensor  # [M, D, C, N] renders of θ⁺ (on the output's device)
+    minus: torch.Tensor  # [M, D, C, N] renders of θ⁻
+    step: torch.Tensor  # [M, D, W]
+    keep: torch.Tensor  # [M, D, W]: the discrete columns whose parameter's value differs between the pair's renders
+    failed: torch.Tensor  # [M]
+
+
 class _BlackBoxFunction(torch.autograd.Function):
     """y = f(x, θ) through plugins; ∂L/∂θ from the perturbed renders saved at forward time."""
 
     @staticmethod
     def forward(ctx, theta, audio, layer: "BlackBoxLayer", slots, fresh):  # type: ignore[override]
         generator = layer.directions.next_generator()
-        params, step = layer.estimator.perturb(theta.detach().to("cpu", torch.float32), generator)
-        result = layer._render("train", slots, fresh, audio, params)
-        out = torch.from_numpy(result.out)
+        params, step = layer.estimator.perturb(theta.detach().to("cpu", torch.float32), generator, layer._sizes,
+                                               layer._discrete_columns)
         pairs = step.shape[1]
-        ctx.difference = out[:, 1 : 1 + pairs] - out[:, 1 + pairs :]  # [M, D, C, N]
-        ctx.step = step
+        codec = layer.codec
+        index = None
+        if codec.has_discrete:  # one uniform per row and discrete parameter, drawn after the directions
+            uniform = torch.rand((params.shape[0], len(codec.discrete)), generator=generator, dtype=torch.float64)
+            values, index = codec.sample(params.numpy(), uniform.numpy())
+            index = torch.from_numpy(index)
+        result = layer._render("train", slots, fresh, audio, params if index is None else torch.from_numpy(values))
+        out = torch.from_numpy(result.out)
+        plus, minus = out[:, 1 : 1 + pairs], out[:, 1 + pairs :]  # [M, D, C, N]
         ctx.failed = torch.from_numpy(result.failed)
         ctx.estimator = layer.estimator
+        ctx.keep = None
+        if index is None:
+            ctx.difference, ctx.step = plus - minus, step
+        else:
+            # The continuous columns: each pair's renders that drew the forward's discrete values (both: the
+            # central difference; one: the one-sided difference with the forward render; with the one-sided
+            # discrete steps one of them always did).
+            same = index[:, 1:] == index[:, :1]  # [M, 2D, discrete]
+            same_plus, same_minus = same[:, :pairs].all(-1), same[:, pairs:].all(-1)  # [M, D]
+            base = out[:, :1].expand_as(plus)
+            hi = torch.where(same_plus[..., None, None], plus, base)
+            lo = torch.where(same_minus[..., None, None], minus, base)
+            ctx.difference = hi - lo
+            theta0 = params[:, :1].expand_as(step)
+            ctx.step = (torch.where(same_plus[..., None], params[:, 1 : 1 + pairs], theta0)
+                        - torch.where(same_minus[..., None], params[:, 1 + pairs :], theta0))
+            continuous = torch.from_numpy(codec.owner < 0)
+            ctx.keep = (same_plus | same_minus)[..., None] & continuous
+            # The discrete columns: the pairs whose renders drew different values, from their true losses.
+            jumped = torch.from_numpy(codec.jump_columns(index[:, 1 : 1 + pairs].numpy(), index[:, 1 + pairs :].numpy()))
+            layer._jumps = _Jumps(theta, to_device(plus, audio), to_device(minus, audio), step, jumped, ctx.failed)
         return to_device(out[:, 0], audio)
 
     @staticmethod
     def backward(ctx, grad_output):  # type: ignore[override]
         g = grad_output.detach().to("cpu", torch.float32)
         projections = torch.einsum("mcn,mdcn->md", g, ctx.difference)
-        grad = ctx.estimator.combine(projections, ctx.step)
+        grad = ctx.estimator.combine(projections, ctx.step, ctx.keep)
         grad[ctx.failed] = 0.0
         return grad.to(device=grad_output.device, dtype=grad_output.dtype), None, None, None, None
 
@@ -153,6 +205,8 @@ class BlackBoxLayer(nn.Module):
         num_slots: training slots (= the training batch size M); num_eval_slots likewise for validation.
         gradient: ``spsa`` (paper eq. 2) or ``fd`` (eq. 1; (2P+1) instances per slot, for diagnostics).
         epsilon, num_perturbations: SPSA step ε (official 0.01) and K perturbation pairs averaged.
+        discrete_epsilon: the one-sided step of the columns that drive integer, choice and toggle parameters, in
+            value steps (a pair carries their signal with probability about discrete_epsilon per parameter).
         num_workers: plugin worker processes of this process (default: the CPUs this process may use, divided
             among the DDP ranks on the machine, see ``pool.default_num_workers``); each DDP rank has its own
             pool, slots and plugin instances.
@@ -179,6 +233,7 @@ class BlackBoxLayer(nn.Module):
         max_retries: int = 1,
         seed: int = 0,
         build_timeout_s: float = 120.0,
+        discrete_epsilon: float = 0.2,
     ):
         super().__init__()
         self.chain_factory = resolve_chain(chain)
@@ -187,17 +242,26 @@ class BlackBoxLayer(nn.Module):
             raise ValueError(f"chain {self.info.name!r} processes {self.info.channels} channel(s), not {channels}")
         self.sample_rate, self.block_size, self.channels = sample_rate, block_size, channels
         self.num_slots, self.num_eval_slots = num_slots, num_eval_slots
-        self.estimator = GradientEstimator(gradient, epsilon, num_perturbations)
+        self.estimator = GradientEstimator(gradient, epsilon, num_perturbations, discrete_epsilon)
+        self.codec = ParamCodec(self.info.trainable_params)
+        # per-column steps, one-sided on the discrete columns, only where there are any (else the paper's single ε)
+        self._sizes = self._discrete_columns = None
+        if self.codec.has_discrete:
+            self._sizes = torch.from_numpy(self.codec.perturbation_sizes(epsilon, discrete_epsilon)).float()
+            self._discrete_columns = torch.from_numpy(self.codec.owner >= 0)
         self.num_workers, self.timeout_s, self.max_retries = num_workers, timeout_s, max_retries
         self.build_timeout_s = build_timeout_s
         self.seed = seed
         self.directions = PerturbationStream(seed)
         self._pool: Optional[FxWorkerPool] = None
         self.last_result: Optional[RenderResult] = None
+        self._jumps: Optional[_Jumps] = None
 
     @property
     def num_params(self) -> int:
-        return self.info.num_params
+        """How many values the encoder predicts (W): the chain's P, plus one per option beyond the first of each
+        choice parameter (``codec`` maps them onto the chain's parameters)."""
+        return self.codec.width
 
     @property
     def latency(self) -> int:
@@ -207,16 +271,15 @@ class BlackBoxLayer(nn.Module):
     def pool(self) -> FxWorkerPool:
         """Started on first use, so building a model (e.g. for ``--print_config``) spawns nothing."""
         if self._pool is None or self._pool.closed:
-            p = self.num_params
             self._pool = FxWorkerPool(
                 self.chain_factory,
                 {
-                    "train": SlotGroup(self.num_slots, self.estimator.num_instances(p)),
+                    "train": SlotGroup(self.num_slots, self.estimator.num_instances(self.num_params)),
                     "eval": SlotGroup(self.num_eval_slots, 1),
                 },
                 channels=self.channels,
                 block_size=self.block_size,
-                num_params=p,
+                num_params=self.info.num_params,
                 sample_rate=self.sample_rate,
                 num_workers=self.num_workers,
                 timeout_s=self.timeout_s,
@@ -244,10 +307,41 @@ class BlackBoxLayer(nn.Module):
         slots = [int(s) for s in slot.tolist()]
         fresh_flags = [bool(f) for f in fresh.tolist()]
         if self.training:
-            return _BlackBoxFunction.apply(theta.clamp(0.0, 1.0), audio, self, slots, fresh_flags)
-        params = theta.detach().to("cpu", torch.float32).clamp(0.0, 1.0).unsqueeze(1)
-        result = self._render("eval", slots, fresh_flags, audio, params)
+            self._jumps = None
+            theta = theta.clamp(0.0, 1.0)
+            out = _BlackBoxFunction.apply(theta, audio, self, slots, fresh_flags)
+            if self._jumps is not None:
+                self._jumps.theta = theta  # the graph's θ (the function saw a detached copy)
+            return out
+        params = torch.from_numpy(self.codec.decode(theta.detach().to("cpu", torch.float32).clamp(0.0, 1.0).numpy()))
+        result = self._render("eval", slots, fresh_flags, audio, params.unsqueeze(1))
         return to_device(torch.from_numpy(result.out[:, 0]), audio)
+
+    def discrete_term(self, per_item_loss: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """The discrete parameters' share of the gradient, from the last training forward; add it to the per-row
+        losses before reducing them (``loss = (per_item(y) + fx.discrete_term(per_item)).mean()``).
+
+        ``per_item_loss``: outputs [M, C, N] -> the per-row losses [M] that train the forward output (same
+        targets). It is evaluated, without gradient, on the perturbed renders of the pairs whose discrete values
+        differ; the term is zero-valued, and its gradient w.r.t. θ is the SPSA estimate of the expected loss for
+        the discrete columns, (L(y⁺) − L(y⁻)) / (θ⁺ − θ⁻) averaged over pairs. Zero (a scalar) when the chain has
+        no discrete parameter, in evaluation, and when called twice for one forward.
+        """
+        jumps, self._jumps = self._jumps, None
+        if jumps is None:
+            return torch.zeros(())
+        coeff = torch.zeros(jumps.theta.shape, dtype=torch.float32)
+        if jumps.keep.any():
+            with torch.no_grad():
+                differences = torch.stack(
+                    [per_item_loss(jumps.plus[:, j]) - per_item_loss(jumps.minus[:, j]) for j in range(jumps.plus.shape[1])],
+                    dim=1,
+                ).float().cpu()  # [M, D]
+            coeff = self.estimator.combine(differences, jumps.step, jumps.keep)
+            coeff[jumps.failed] = 0.0
+        coeff = coeff.to(device=jumps.theta.device, dtype=jumps.theta.dtype)
+        term = (coeff * jumps.theta).sum(dim=1)
+        return term - term.detach()
 
     def _render(self, group: str, slots, fresh, audio: torch.Tensor, params: torch.Tensor) -> RenderResult:
         audio_np = audio.detach().to("cpu", torch.float32).numpy()
@@ -265,6 +359,7 @@ class BlackBoxLayer(nn.Module):
         state = self.__dict__.copy()
         state["_pool"] = None  # processes and shared memory do not travel
         state["last_result"] = None
+        state["_jumps"] = None
         return state
 
     def extra_repr(self) -> str:
@@ -272,4 +367,5 @@ class BlackBoxLayer(nn.Module):
         return (
             f"chain={self.info.name!r}, P={self.num_params}, slots={self.num_slots}/{self.num_eval_slots}, "
             f"gradient={e.method}, epsilon={e.epsilon}, K={e.num_perturbations}"
+            + (f", discrete={len(self.codec.discrete)} (epsilon {e.discrete_epsilon})" if self.codec.has_discrete else "")
         )

@@ -13,7 +13,7 @@ from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
-from .params import ParamSpec, Scale
+from .params import ParamSpec, Scale, nearest_index
 
 
 class PluginUnavailable(RuntimeError):
@@ -34,6 +34,8 @@ class _ParamTable:
         np.divide(self.hi, self.lo, out=ratio, where=self.is_log)
         self.log_ratio = np.log(ratio)
         self.any_log, self.any_db = bool(self.is_log.any()), bool(self.is_db.any())
+        # discrete parameters: u snaps to the nearest of their values, then a table lookup
+        self.discrete = [(i, np.array(p.plugin_values, dtype=np.float64)) for i, p in enumerate(trainable) if p.discrete]
 
     def to_plugin(self, theta: np.ndarray) -> np.ndarray:
         u = np.clip(np.asarray(theta, dtype=np.float64), 0.0, 1.0)
@@ -42,6 +44,8 @@ class _ParamTable:
             values[self.is_log] = self.lo[self.is_log] * np.exp(u[self.is_log] * self.log_ratio[self.is_log])
         if self.any_db:
             values[self.is_db] = 10.0 ** (values[self.is_db] / 20.0)
+        for i, table in self.discrete:
+            values[i] = table[nearest_index(u[i], len(table))]
         return values
 
 
