@@ -221,10 +221,9 @@ def test_evaluation_and_inference_play_the_most_likely_values_and_training_steps
 
 
 # ------------------------------------------------------------------ known answer
-@pytest.mark.slow
 def test_training_from_audio_finds_the_filter_type_and_the_toggle_and_the_continuous_parameters_converge():
     """Hidden truth: band-pass at 2 kHz, +6 dB, saturation on; the encoder starts at the chain's defaults
-    (low-pass at 1 kHz, 0 dB, off). 300 steps, batch 8: 10 s on two idle cores, 40 s on busy ones (hence slow).
+    (low-pass at 1 kHz, 0 dB, off). 300 steps, batch 8: 10 s on two idle cores (40 s with the cores shared).
     ``benchmarks/discrete.py`` runs every truth over seeds, beside the rounded-continuous baseline."""
     truth = {"type": "bandpass", "cutoff": 2000.0, "gain": 6.0, "drive": "on"}
     fit = fit_known_answer(switched_filter_chain, truth, steps=300, lr=3e-3, seed=0)
