@@ -25,6 +25,7 @@ import yaml
 from afx_lightning import registry
 from afx_lightning.cli import main
 from afx_lightning.effects.base import PluginUnavailable
+from test_training import TINY_RUN, cli_env  # one definition of the tiny run and the subprocess environment
 
 ROOT = Path(__file__).resolve().parents[1]
 AFX = Path(sys.executable).parent / "afx"
@@ -34,20 +35,12 @@ SHORT = ROOT / "tests" / "configs" / "quickstart_short.yaml"
 ZAM = Path("/usr/lib/vst3/ZaMultiCompX2.vst3")
 needs_zam = pytest.mark.skipif(not ZAM.exists(), reason="needs zam-plugins (sudo apt-get install zam-plugins)")
 
-# A start-up check that stopped failing must not turn into a 5-epoch run.
-TINY_RUN = [
-    "--trainer.max_steps", "1", "--data.steps_per_epoch", "1", "--data.batch_size", "1", "--data.val_batch_size", "1",
-    "--data.demo_clips", "1", "--data.demo_val_clips", "1", "--data.demo_seconds", "0.2",
-]
-
 
 def env_for(cwd: Path) -> dict:
-    env = dict(os.environ)
-    env.pop("AFX_DEBUG", None)
-    env.update(
-        WANDB_MODE="offline", WANDB_DIR=str(cwd), WANDB_CACHE_DIR=str(cwd / ".wandb-cache"),
-        WANDB_CONFIG_DIR=str(cwd / ".wandb-config"), WANDB_DATA_DIR=str(cwd / ".wandb-data"),
-    )
+    """test_training's CLI environment, without forcing W&B silent: these tests check what W&B prints."""
+    env = cli_env(cwd)
+    if "WANDB_SILENT" not in os.environ:
+        env.pop("WANDB_SILENT")
     return env
 
 
