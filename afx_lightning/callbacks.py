@@ -25,6 +25,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 
 
 def run_folder(trainer: pl.Trainer) -> Path:
@@ -160,6 +161,20 @@ class MediaLogger(pl.Callback):
 
 #: What FitSummary keeps of each validation (logged by DeepAFx).
 VAL_METRICS = ("val/loss", "val/loss_identity", "val/d_mfcc", "val/d_mfcc_identity")
+
+
+class LatestCheckpoint(ModelCheckpoint):
+    """Writes ``last.ckpt`` after every validation and epoch, whether or not val/loss improved.
+
+    Why: since Lightning 2.6 a ``ModelCheckpoint(save_last=True)`` refreshes ``last.ckpt`` only at steps where it
+    also saved a top-k checkpoint, so with ``save_top_k=1`` on val/loss ``last.ckpt`` is a copy of the best and a
+    resumed run silently loses every step since. This one keeps a single file named ``last`` (no monitor, top 1,
+    no version counter), next to the recipe's best-val checkpoints.
+    """
+
+    def __init__(self, dirpath: Optional[str] = None):
+        super().__init__(dirpath=dirpath, filename=self.CHECKPOINT_NAME_LAST, monitor=None, save_top_k=1,
+                         save_last=False, enable_version_counter=False, auto_insert_metric_name=False)
 
 
 def demo_parameter_error(trainer: pl.Trainer, pl_module: pl.LightningModule) -> Optional[Dict[str, float]]:

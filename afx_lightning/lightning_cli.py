@@ -34,12 +34,13 @@ DEFAULT_LOGGER = {
 def default_callbacks(given: Sequence[Callback] = (), trainer_config: Optional[Mapping[str, Any]] = None) -> list:
     """The CLI's callbacks, one per type that ``given`` (the run's own) lacks, so a recipe's settings win.
 
-    LearningRateMonitor (when there is a logger), MediaLogger, FitSummary, and a ModelCheckpoint on ``val/loss``
-    with ``last.ckpt`` (unless checkpointing is off): every run leaves a checkpoint for ``afx process``.
+    LearningRateMonitor (when there is a logger), MediaLogger, FitSummary, and (unless checkpointing is off) a
+    ModelCheckpoint on ``val/loss`` plus a LatestCheckpoint that keeps ``last.ckpt`` current: every run leaves
+    its best checkpoint for ``afx process`` and its latest for resuming.
     """
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from .callbacks import FitSummary, MediaLogger
+    from .callbacks import FitSummary, LatestCheckpoint, MediaLogger
 
     config = dict(trainer_config or {})
     candidates: list = []
@@ -47,7 +48,7 @@ def default_callbacks(given: Sequence[Callback] = (), trainer_config: Optional[M
         candidates.append(LearningRateMonitor())
     candidates += [MediaLogger(), FitSummary()]
     if config.get("enable_checkpointing", True) is not False:
-        candidates.append(ModelCheckpoint(monitor="val/loss", mode="min", save_last=True))
+        candidates += [ModelCheckpoint(monitor="val/loss", mode="min", save_last=True), LatestCheckpoint()]
     return [cb for cb in candidates if not any(isinstance(g, type(cb)) for g in given)]
 
 

@@ -223,7 +223,8 @@ def test_a_recipes_own_callbacks_win_and_each_appears_once():
     found = callbacks_of("--config", str(BREATH), "--data.dataset", "demo",
                          "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", "x")
     counts = {name: len(cbs) for name, cbs in found.items()}
-    for name in ("LearningRateMonitor", "MediaLogger", "ModelCheckpoint", "EarlyStopping", "FitSummary"):
+    for name in ("LearningRateMonitor", "MediaLogger", "ModelCheckpoint", "LatestCheckpoint", "EarlyStopping",
+                 "FitSummary"):
         assert counts.get(name) == 1, counts
     assert found["MediaLogger"][0].every_n_epochs == 5
     assert found["EarlyStopping"][0].patience == 25
@@ -234,14 +235,14 @@ def test_a_recipe_without_checkpointing_gets_last_ckpt_and_the_defaults():
                          "--trainer.logger.save_dir", "x")
     (ckpt,) = found["ModelCheckpoint"]
     assert ckpt.save_last and ckpt.monitor == "val/loss" and ckpt.mode == "min"
-    assert [len(found[n]) for n in ("LearningRateMonitor", "MediaLogger", "FitSummary")] == [1, 1, 1]
+    assert [len(found[n]) for n in ("LearningRateMonitor", "MediaLogger", "FitSummary", "LatestCheckpoint")] == [1] * 4
     assert found["MediaLogger"][0].every_n_epochs == 1
 
 
 def test_defaults_respect_a_run_without_logger_or_checkpointing():
     found = callbacks_of("--config", str(QUICKSTART), "--trainer.logger", "false",
                          "--trainer.enable_checkpointing", "false")
-    assert "LearningRateMonitor" not in found and "ModelCheckpoint" not in found
+    assert "LearningRateMonitor" not in found and "ModelCheckpoint" not in found and "LatestCheckpoint" not in found
     assert "FitSummary" in found and "MediaLogger" in found
 
 
@@ -314,3 +315,26 @@ def test_fit_ends_with_a_summary_and_no_tips(tmp_path):
     assert sync and (tmp_path / sync.group(1)).is_dir() and "offline-run-" in sync.group(1), out
     assert re.search(r"metrics in \S+metrics\.csv", out), out
 
+
+
+def test_last_ckpt_is_the_latest_step_even_when_val_loss_got_worse(tmp_path):
+    """Lightning >= 2.6 refreshes a ModelCheckpoint's last.ckpt only with a new best: resuming from it would
+    replay from the best step. The CLI's LatestCheckpoint keeps it at the step training reached."""
+    import lightning.pytorch as pl
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from afx_lightning.callbacks import LatestCheckpoint
+
+    class Worsening(BoringModel):
+        def validation_step(self, batch, batch_idx):
+            self.log("val/loss", float(self.current_epoch))  # the first epoch is the best
+
+    best = ModelCheckpoint(dirpath=tmp_path, monitor="val/loss", save_last=True)
+    trainer = pl.Trainer(default_root_dir=tmp_path, max_epochs=3, limit_train_batches=2, limit_val_batches=1,
+                         callbacks=[best, LatestCheckpoint(dirpath=str(tmp_path))], logger=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(Worsening())
+    steps = {p.name: torch.load(p, map_location="cpu", weights_only=False)["global_step"] for p in tmp_path.glob("*.ckpt")}
+    assert steps == {"epoch=0-step=2.ckpt": 2, "last.ckpt": 6}, steps
