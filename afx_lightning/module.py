@@ -106,6 +106,11 @@ class DeepAFx(pl.LightningModule):
         plateau_factor, plateau_patience, min_lr: ReduceLROnPlateau on ``val/loss`` (paper: 0.2, 20, 1.6e-6);
             ``plateau_patience=0`` disables it.
         start_at_defaults: initialise the encoder's output bias at the chain's default parameters.
+        prior_weight: weight of an L2 pull of the predicted parameters toward the chain's defaults (normalised
+            units, summed over parameters, so each one feels the same pull), added to the training loss only. SPSA gives every parameter a gradient
+            estimate of the same size whether the loss depends on it or not, so without a pull the parameters the
+            loss cannot see random-walk to the edges of their ranges (a 32-band EQ ends at +-30 dB per band);
+            with it, only the parameters the loss consistently asks for move away from the defaults.
         spsa_seed: seeds the SPSA perturbation directions, independent per DDP rank (the stream position is saved
             in checkpoints).
     """
@@ -135,6 +140,7 @@ class DeepAFx(pl.LightningModule):
         plateau_patience: int = 20,
         min_lr: float = 1.6e-6,
         start_at_defaults: bool = True,
+        prior_weight: float = 0.0,
         spsa_seed: int = 0,
     ):
         super().__init__()
@@ -213,9 +219,13 @@ class DeepAFx(pl.LightningModule):
             self.log("train/pretrain_mse", loss, prog_bar=True, batch_size=m)
             self._force_fresh = True  # the plugins have not seen these frames: restart them when they join
             return loss
-        out, _ = self.render(batch)
+        out, theta = self.render(batch)
         loss = self._loss(out, batch["target"])
         self.log("train/loss", loss, prog_bar=True, batch_size=m)
+        if self.hparams.prior_weight > 0:
+            prior = (theta - self.defaults).pow(2).sum(dim=-1).mean()
+            self.log("train/prior", prior, batch_size=m)
+            loss = loss + self.hparams.prior_weight * prior
         result = self.fx.last_result
         if result is not None:
             self.log("fx/step_s", result.wall_s, batch_size=m)
