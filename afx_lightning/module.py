@@ -93,6 +93,9 @@ class DeepAFx(pl.LightningModule):
         encoder: encoder class and its options; ``num_params`` is filled in from the chain
             (YAML: ``class_path: afx_lightning.encoders.InceptionEncoder`` plus ``init_args``).
         sample_rate, frame_size: audio the plugins run at (linked from ``data.*`` by the CLI).
+        channels: channels of the training audio (linked from ``data.channels``): θ is predicted once per frame and
+            drives every channel (linked); a mono chain renders each channel through its own plugin instance,
+            a C-channel chain the C-channel block (``blackbox.channels.ChannelLayout``). The loss compares all channels.
         num_slots, num_eval_slots: plugin slots for training / evaluation rows (linked from the batch sizes).
         gradient, epsilon, num_perturbations: SPSA (paper eq. 2; official ε = 0.01) or FD, and K.
         fx_workers, fx_timeout_s, fx_max_retries: the plugin worker pool (see ``BlackBoxLayer``).
@@ -116,6 +119,7 @@ class DeepAFx(pl.LightningModule):
         encoder: Optional[EncoderFactory] = None,
         sample_rate: int = 22050,
         frame_size: int = 1024,
+        channels: int = 1,
         num_slots: int = 100,
         num_eval_slots: int = 8,
         gradient: Literal["spsa", "fd"] = "spsa",
@@ -143,6 +147,7 @@ class DeepAFx(pl.LightningModule):
             chain,
             sample_rate=sample_rate,
             block_size=frame_size,
+            channels=channels,
             num_slots=num_slots,
             num_eval_slots=num_eval_slots,
             gradient=gradient,
@@ -283,8 +288,10 @@ class DeepAFx(pl.LightningModule):
             return
         sr = self.hparams.sample_rate
         # per-coefficient cosine distance over time: the official code's (and Table 1's) d_MFCC
-        model = torch.stack([mfcc_distance(c["output"], c["target"], sr, over="coefficients")[0] for c in clips.values()])
-        identity = torch.stack([mfcc_distance(c["input"], c["target"], sr, over="coefficients")[0] for c in clips.values()])
+        # clips are [C, T]: one distance per channel, averaged (a downmix would not see a channel gone wrong)
+        model = torch.stack([mfcc_distance(c["output"], c["target"], sr, over="coefficients").mean() for c in clips.values()])
+        identity = torch.stack([mfcc_distance(c["input"], c["target"], sr, over="coefficients").mean()
+                                for c in clips.values()])
         self.log(f"{stage}/d_mfcc", model.mean(), sync_dist=True)  # ranks validate disjoint clips
         self.log(f"{stage}/d_mfcc_identity", identity.mean(), sync_dist=True)
 
@@ -343,9 +350,10 @@ class DeepAFx(pl.LightningModule):
             "encoder": self.encoder_spec,
             "sample_rate": int(hp["sample_rate"]),
             "frame_size": int(hp["frame_size"]),
+            "channels": int(self.fx.channels),  # of the training audio: afx process / evaluate rebuild the layout
             "data": data,
             **({"preprocessing": preprocessing.to_config()} if preprocessing is not None else {}),
-            "options": {n: hp[n] for n in names if n in hp and n not in ("sample_rate", "frame_size") and _plain(hp[n])},
+            "options": {n: hp[n] for n in names if n in hp and n not in ("sample_rate", "frame_size", "channels") and _plain(hp[n])},
         }
 
     def _datamodule(self) -> Any:
