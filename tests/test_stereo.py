@@ -279,3 +279,29 @@ def test_a_model_trained_on_stereo_keeps_a_hard_panned_file_hard_panned(tmp_path
     assert afx_main(["process", "--ckpt", str(ckpt), str(src), str(out), "--no-progress"]) == 0
     y, _ = sf.read(out, dtype="float32", always_2d=True)
     assert y.shape == (len(left), 2) and _db(y[:, 1], y[:, 0]) < -40.0
+
+
+@pytest.mark.slow
+def test_afx_fit_quickstart_on_stereo_folders_then_afx_process_keeps_the_image(tmp_path):
+    """The user's path: the real CLI trains recipes/quickstart.yaml on a tiny stereo folder set with
+    --data.channels 2, and afx process on its checkpoint rebuilds the stereo model and keeps a left-only file left."""
+    import subprocess
+
+    from test_training import QUICKSTART, TINY_RUN, run_cli
+
+    root = _stereo_folder(tmp_path / "pairs", seconds=1.0)
+    result = run_cli("fit", "--config", QUICKSTART, *TINY_RUN, "--trainer.max_steps", "3", "--data.steps_per_epoch", "3",
+                     "--data.dataset", "folder", "--data.root", str(root), "--data.channels", "2",
+                     "--data.context_size", "4096", "--trainer.logger", "false", cwd=tmp_path, script="afx", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = sorted(tmp_path.rglob("last.ckpt"))[0]
+    config = torch.load(ckpt, map_location="cpu", weights_only=False)["afx_model"]
+    assert config["channels"] == 2
+    left = _music(1.0, SR, 220.0, seed=8)
+    sf.write(tmp_path / "left.wav", np.stack([left, np.zeros_like(left)], axis=1), SR, subtype="FLOAT")
+    afx = result.args[0]
+    done = subprocess.run([afx, "process", "--ckpt", str(ckpt), "left.wav", "out.wav", "--no-progress"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    y, _ = sf.read(tmp_path / "out.wav", dtype="float32", always_2d=True)
+    assert y.shape == (len(left), 2) and _db(y[:, 1], y[:, 0]) < -40.0
