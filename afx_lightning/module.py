@@ -179,6 +179,7 @@ class DeepAFx(pl.LightningModule):
             self.encoder.init_output_bias(self.defaults, weight_scale=0.1)
         self.loss = DelayInvariantLoss(max_shift + self.fx.latency, time_weight, freq_weight)
         self._force_fresh = False
+        self._held: Optional[Tensor] = None  # encoder outputs held at the defaults (hold_at_defaults)
         self._processor = None  # afx predict: one inference.Processor per run
         self._val_outputs: Dict[int, Dict[int, tuple]] = {}
 
@@ -191,9 +192,19 @@ class DeepAFx(pl.LightningModule):
         """Context audio [M, C, T] -> normalised parameters [M, P]."""
         return self.encoder(context)
 
+    def hold_at_defaults(self, columns: Optional[Tensor]) -> None:
+        """Hold some encoder outputs (bool ``[W]``) at the chain's defaults in :meth:`render` (training and
+        evaluation): their θ is exactly the default and gets no gradient. None releases them. Used by
+        ``schedule.GreedyStages`` to train a chain plugin by plugin."""
+        if columns is not None and tuple(columns.shape) != tuple(self.defaults.shape):
+            raise ValueError(f"held columns must be shaped {tuple(self.defaults.shape)}, got {tuple(columns.shape)}")
+        self._held = None if columns is None or not bool(columns.any()) else columns.to(self.defaults.device)
+
     def render(self, batch: Dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Predict parameters and render the batch's frames through the plugins: (output, theta)."""
         theta = self(batch["context"])
+        if self._held is not None:
+            theta = torch.where(self._held.to(theta.device), self.defaults.to(theta.dtype), theta)
         fresh = batch["fresh"]
         if self._force_fresh and self.training:
             fresh, self._force_fresh = torch.ones_like(fresh), False

@@ -264,6 +264,14 @@ class BlackBoxLayer(nn.Module):
         self.last_result: Optional[RenderResult] = None
         self._jumps: Optional[_Jumps] = None
 
+    def set_epsilon(self, epsilon: float) -> None:
+        """A new SPSA step ε from the next training forward on (``schedule.EpsilonOnPlateau``)."""
+        import dataclasses
+
+        self.estimator = dataclasses.replace(self.estimator, epsilon=float(epsilon))  # checks the range
+        if self.codec.has_discrete:
+            self._sizes = torch.from_numpy(self.codec.perturbation_sizes(epsilon, self.estimator.discrete_epsilon)).float()
+
     @property
     def num_params(self) -> int:
         """How many values the encoder predicts (W): the chain's P, plus one per option beyond the first of each
