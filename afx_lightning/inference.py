@@ -270,6 +270,7 @@ def build_model(config: Dict[str, Any], path: Path) -> "DeepAFx":  # noqa: F821
     except (KeyError, TypeError, ValueError):
         raise InferenceError(f"checkpoint {path}: the model description lacks an integer sample_rate/frame_size") from None
     options.update(sample_rate=sample_rate, frame_size=frame_size, num_slots=1, num_eval_slots=1, fx_workers=1)
+    options["channels"] = int(config.get("channels") or 1)  # of the training audio (older descriptions: mono)
     try:
         model = DeepAFx(chain=chain, encoder=factory, **options)
     except ValueError as exc:
@@ -721,20 +722,20 @@ class Processor:
     def render_layout(self, channels: int) -> Tuple[int, int]:
         """How a ``channels``-channel input meets the chain: (instances per frame, channels per instance).
 
-        A mono chain: one instance per input channel (linked θ); a chain of the input's channel count: one
-        instance; a mono input into a multichannel chain: one instance, the signal duplicated in and averaged
-        out. Anything else (e.g. a stereo chain on a 5.1 file) has no obvious mapping and is refused."""
-        fx = int(self.fx.channels)
-        if fx == channels:
-            return 1, fx
-        if fx == 1:
-            return channels, 1
-        if channels == 1:
-            return 1, fx
-        raise InferenceError(
-            f"chain {self.fx.info.name!r} processes {fx} channels and the input has {channels}: only a mono chain "
-            "(one instance per channel) or a chain of the input's channel count can render it"
-        )
+        The rule training uses too (:class:`~afx_lightning.blackbox.channels.ChannelLayout`): a mono chain, one
+        instance per input channel (linked θ); a chain of the input's channel count, one instance; a mono input
+        into a multichannel chain, one instance, the signal duplicated in and averaged out. Anything else (e.g.
+        a stereo chain on a 5.1 file) has no obvious mapping and is refused."""
+        layout = self._layout(channels)
+        return layout.instances, layout.width
+
+    def _layout(self, channels: int):
+        from .blackbox.channels import ChannelLayout
+
+        try:
+            return ChannelLayout.of(self.fx.info.channels, channels, self.fx.info.name)
+        except ValueError as exc:
+            raise InferenceError(str(exc)) from None
 
     def input_gain_db(self, source: _Source) -> Optional[float]:
         """Pass 0: the gain (dB) that brings the whole input, high-passed as the model sees it, to the trained
@@ -832,7 +833,8 @@ class Processor:
         from .blackbox.pool import FxWorkerPool, SlotGroup
 
         n, lat, c = self.frame_size, self.latency, source.channels
-        instances, width = self.render_layout(c)
+        layout = self._layout(c)
+        instances, width = layout.instances, layout.width
         length = self._model_length(source)
         theta = automation.normalized
         total_frames = -(-(length + lat) // n)
@@ -875,17 +877,10 @@ class Processor:
                     frame = np.zeros((c, n), dtype=np.float32)
                     k = min(n, pending.shape[1])
                     frame[:, :k], pending = pending[:, :k], pending[:, k:]
-                    if width == 1:  # a mono chain: one instance per channel, [C, 1, N]
-                        x = frame[:, None]
-                    elif width == c:  # a C-channel chain on a C-channel input: [1, C, N]
-                        x = frame[None]
-                    else:  # a mono input duplicated into a multichannel chain
-                        x = np.repeat(frame[None], width, axis=1)
-                    params = np.repeat(theta[min(j, len(theta) - 1)][None, None], instances, axis=0)
-                    result = pool.render("process", slots, [j == 0] * instances, x, params)
-                    out = result.out[:, 0]  # [instances, width, N]
-                    wet = out[:, 0] if width == 1 else out[0] if width == c else out[0].mean(axis=0, keepdims=True)
-                    failed = np.broadcast_to(result.failed, (c,)) if instances == 1 else result.failed
+                    params = layout.repeat(theta[min(j, len(theta) - 1)][None, None])  # linked
+                    result = pool.render("process", slots, [j == 0] * instances, layout.split(frame[None]), params)
+                    wet = layout.merge(result.out)[0, 0]  # [C, N]
+                    failed = layout.channel_failed(result.failed)[0]
                     stats.dropped_frames += bool(failed.any())
                     y = np.stack([d.place(frame[i], wet[i], bool(failed[i])) for i, d in enumerate(dry)])
                     if keep is not None:

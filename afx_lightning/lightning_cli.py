@@ -117,6 +117,7 @@ class AfxCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.sample_rate", "model.sample_rate")
         parser.link_arguments("data.frame_size", "model.frame_size")
+        parser.link_arguments("data.channels", "model.channels")
         parser.link_arguments("data.batch_size", "model.num_slots")
         parser.link_arguments("data.val_batch_size", "model.num_eval_slots")
 

@@ -93,6 +93,9 @@ class DeepAFx(pl.LightningModule):
         encoder: encoder class and its options; ``num_params`` is filled in from the chain
             (YAML: ``class_path: afx_lightning.encoders.InceptionEncoder`` plus ``init_args``).
         sample_rate, frame_size: audio the plugins run at (linked from ``data.*`` by the CLI).
+        channels: channels of the training audio (linked from ``data.channels``): θ is predicted once per frame and
+            drives every channel (linked); a mono chain renders each channel through its own plugin instance,
+            a C-channel chain the C-channel block (``blackbox.channels.ChannelLayout``). The loss compares all channels.
         num_slots, num_eval_slots: plugin slots for training / evaluation rows (linked from the batch sizes).
         gradient, epsilon, num_perturbations: SPSA (paper eq. 2; official ε = 0.01) or FD, and K.
         fx_workers, fx_timeout_s, fx_max_retries: the plugin worker pool (see ``BlackBoxLayer``).
@@ -121,6 +124,7 @@ class DeepAFx(pl.LightningModule):
         encoder: Optional[EncoderFactory] = None,
         sample_rate: int = 22050,
         frame_size: int = 1024,
+        channels: int = 1,
         num_slots: int = 100,
         num_eval_slots: int = 8,
         gradient: Literal["spsa", "fd"] = "spsa",
@@ -149,6 +153,7 @@ class DeepAFx(pl.LightningModule):
             chain,
             sample_rate=sample_rate,
             block_size=frame_size,
+            channels=channels,
             num_slots=num_slots,
             num_eval_slots=num_eval_slots,
             gradient=gradient,
@@ -180,6 +185,7 @@ class DeepAFx(pl.LightningModule):
             self.encoder.init_output_bias(self.defaults, weight_scale=0.1)
         self.loss = DelayInvariantLoss(max_shift + self.fx.latency, time_weight, freq_weight)
         self._force_fresh = False
+        self._held: Optional[Tensor] = None  # encoder outputs held at the defaults (hold_at_defaults)
         self._processor = None  # afx predict: one inference.Processor per run
         self._val_outputs: Dict[int, Dict[int, tuple]] = {}
 
@@ -192,9 +198,19 @@ class DeepAFx(pl.LightningModule):
         """Context audio [M, C, T] -> normalised parameters [M, P]."""
         return self.encoder(context)
 
+    def hold_at_defaults(self, columns: Optional[Tensor]) -> None:
+        """Hold some encoder outputs (bool ``[W]``) at the chain's defaults in :meth:`render` (training and
+        evaluation): their θ is exactly the default and gets no gradient. None releases them. Used by
+        ``schedule.GreedyStages`` to train a chain plugin by plugin."""
+        if columns is not None and tuple(columns.shape) != tuple(self.defaults.shape):
+            raise ValueError(f"held columns must be shaped {tuple(self.defaults.shape)}, got {tuple(columns.shape)}")
+        self._held = None if columns is None or not bool(columns.any()) else columns.to(self.defaults.device)
+
     def render(self, batch: Dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Predict parameters and render the batch's frames through the plugins: (output, theta)."""
         theta = self(batch["context"])
+        if self._held is not None:
+            theta = torch.where(self._held.to(theta.device), self.defaults.to(theta.dtype), theta)
         fresh = batch["fresh"]
         if self._force_fresh and self.training:
             fresh, self._force_fresh = torch.ones_like(fresh), False
@@ -293,8 +309,10 @@ class DeepAFx(pl.LightningModule):
             return
         sr = self.hparams.sample_rate
         # per-coefficient cosine distance over time: the official code's (and Table 1's) d_MFCC
-        model = torch.stack([mfcc_distance(c["output"], c["target"], sr, over="coefficients")[0] for c in clips.values()])
-        identity = torch.stack([mfcc_distance(c["input"], c["target"], sr, over="coefficients")[0] for c in clips.values()])
+        # clips are [C, T]: one distance per channel, averaged (a downmix would not see a channel gone wrong)
+        model = torch.stack([mfcc_distance(c["output"], c["target"], sr, over="coefficients").mean() for c in clips.values()])
+        identity = torch.stack([mfcc_distance(c["input"], c["target"], sr, over="coefficients").mean()
+                                for c in clips.values()])
         self.log(f"{stage}/d_mfcc", model.mean(), sync_dist=True)  # ranks validate disjoint clips
         self.log(f"{stage}/d_mfcc_identity", identity.mean(), sync_dist=True)
 
@@ -353,9 +371,10 @@ class DeepAFx(pl.LightningModule):
             "encoder": self.encoder_spec,
             "sample_rate": int(hp["sample_rate"]),
             "frame_size": int(hp["frame_size"]),
+            "channels": int(self.fx.channels),  # of the training audio: afx process / evaluate rebuild the layout
             "data": data,
             **({"preprocessing": preprocessing.to_config()} if preprocessing is not None else {}),
-            "options": {n: hp[n] for n in names if n in hp and n not in ("sample_rate", "frame_size") and _plain(hp[n])},
+            "options": {n: hp[n] for n in names if n in hp and n not in ("sample_rate", "frame_size", "channels") and _plain(hp[n])},
         }
 
     def _datamodule(self) -> Any:

@@ -103,6 +103,28 @@ def delay_chain(sample_rate: int, block_size: int) -> Chain:
     return Chain([effect], name="block_delay")
 
 
+def _cross_feed(audio: np.ndarray, values: Dict[str, float], state: Dict[str, Any]) -> np.ndarray:
+    mix = values["mix"]
+    return ((1.0 - mix) * audio + mix * audio[::-1]).astype(np.float32)
+
+
+def stereo_chain(sample_rate: int, block_size: int) -> Chain:
+    """A stereo-only effect: each output channel mixes in the other channel by ``mix`` (0: as is, 1: swapped)."""
+    params = (ParamSpec("mix", 0.0, 1.0, 0.0),)
+    return Chain([FunctionEffect("cross_feed", _cross_feed, params, sample_rate, channels=2)], name="cross_feed")
+
+
+def _gain(audio: np.ndarray, values: Dict[str, float], state: Dict[str, Any]) -> np.ndarray:
+    return (audio * values["gain"]).astype(np.float32)
+
+
+def two_plugin_chain(sample_rate: int, block_size: int) -> Chain:
+    """Two plugins in series, :func:`reference_chain`'s effect then a plain gain: parameters ``reference.*`` and
+    ``trim.gain``, for plugin-by-plugin training stages."""
+    trim = FunctionEffect("trim", _gain, (ParamSpec("gain", 0.25, 2.0, 1.0, Scale.LOG),), sample_rate)
+    return Chain([FunctionEffect("reference", _reference_numpy, REFERENCE_PARAMS, sample_rate), trim], name="two_plugins")
+
+
 def _delayed(latency: int, audio: np.ndarray, state: Dict[str, Any]) -> np.ndarray:
     line = np.concatenate([state.get("line", np.zeros((audio.shape[0], latency), np.float32)), audio], axis=1)
     state["line"] = line[:, audio.shape[1] :]
@@ -211,12 +233,15 @@ def fit_known_answer(
     sample_rate: int = 22050,
     num_workers: int = 2,
     start: Optional[np.ndarray] = None,
+    channels: int = 1,
 ) -> KnownAnswerFit:
     """Train a small encoder through the black-box layer on audio made by ``chain`` at hidden, fixed settings
     ``truth`` (by name, in range units or a discrete value's label; the rest at their defaults), from the
     encoder's default start. Each of ``batch`` slots streams its own white-noise clips of ``clip_frames``
     frames, with the state of both the trained and the reference plugins carried across a clip's frames.
-    ``start``: the encoder's initial outputs θ [W] (default ``layer.codec.defaults``).
+    ``start``: the encoder's initial outputs θ [W] (default ``layer.codec.defaults``). ``channels`` > 1: each clip
+    has that many independent noise channels, and the targets render each channel through its own reference
+    instance at the same (linked) settings, as the layer renders a mono chain on multichannel audio.
 
     A check of the machinery against ground truth: with discrete parameters it shows whether training finds
     their values from audio alone. Decoded at the end as inference does (most likely values)."""
@@ -230,16 +255,17 @@ def fit_known_answer(
     rng = np.random.default_rng(seed)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: more threads only contend with the plugin workers
-    layer = BlackBoxLayer(chain, sample_rate=sample_rate, block_size=block_size, num_slots=batch, num_eval_slots=batch,
-                          num_workers=num_workers, seed=seed, discrete_epsilon=discrete_epsilon)
-    references = [chain(sample_rate=sample_rate, block_size=block_size) for _ in range(batch)]
-    goal = references[0].normalized(truth)
+    layer = BlackBoxLayer(chain, sample_rate=sample_rate, block_size=block_size, channels=channels, num_slots=batch,
+                          num_eval_slots=batch, num_workers=num_workers, seed=seed, discrete_epsilon=discrete_epsilon)
+    per_channel = channels if layer.info.channels == 1 else 1
+    references = [[chain(sample_rate=sample_rate, block_size=block_size) for _ in range(per_channel)] for _ in range(batch)]
+    goal = references[0][0].normalized(truth)
     encoder = SmallEncoder(layer.num_params, sample_rate=sample_rate, width=4)
     encoder.init_output_bias(torch.from_numpy(layer.codec.defaults if start is None else np.asarray(start)),
                              weight_scale=0.1)
     optimiser = torch.optim.Adam(encoder.parameters(), lr=lr)
     loss_fn = DelayInvariantLoss(max_shift=100 + layer.latency)
-    clips = np.zeros((batch, 1, clip_frames * block_size), dtype=np.float32)
+    clips = np.zeros((batch, channels, clip_frames * block_size), dtype=np.float32)
     position = np.full(batch, clip_frames)  # every slot starts a fresh clip
     slots = torch.arange(batch)
     trace: list[np.ndarray] = []
@@ -248,11 +274,13 @@ def fit_known_answer(
     def next_frames(restart: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         fresh = (position >= clip_frames) | restart
         for s in np.flatnonzero(fresh):
-            clips[s] = rng.uniform(0.2, 0.6) * rng.standard_normal((1, clip_frames * block_size))
-            references[s].reset()
+            clips[s] = rng.uniform(0.2, 0.6) * rng.standard_normal((channels, clip_frames * block_size))
+            for r in references[s]:
+                r.reset()
             position[s] = 0
         x = np.stack([clips[s, :, position[s] * block_size : (position[s] + 1) * block_size] for s in range(batch)])
-        y = np.stack([references[s].process(x[s], goal) for s in range(batch)])
+        y = np.stack([np.concatenate([r.process(part, goal) for r, part in zip(references[s], np.split(x[s], per_channel))])
+                      for s in range(batch)])
         position[:] += 1
         return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(fresh)
 
@@ -288,8 +316,9 @@ def fit_known_answer(
     finally:
         torch.set_num_threads(threads)
         layer.close()
-        for r in references:
-            r.close()
+        for slot in references:
+            for r in slot:
+                r.close()
     votes = layer.codec.decode(theta)  # [rows, P]: each row's most likely values
     found: Dict[str, Any] = {}
     for i, spec in enumerate(layer.info.trainable_params):

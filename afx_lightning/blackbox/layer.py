@@ -34,6 +34,7 @@ from torch import nn
 from ..effects.base import Chain, ParamLayout
 from ..effects.discrete import ParamCodec
 from ..effects.params import ParamSpec
+from .channels import ChannelLayout
 from .gradients import GradientEstimator
 from .pool import BuildStats, FaultStats, FxWorkerPool, RenderResult, SlotGroup
 
@@ -201,7 +202,11 @@ class BlackBoxLayer(nn.Module):
 
     Args:
         chain: a registered chain name (see ``afx effects list``) or a chain factory.
-        sample_rate, block_size, channels: the audio the plugins run at; the block size is fixed.
+        sample_rate, block_size: the audio the plugins run at; the block size is fixed.
+        channels: the audio's channel count (the CLI links ``data.channels``). Parameters are linked across
+            channels (one θ per row, the same SPSA Δ): a mono chain renders each channel through its own instance
+            (state carried per channel), a chain of this channel count the whole block, mono audio through a
+            multichannel chain is duplicated in and averaged out (``channels.ChannelLayout``); else refused.
         num_slots: training slots (= the training batch size M); num_eval_slots likewise for validation.
         gradient: ``spsa`` (paper eq. 2) or ``fd`` (eq. 1; (2P+1) instances per slot, for diagnostics).
         epsilon, num_perturbations: SPSA step ε (official 0.01) and K perturbation pairs averaged.
@@ -238,8 +243,10 @@ class BlackBoxLayer(nn.Module):
         super().__init__()
         self.chain_factory = resolve_chain(chain)
         self.info = describe_chain(self.chain_factory, sample_rate, block_size)
-        if self.info.channels != channels:
-            raise ValueError(f"chain {self.info.name!r} processes {self.info.channels} channel(s), not {channels}")
+        try:
+            self.layout = ChannelLayout.of(self.info.channels, channels, self.info.name, what="data")
+        except ValueError as exc:
+            raise ValueError(f"data.channels is {channels}: {exc}") from None
         self.sample_rate, self.block_size, self.channels = sample_rate, block_size, channels
         self.num_slots, self.num_eval_slots = num_slots, num_eval_slots
         self.estimator = GradientEstimator(gradient, epsilon, num_perturbations, discrete_epsilon)
@@ -256,6 +263,14 @@ class BlackBoxLayer(nn.Module):
         self._pool: Optional[FxWorkerPool] = None
         self.last_result: Optional[RenderResult] = None
         self._jumps: Optional[_Jumps] = None
+
+    def set_epsilon(self, epsilon: float) -> None:
+        """A new SPSA step ε from the next training forward on (``schedule.EpsilonOnPlateau``)."""
+        import dataclasses
+
+        self.estimator = dataclasses.replace(self.estimator, epsilon=float(epsilon))  # checks the range
+        if self.codec.has_discrete:
+            self._sizes = torch.from_numpy(self.codec.perturbation_sizes(epsilon, self.estimator.discrete_epsilon)).float()
 
     @property
     def num_params(self) -> int:
@@ -274,10 +289,11 @@ class BlackBoxLayer(nn.Module):
             self._pool = FxWorkerPool(
                 self.chain_factory,
                 {
-                    "train": SlotGroup(self.num_slots, self.estimator.num_instances(self.num_params)),
-                    "eval": SlotGroup(self.num_eval_slots, 1),
+                    "train": SlotGroup(self.num_slots * self.layout.instances,
+                                       self.estimator.num_instances(self.num_params)),
+                    "eval": SlotGroup(self.num_eval_slots * self.layout.instances, 1),
                 },
-                channels=self.channels,
+                channels=self.layout.width,
                 block_size=self.block_size,
                 num_params=self.info.num_params,
                 sample_rate=self.sample_rate,
@@ -344,8 +360,15 @@ class BlackBoxLayer(nn.Module):
         return term - term.detach()
 
     def _render(self, group: str, slots, fresh, audio: torch.Tensor, params: torch.Tensor) -> RenderResult:
+        """Rows [M, C, N] through their slots' instances (one per channel for a mono chain on C channels, every
+        channel with its row's parameters): out [M, I, C, N]; a row fails when any of its channels did."""
         audio_np = audio.detach().to("cpu", torch.float32).numpy()
-        result = self.pool.render(group, slots, fresh, audio_np, params.numpy())
+        layout = self.layout
+        result = self.pool.render(group, layout.slots(slots), layout.rows(fresh), layout.split(audio_np),
+                                  layout.repeat(params.numpy()))
+        if layout.instances > 1 or layout.width != layout.channels:
+            result.out = layout.merge(result.out)
+            result.failed = layout.channel_failed(result.failed).any(axis=1)
         self.last_result = result
         return result
 

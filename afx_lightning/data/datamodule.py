@@ -456,17 +456,17 @@ class AudioFxDataModule(pl.LightningDataModule):
             self._train_stream()
 
     def _check_model_channels(self) -> None:
-        """Clips with more channels than the model's chain renders would fail deep in the plugin pool: say so
-        here, naming the option. (Training renders a row's frame as one block through one instance; a mono chain
-        on stereo pairs would need one instance per channel there, which only ``afx process`` does today.)"""
+        """Clips of another channel count than the model was built for would fail deep in the plugin pool: say so
+        here, naming the option (the CLI links data.channels to model.channels; a model built in code may differ)."""
         fx = getattr(getattr(getattr(self, "trainer", None), "lightning_module", None), "fx", None)
         want = getattr(fx, "channels", None)
         loaded = [c for c in self._splits.values() if c is not None]
         if not isinstance(want, int) or not loaded or loaded[0].num_channels == want:
             return
         raise DataError(
-            f"data.channels is {self.channels} but chain {fx.info.name!r} renders {want} channel(s) in training: "
-            f"set data.channels: {want} (afx process still renders every channel of a file, with linked parameters)"
+            f"data.channels is {self.channels} and the clips have {loaded[0].num_channels} channel(s), but the model "
+            f"(chain {fx.info.name!r}) was built for {want}: set model.channels: {loaded[0].num_channels} (the CLI "
+            "links it to data.channels)"
         )
 
     def describe(self) -> str:
