@@ -110,10 +110,10 @@ class DeepAFx(pl.LightningModule):
             ``plateau_patience=0`` disables it.
         start_at_defaults: initialise the encoder's output bias at the chain's default parameters.
         prior_weight: weight of an L2 pull of the predicted parameters toward the chain's defaults (normalised
-            units, summed over parameters, so each one feels the same pull), added to the training loss only. SPSA gives every parameter a gradient
-            estimate of the same size whether the loss depends on it or not, so without a pull the parameters the
-            loss cannot see random-walk to the edges of their ranges (a 32-band EQ ends at +-30 dB per band);
-            with it, only the parameters the loss consistently asks for move away from the defaults.
+            units, summed over parameters, so each one feels the same pull), added to the training loss only.
+            SPSA gives every parameter a gradient estimate of the same size whether the loss depends on it or
+            not, so without a pull the parameters the loss cannot see random-walk to the edges of their ranges
+            (a 32-band EQ ends at +-30 dB per band); with it, only those the loss keeps asking for move.
         spsa_seed: seeds the SPSA perturbation directions, independent per DDP rank (the stream position is saved
             in checkpoints).
     """

@@ -276,6 +276,38 @@ def test_default_parameter_pretraining_regresses_onto_the_defaults_then_trains_t
     assert all(r["lr"] == 1e-4 and r["rendered"] and r["logged_loss"] for r in post)
 
 
+def test_the_parameter_prior_holds_what_the_loss_does_not_ask_for_near_the_defaults():
+    """SPSA noise walks every parameter away from the defaults at a high learning rate; prior_weight adds
+    w * sum((θ - defaults)^2) to the training loss (logged apart), which keeps θ far closer to the defaults."""
+    import lightning.pytorch as pl
+
+    probe = torch.randn(4, 1, 4096, generator=torch.Generator().manual_seed(0))
+
+    class Watch(pl.Callback):
+        rows: list
+
+        def on_train_start(self, trainer, module):
+            self.rows = []
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            metrics = trainer.callback_metrics
+            self.rows.append({"total": float(outputs["loss"]), "loss": float(metrics["train/loss"]),
+                              "prior": float(metrics["train/prior"]) if "train/prior" in metrics else None})
+
+        def on_train_end(self, trainer, module):
+            module.eval()
+            with torch.no_grad():
+                self.distance = float(((module(probe) - module.defaults) ** 2).sum(dim=-1).mean())
+
+    free, held = Watch(), Watch()
+    _small_fit(free, max_steps=12, steps_per_epoch=12, lr=2e-2, plateau_patience=0)
+    _small_fit(held, max_steps=12, steps_per_epoch=12, lr=2e-2, plateau_patience=0, prior_weight=20.0)
+    print(f"\n[prior] sum (θ - defaults)^2 after 12 steps: {free.distance:.4f} free, {held.distance:.4f} held")
+    assert all(r["prior"] is None for r in free.rows)
+    assert all(abs(r["total"] - (r["loss"] + 20.0 * r["prior"])) < 1e-4 * max(1.0, r["total"]) for r in held.rows)
+    assert held.distance < 0.5 * free.distance
+
+
 def test_the_learning_rate_drops_after_patience_epochs_of_a_flat_validation_loss():
     """ReduceLROnPlateau on val/loss (factor 0.2, patience 1). The chain is a pure delay whose parameter does
     nothing, so val/loss is flat whatever the encoder learns: epoch 0 sets the best, epochs 1 and 2 do not beat
