@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence
 
 from . import registry
 from .effects.base import PluginUnavailable
+from .errors import AfxError
 
 
 def _effects_list(args: argparse.Namespace) -> int:
@@ -124,7 +125,7 @@ def _process_parser() -> argparse.ArgumentParser:
 
 def _process(argv: Sequence[str]) -> int:
     args = _process_parser().parse_args(argv)
-    from .inference import InferenceError, Processor, load_model
+    from .inference import Processor, load_model
 
     try:
         model = load_model(args.ckpt)
@@ -133,7 +134,7 @@ def _process(argv: Sequence[str]) -> int:
             args.input, args.output, automation=args.automation, plot=args.plot, overwrite=args.overwrite,
             progress=not args.no_progress,
         )
-    except (InferenceError, PluginUnavailable, registry.UnknownNameError) as exc:
+    except AfxError as exc:
         print(f"afx process: {exc}", file=sys.stderr)
         return 2
     note = f"; {stats.dropped_frames} frame(s) failed in the plugin and were passed through dry" if stats.dropped_frames else ""
@@ -257,8 +258,8 @@ def _registry_command(kind: str, argv: Sequence[str]) -> int:
     args = _registry_parser(kind).parse_args(argv)
     try:
         return args.run(args)
-    except (registry.UnknownNameError, PluginUnavailable, FileNotFoundError, TypeError, ValueError) as exc:
-        print(f"afx {kind}: {exc}", file=sys.stderr)  # DeclarationError (a ValueError) included: one line
+    except AfxError as exc:
+        print(f"afx {kind}: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `afx effects show X | head`: the reader left, nothing is wrong
         sys.stdout = open(os.devnull, "w")

@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 
 from .effects.base import Chain, ChainFactory
 from .effects.declared import DeclarationError, DeclaredChain, is_declaration_path  # noqa: F401 (registry.DeclarationError)
+from .errors import AfxError, MissingFileError, RegistryError
 
 #: What names a chain: a registered name, a declaration file (``*.yaml``) or a declaration mapping.
 ChainName = Union[str, os.PathLike, Mapping[str, Any]]
@@ -35,7 +36,7 @@ DEFAULT_CHAIN = "pb_mb_compressor"
 DEFAULT_DATASET = "demo"
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(AfxError, KeyError):
     """A chain or recipe name that no installed package registers."""
 
     def __str__(self) -> str:  # KeyError would quote the message
@@ -96,7 +97,7 @@ def build_chain(name: ChainName, sample_rate: int, block_size: int) -> Chain:
     """Build a registered or declared chain (raises :class:`PluginUnavailable` when its plugins are not installed)."""
     chain = get_chain_factory(name)(sample_rate=sample_rate, block_size=block_size)
     if not isinstance(chain, Chain):
-        raise TypeError(f"chain factory {name!r} returned {type(chain).__name__}, not an afx_lightning Chain")
+        raise RegistryError(f"chain factory {name!r} returned {type(chain).__name__}, not an afx_lightning Chain")
     return chain
 
 
@@ -120,10 +121,10 @@ def recipe_path(name: str) -> Path:
     if callable(target):
         target = target()
     if not isinstance(target, (str, os.PathLike)):
-        raise TypeError(f"recipe {name!r} resolves to {type(target).__name__}, not a path to a YAML file")
+        raise RegistryError(f"recipe {name!r} resolves to {type(target).__name__}, not a path to a YAML file")
     path = Path(target)
     if not path.is_file():
-        raise FileNotFoundError(f"recipe {name!r} points at {path}, which does not exist")
+        raise MissingFileError(f"recipe {name!r} points at {path}, which does not exist")
     return path
 
 
@@ -136,7 +137,7 @@ def recipe_config(name: str) -> dict:
     if config is None:
         return {}
     if not isinstance(config, dict):
-        raise TypeError(f"recipe {name!r} ({path}) is not a YAML mapping")
+        raise RegistryError(f"recipe {name!r} ({path}) is not a YAML mapping")
     return config
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..effects.base import Chain
 from ..effects.params import defaults_normalized
+from ..errors import AfxError
 
 if TYPE_CHECKING:
     from .preprocess import PreprocessOptions
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 ChainSource = Union[str, Callable[..., Chain]]
 
 
-class DataError(ValueError):
+class DataError(AfxError, ValueError):
     """A data problem the user must fix (the message names the file or option)."""
 
 
