@@ -22,6 +22,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .constants import PREDICT_SMOOTHING_HZ
 from .data.datasets import DataError, read_audio
 from .data.preprocess import resample
 from .errors import AfxError
@@ -127,7 +128,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--data", required=True, type=Path, help="folder with [<split>/]input/*.wav and target/*.wav")
     parser.add_argument("--split", default="test", help="sub-folder of --data to score (if it exists)")
     parser.add_argument("--json", type=Path, help="also write the per-file and mean scores here")
-    parser.add_argument("--smoothing-hz", type=float, default=2.0)
+    parser.add_argument("--smoothing-hz", type=float, default=PREDICT_SMOOTHING_HZ)
     args = parser.parse_args(argv)
     from .inference import Processor, load_model
 

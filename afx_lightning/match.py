@@ -60,6 +60,7 @@ import torch
 
 from .blackbox.layer import ChainInfo, ChainSource, describe_chain, resolve_chain
 from .blackbox.pool import FxWorkerPool, SlotGroup, default_num_workers
+from .constants import FRAME_SIZE, SAMPLE_RATE
 from .data.datasets import read_audio
 from .data.preprocess import resample
 from .effects.params import ParamSpec
@@ -68,8 +69,8 @@ from .evaluation import score
 from .loss import DelayInvariantLoss
 from .metrics import mfcc_distance, multi_resolution_stft_distance
 
-BLOCK_SIZE = 1024  # the method's frame: training and ``afx process`` render in these blocks too
-DEFAULT_SAMPLE_RATE = 22050
+BLOCK_SIZE = FRAME_SIZE  # the method's frame: training and ``afx process`` render in these blocks too
+DEFAULT_SAMPLE_RATE = SAMPLE_RATE
 DEFAULT_BUDGET = 600
 UNLIMITED = 10**12  # "no evaluation limit" (only --max-seconds)
 MIN_SEGMENT_SECONDS = 0.25  # the 2048-point STFT of the objective needs a few frames per segment

@@ -20,6 +20,7 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
+from .constants import FRAME_SIZE
 from .effects.base import Chain, ChainFactory
 from .effects.declared import DeclarationError, DeclaredChain, is_declaration_path  # noqa: F401 (registry.DeclarationError)
 from .errors import AfxError, MissingFileError, RegistryError
@@ -154,7 +155,7 @@ def chain_reference(name: ChainName) -> Callable[..., Chain]:
     return functools.partial(build_chain, name)
 
 
-def chain_declaration(chain: Any, sample_rate: int, block_size: int = 1024) -> Optional[dict]:
+def chain_declaration(chain: Any, sample_rate: int, block_size: int = FRAME_SIZE) -> Optional[dict]:
     """A declared chain (argument or factory) as plain data with its ranges written out (what a checkpoint
     stores); None for registered chains and code factories."""
     declared = chain if isinstance(chain, DeclaredChain) else None

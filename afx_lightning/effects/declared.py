@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from ..constants import FRAME_SIZE
 from ..errors import AfxError, MissingFileError
 from .base import Chain, Effect
 from .inspect import (PluginInfo, PluginParam, builtin_classes, describe, inferred_scale, lv2_install_hint,
@@ -508,7 +509,7 @@ class DeclaredChain:
             raise DeclarationError(f"{self.source}: the chain trains no parameter (give each plugin a train: list)")
         return chain
 
-    def resolved(self, sample_rate: int, block_size: int = 1024) -> dict[str, Any]:
+    def resolved(self, sample_rate: int, block_size: int = FRAME_SIZE) -> dict[str, Any]:
         """The declaration with every trained range, scale and default written out (what a checkpoint stores)."""
         plugins = []
         for pd in self._plugins:

@@ -27,6 +27,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import yaml
 
+from ..constants import FRAME_SIZE, SAMPLE_RATE
 from ..errors import UsageError
 from .base import PluginUnavailable
 
@@ -225,8 +226,8 @@ def target_backend(target: str) -> str:
     )
 
 
-def describe(target: str, sample_rate: int = 22050, backend: Optional[str] = None,
-             plugin_name: Optional[str] = None, block_size: int = 1024) -> PluginInfo:
+def describe(target: str, sample_rate: int = SAMPLE_RATE, backend: Optional[str] = None,
+             plugin_name: Optional[str] = None, block_size: int = FRAME_SIZE) -> PluginInfo:
     """The :class:`PluginInfo` of a target (cached per process: loading a VST3 costs ~0.1-0.5 s)."""
     return _describe(backend or target_backend(target), target, int(sample_rate), plugin_name, int(block_size))
 
