@@ -6,7 +6,7 @@ retried on fresh instances or returned dry (zero gradient), the rows it had not 
 replacement, and every such event is counted in :class:`FaultStats` and logged: nothing fails silently.
 
 Building a row's plugin instances (on a fresh slot: 1 + 2K, FD: 2P + 1 chains) is timed apart from rendering:
-``build_timeout_s`` (generous: a VST3 chain takes about half a second per instance) bounds construction and
+``build_timeout_s`` (generous: loading a VST3 chain is slow; ``benchmarks/fx_layer.py`` reports ``plugin_build_s``) bounds construction and
 ``timeout_s`` bounds the plugin calls, so a slow-to-load chain does not turn every fresh row into a timeout.
 Construction is counted in :class:`BuildStats`.
 """
