@@ -22,7 +22,7 @@ import torch
 import torchaudio
 from torch import Tensor
 
-from .constants import HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE
+from .constants import HOP_LENGTH, N_FFT, N_MELS, N_MFCC, SAMPLE_RATE
 
 _MFCC_CACHE: dict[tuple, tuple[torchaudio.transforms.MelSpectrogram, Tensor]] = {}
 
@@ -41,7 +41,7 @@ def _mfcc_parts(sample_rate: int, device: torch.device, dtype: torch.dtype) -> t
             norm="slaney",
             mel_scale="slaney",
         ).to(device=device, dtype=dtype)
-        dct = torchaudio.functional.create_dct(13, 128, norm="ortho").to(device=device, dtype=dtype)
+        dct = torchaudio.functional.create_dct(N_MFCC, N_MELS, norm="ortho").to(device=device, dtype=dtype)
         _MFCC_CACHE[key] = (mel, dct)
     return _MFCC_CACHE[key]
 

@@ -45,6 +45,15 @@ from .shared import SharedArrays
 
 log = logging.getLogger(__name__)
 
+# Limits of the pool's own housekeeping (seconds); the per-row limits are the pool's arguments.
+ROW_TIMEOUT_S = 30.0  # default ``timeout_s``: one row's plugin calls
+BUILD_TIMEOUT_S = 120.0  # default ``build_timeout_s``: building one row's instances
+START_TIMEOUT_S = 120.0  # a new worker imports numpy, the chain's backend and the factory before it is Ready
+KILL_WAIT_S = 10.0  # reaping a killed worker
+EXIT_WAIT_S = 5.0  # a worker whose pipe closed, to exit by itself before it is killed
+SHUTDOWN_WAIT_S = 2.0  # all workers, after Close, before they are killed
+POLL_S = 0.25  # how often busy rows' start times are checked against their limits (at most timeout_s / 4)
+
 # A row is "active" (timed, and charged if its worker dies) while its instances are built or it renders.
 _ACTIVE = (RowState.BUILDING, RowState.RUNNING)
 _FINISHED = (RowState.DONE, RowState.FAULT)
@@ -185,9 +194,9 @@ class FxWorkerPool:
         num_params: int,
         sample_rate: int,
         num_workers: Optional[int] = None,
-        timeout_s: float = 30.0,
+        timeout_s: float = ROW_TIMEOUT_S,
         max_retries: int = 1,
-        build_timeout_s: float = 120.0,
+        build_timeout_s: float = BUILD_TIMEOUT_S,
     ):
         try:
             pickle.dumps(chain_factory)
@@ -253,7 +262,7 @@ class FxWorkerPool:
         self._procs[w], self._conns[w] = proc, parent
         self._live_slots[w] = set()
 
-    def _await_ready(self, workers: Sequence[int], timeout_s: float = 120.0) -> None:
+    def _await_ready(self, workers: Sequence[int], timeout_s: float = START_TIMEOUT_S) -> None:
         """A worker that cannot even start (unimportable factory, broken install) is a setup error, not a fault."""
         for w in workers:
             conn, proc = self._conns[w], self._procs[w]
@@ -279,7 +288,7 @@ class FxWorkerPool:
         proc = self._procs[w]
         if proc is not None:
             proc.kill()
-            proc.wait(timeout=10)
+            proc.wait(timeout=KILL_WAIT_S)
         lost = len(self._live_slots[w])
         self.stats.worker_restarts += 1
         self.stats.slots_reset += lost
@@ -406,7 +415,7 @@ class FxWorkerPool:
         """Block until at least one busy worker answers (its :class:`Rendered`), dies, or overruns a row's build or
         render limit (a :class:`WorkerLost`)."""
         waitables = {self._conns[w]: w for w in busy}  # a dead worker's pipe reads as EOF
-        poll = min(0.25, self.timeout_s / 4)
+        poll = min(POLL_S, self.timeout_s / 4)
         while True:
             ready = wait(list(waitables), timeout=poll)
             outcome: Dict[int, Rendered | WorkerLost] = {}
@@ -427,7 +436,7 @@ class FxWorkerPool:
                         continue
                 proc = self._procs[w]
                 try:
-                    proc.wait(timeout=5)
+                    proc.wait(timeout=EXIT_WAIT_S)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
@@ -467,7 +476,7 @@ def _shutdown(procs, conns, shared: List[SharedArrays]) -> None:
                 conn.send(Close())
             except Exception:
                 pass
-    deadline = time.monotonic() + 2.0
+    deadline = time.monotonic() + SHUTDOWN_WAIT_S
     for proc in procs:
         if proc is None:
             continue
