@@ -18,7 +18,7 @@ import functools
 import os
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional
 
 from .constants import FRAME_SIZE
 from .effects.base import Chain, ChainFactory
@@ -26,7 +26,7 @@ from .effects.declared import DeclarationError, DeclaredChain, is_declaration_pa
 from .errors import AfxError, MissingFileError, RegistryError
 
 #: What names a chain: a registered name, a declaration file (``*.yaml``) or a declaration mapping.
-ChainName = Union[str, os.PathLike, Mapping[str, Any]]
+ChainName = str | os.PathLike | Mapping[str, Any]
 
 CHAIN_GROUP = "afx_lightning.effects"
 RECIPE_GROUP = "afx_lightning.recipes"

@@ -75,7 +75,7 @@ def _calf_fixed() -> List[ParamSpec]:
 def _freqs(ranges: Sequence[Tuple[float, float]], defaults=(120.0, 1000.0, 6000.0)) -> List[ParamSpec]:
     return [
         log(f"freq{k}", lo, hi, d, "Hz", f"crossover between band {k} and band {k + 1}")
-        for k, ((lo, hi), d) in enumerate(zip(ranges, defaults))
+        for k, ((lo, hi), d) in enumerate(zip(ranges, defaults, strict=True))
     ]
 
 

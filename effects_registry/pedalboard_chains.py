@@ -297,7 +297,7 @@ def _graphic_eq(sample_rate: int, block_size: int) -> PedalboardEffect:
     nyquist = sample_rate / 2.0
     active = [f < EQ_NYQUIST_LIMIT * nyquist for f in GEQ32_CENTRES_HZ]
     params: List[ParamSpec] = []
-    for k, (f, on) in enumerate(zip(GEQ32_CENTRES_HZ, active)):
+    for k, (f, on) in enumerate(zip(GEQ32_CENTRES_HZ, active, strict=True)):
         note = "" if on else (
             f"; inactive at {sample_rate} Hz (centre >= {EQ_NYQUIST_LIMIT:g} x Nyquist): kept in the layout, "
             "its value has no effect"
@@ -311,7 +311,7 @@ def _graphic_eq(sample_rate: int, block_size: int) -> PedalboardEffect:
     def build() -> PedalboardGraph:
         stages: List[object] = []
         setters: Dict[str, Setter] = {}
-        for k, (f, on) in enumerate(zip(GEQ32_CENTRES_HZ, active)):
+        for k, (f, on) in enumerate(zip(GEQ32_CENTRES_HZ, active, strict=True)):
             if on:
                 peak = pedalboard.PeakFilter(cutoff_frequency_hz=f, gain_db=0.0, q=THIRD_OCTAVE_Q)
                 stages.append(peak)

@@ -64,7 +64,7 @@ def worker_main(conn) -> None:  # pragma: no cover - runs in a child process
         faults: List[RowFault] = []
         built, build_s, build_cpu_s = 0, 0.0, 0.0
         cpu_start = time.process_time()
-        for row, slot, is_fresh in zip(message.rows, message.slots, message.fresh):
+        for row, slot, is_fresh in zip(message.rows, message.slots, message.fresh, strict=True):
             stage = ""
             try:
                 chains = instances.get((message.group, slot))
