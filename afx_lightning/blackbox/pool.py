@@ -372,10 +372,12 @@ class FxWorkerPool:
                         self._restart_worker(w)
                         for r in retry_rows:
                             fresh[r] = True  # the replacement worker starts these slots from scratch
-                    for row, k, msg in ((f.row, f.kind, f.message) for f in problems):
-                        self.stats.record(k)
-                        events.append(FaultEvent(k, group, row, slots[row], msg))
-                        log.warning("fx fault (%s) in group %r slot %d: %s", k.value, group, slots[row], msg)
+                    for fault in problems:
+                        row = fault.row
+                        self.stats.record(fault.kind)
+                        events.append(FaultEvent(fault.kind, group, row, slots[row], fault.message))
+                        log.warning("fx fault (%s) in group %r slot %d: %s", fault.kind.value, group, slots[row],
+                                    fault.message)
                         if attempts[row] < self.max_retries:
                             attempts[row] += 1
                             self.stats.retries += 1
