@@ -40,8 +40,10 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# Lint and format check only (settings in pyproject.toml [tool.ruff]); `ruff check --fix .` / `ruff format .` fix.
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py

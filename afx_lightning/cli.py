@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from . import registry
+from .constants import FRAME_SIZE, PREDICT_SMOOTHING_HZ, SAMPLE_RATE
 from .effects.base import PluginUnavailable
+from .errors import AfxError
 
 
 def _effects_list(args: argparse.Namespace) -> int:
@@ -24,7 +26,7 @@ def _effects_list(args: argparse.Namespace) -> int:
     rows = []
     for name in registry.chain_names():
         try:
-            chain = registry.build_chain(name, sample_rate=22050, block_size=1024)
+            chain = registry.build_chain(name, sample_rate=SAMPLE_RATE, block_size=FRAME_SIZE)
         except PluginUnavailable as exc:
             rows.append((name, "-", "-", f"missing: {exc}"))
             continue
@@ -82,7 +84,7 @@ def _effects_inspect(args: argparse.Namespace) -> int:
 
 
 def _effects_show(args: argparse.Namespace) -> int:
-    chain = registry.build_chain(args.name, sample_rate=args.sample_rate, block_size=1024)
+    chain = registry.build_chain(args.name, sample_rate=args.sample_rate, block_size=FRAME_SIZE)
     print(f"{args.name}: {chain.num_params} trainable parameters, latency {chain.latency} samples at {args.sample_rate} Hz")
     rows = []
     for p in chain.params:
@@ -97,7 +99,7 @@ def _effects_show(args: argparse.Namespace) -> int:
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 def _process_parser() -> argparse.ArgumentParser:
@@ -113,7 +115,7 @@ def _process_parser() -> argparse.ArgumentParser:
     parser.add_argument("output", help="where to write the result (refused if it exists, unless --overwrite)")
     parser.add_argument("--automation", help="write the per-frame parameters to this .csv or .json file")
     parser.add_argument("--plot", help="write input/output spectrograms and the automation to this .png")
-    parser.add_argument("--smoothing-hz", type=float, default=2.0, help="low-pass cutoff of the parameter curves (0: off)")
+    parser.add_argument("--smoothing-hz", type=float, default=PREDICT_SMOOTHING_HZ, help="low-pass cutoff of the parameter curves (0: off)")
     parser.add_argument("--predict-hop", type=int, default=1,
                         help="predict every N-th frame and interpolate (N=4: ~4x faster with an Inception encoder)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -124,7 +126,7 @@ def _process_parser() -> argparse.ArgumentParser:
 
 def _process(argv: Sequence[str]) -> int:
     args = _process_parser().parse_args(argv)
-    from .inference import InferenceError, Processor, load_model
+    from .inference import Processor, load_model
 
     try:
         model = load_model(args.ckpt)
@@ -133,7 +135,7 @@ def _process(argv: Sequence[str]) -> int:
             args.input, args.output, automation=args.automation, plot=args.plot, overwrite=args.overwrite,
             progress=not args.no_progress,
         )
-    except (InferenceError, PluginUnavailable, registry.UnknownNameError) as exc:
+    except AfxError as exc:
         print(f"afx process: {exc}", file=sys.stderr)
         return 2
     note = f"; {stats.dropped_frames} frame(s) failed in the plugin and were passed through dry" if stats.dropped_frames else ""
@@ -203,7 +205,7 @@ def _recipes_list(_: argparse.Namespace) -> int:
             continue
         model, data = config.get("model") or {}, config.get("data") or {}
         chain = model.get("chain", registry.DEFAULT_CHAIN)
-        rows.append((name, registry.chain_label(chain), _num_params(chain, data.get("sample_rate", 22050)),
+        rows.append((name, registry.chain_label(chain), _num_params(chain, data.get("sample_rate", SAMPLE_RATE)),
                      _data_description(data)))
     _table(("recipe", "chain", "P", "data"), rows)
     return 0
@@ -212,7 +214,7 @@ def _recipes_list(_: argparse.Namespace) -> int:
 def _num_params(chain: Any, sample_rate: Any) -> str:
     """P of a chain, '-' when its plugins are missing (``afx effects list`` says why)."""
     try:
-        built = registry.build_chain(chain, sample_rate=int(sample_rate), block_size=1024)
+        built = registry.build_chain(chain, sample_rate=int(sample_rate), block_size=FRAME_SIZE)
     except Exception:
         return "-"
     try:
@@ -239,11 +241,11 @@ def _registry_parser(kind: str) -> argparse.ArgumentParser:
         listing.set_defaults(run=_effects_list)
         inspect = sub.add_parser("inspect", help="what a plugin offers, and a chain declaration for it")
         inspect.add_argument("target", help="a VST3/AU file (or bundle name), an LV2 URI or a pedalboard class name")
-        inspect.add_argument("--sample-rate", type=int, default=22050, help="rate latency is reported at")
+        inspect.add_argument("--sample-rate", type=int, default=SAMPLE_RATE, help="rate latency is reported at")
         inspect.add_argument("--plugin-name", help="which plugin of a VST3/AU file that holds several")
         inspect.set_defaults(run=_effects_inspect)
         show = sub.add_parser("show", help="the parameter table of one chain (a registered name or a FILE.yaml)")
-        show.add_argument("--sample-rate", type=int, default=22050)
+        show.add_argument("--sample-rate", type=int, default=SAMPLE_RATE)
         show.set_defaults(run=_effects_show)
     else:
         sub.add_parser("list", help="recipes with chain, parameter count and data").set_defaults(run=_recipes_list)
@@ -257,8 +259,8 @@ def _registry_command(kind: str, argv: Sequence[str]) -> int:
     args = _registry_parser(kind).parse_args(argv)
     try:
         return args.run(args)
-    except (registry.UnknownNameError, PluginUnavailable, FileNotFoundError, TypeError, ValueError) as exc:
-        print(f"afx {kind}: {exc}", file=sys.stderr)  # DeclarationError (a ValueError) included: one line
+    except AfxError as exc:
+        print(f"afx {kind}: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `afx effects show X | head`: the reader left, nothing is wrong
         sys.stdout = open(os.devnull, "w")

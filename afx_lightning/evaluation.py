@@ -22,8 +22,10 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .data.datasets import read_audio
+from .constants import PREDICT_SMOOTHING_HZ
+from .data.datasets import DataError, read_audio
 from .data.preprocess import resample
+from .errors import AfxError
 from .metrics import loudness_lufs, mfcc_distance, multi_resolution_stft_distance
 
 Render = Callable[[np.ndarray, int], np.ndarray]  # (audio [C, T], sample rate) -> output [C, T] at that rate
@@ -93,12 +95,12 @@ def paired_files(root: Path, split: Optional[str], input_dir: str = "input", tar
     base = root / split if split and (root / split).is_dir() else root
     inputs = sorted((base / input_dir).glob("*.wav"))
     if not inputs:
-        raise ValueError(f"no WAV files in {base / input_dir} (expected <root>/[<split>/]{input_dir}/*.wav)")
+        raise DataError(f"no WAV files in {base / input_dir} (expected <root>/[<split>/]{input_dir}/*.wav)")
     pairs = []
     for path in inputs:
         target = base / target_dir / path.name
         if not target.is_file():
-            raise ValueError(f"{path}: no target file {target}")
+            raise DataError(f"{path}: no target file {target}")
         pairs.append((path, target))
     return pairs
 
@@ -126,9 +128,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--data", required=True, type=Path, help="folder with [<split>/]input/*.wav and target/*.wav")
     parser.add_argument("--split", default="test", help="sub-folder of --data to score (if it exists)")
     parser.add_argument("--json", type=Path, help="also write the per-file and mean scores here")
-    parser.add_argument("--smoothing-hz", type=float, default=2.0)
+    parser.add_argument("--smoothing-hz", type=float, default=PREDICT_SMOOTHING_HZ)
     args = parser.parse_args(argv)
-    from .inference import InferenceError, Processor, load_model
+    from .inference import Processor, load_model
 
     try:
         pairs = paired_files(args.data, args.split)
@@ -136,7 +138,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         report = evaluate(pairs, lambda audio, rate: processor.process_array(audio, rate)[0],
                           input_gain_db=lambda: processor.last_stats.input_gain_db,
                           preprocessing=processor.preprocessing.describe())
-    except (ValueError, FileNotFoundError, RuntimeError, InferenceError) as exc:
+    except AfxError as exc:
         print(f"afx evaluate: {exc}", file=sys.stderr)
         return 2
     print(report.table())

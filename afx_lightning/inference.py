@@ -57,6 +57,7 @@ import torch
 
 from .data.preprocess import LoudnessMeter, Preprocessing
 from .effects.params import ParamSpec
+from .errors import AfxError
 
 PathLike = Union[str, os.PathLike]
 
@@ -64,7 +65,7 @@ DEFAULT_CONTEXT = 40960
 READ_BLOCK = 65536  # input samples per read (per channel)
 
 
-class InferenceError(Exception):
+class InferenceError(AfxError):
     """A user-facing problem (bad file, bad checkpoint): the CLI prints it as one line."""
 
 

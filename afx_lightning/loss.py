@@ -37,6 +37,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from .constants import LOSS_MAX_SHIFT, N_FFT
+
 
 @dataclass
 class DelayInvariantLossOutput:
@@ -104,10 +106,10 @@ class DelayInvariantLoss(nn.Module):
 
     def __init__(
         self,
-        max_shift: int = 100,
+        max_shift: int = LOSS_MAX_SHIFT,
         time_weight: float = 10.0,
         freq_weight: float = 1.0,
-        n_fft: int = 1024,
+        n_fft: int = N_FFT,
         eps: float = 1e-8,
         spectral_distance: Literal["rms", "mse"] = "rms",
         normalized_xcorr: bool = True,

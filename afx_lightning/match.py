@@ -60,17 +60,17 @@ import torch
 
 from .blackbox.layer import ChainInfo, ChainSource, describe_chain, resolve_chain
 from .blackbox.pool import FxWorkerPool, SlotGroup, default_num_workers
-from .data.datasets import DataError, read_audio
+from .constants import FRAME_SIZE, SAMPLE_RATE
+from .data.datasets import read_audio
 from .data.preprocess import resample
-from .effects.base import PluginUnavailable
 from .effects.params import ParamSpec
+from .errors import AfxError
 from .evaluation import score
 from .loss import DelayInvariantLoss
 from .metrics import mfcc_distance, multi_resolution_stft_distance
-from .registry import UnknownNameError
 
-BLOCK_SIZE = 1024  # the method's frame: training and ``afx process`` render in these blocks too
-DEFAULT_SAMPLE_RATE = 22050
+BLOCK_SIZE = FRAME_SIZE  # the method's frame: training and ``afx process`` render in these blocks too
+DEFAULT_SAMPLE_RATE = SAMPLE_RATE
 DEFAULT_BUDGET = 600
 UNLIMITED = 10**12  # "no evaluation limit" (only --max-seconds)
 MIN_SEGMENT_SECONDS = 0.25  # the 2048-point STFT of the objective needs a few frames per segment
@@ -79,7 +79,7 @@ OBJECTIVES = ("mrstft+mfcc", "mrstft", "loss")
 MFCC_WEIGHT = 3.0  # d_MFCC (0..1) against MR-STFT (~0.3..4 here): weight 3 makes a timbre gain count like a spectral one
 
 
-class MatchError(ValueError):
+class MatchError(AfxError, ValueError):
     """A user-facing problem (bad option, bad file): the CLI prints it as one line."""
 
 
@@ -710,7 +710,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.json is not None:
             text = json.dumps(_finite(result.to_json()), indent=2)
             _atomic_write(args.json, lambda tmp: Path(tmp).write_text(text))
-    except (MatchError, DataError, UnknownNameError, PluginUnavailable) as exc:
+    except AfxError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     print(format_report(result))

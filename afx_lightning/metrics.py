@@ -22,6 +22,8 @@ import torch
 import torchaudio
 from torch import Tensor
 
+from .constants import HOP_LENGTH, N_FFT, N_MELS, N_MFCC, SAMPLE_RATE
+
 _MFCC_CACHE: dict[tuple, tuple[torchaudio.transforms.MelSpectrogram, Tensor]] = {}
 
 
@@ -30,16 +32,16 @@ def _mfcc_parts(sample_rate: int, device: torch.device, dtype: torch.dtype) -> t
     if key not in _MFCC_CACHE:
         mel = torchaudio.transforms.MelSpectrogram(
             sample_rate=sample_rate,
-            n_fft=1024,
-            hop_length=256,
-            n_mels=128,
+            n_fft=N_FFT,
+            hop_length=HOP_LENGTH,
+            n_mels=N_MELS,
             power=2.0,
             center=True,
             pad_mode="constant",
             norm="slaney",
             mel_scale="slaney",
         ).to(device=device, dtype=dtype)
-        dct = torchaudio.functional.create_dct(13, 128, norm="ortho").to(device=device, dtype=dtype)
+        dct = torchaudio.functional.create_dct(N_MFCC, N_MELS, norm="ortho").to(device=device, dtype=dtype)
         _MFCC_CACHE[key] = (mel, dct)
     return _MFCC_CACHE[key]
 
@@ -59,7 +61,7 @@ def normalize_level(x: Tensor, eps: float = 1e-12) -> Tensor:
     return x / x.abs().mean(dim=-1, keepdim=True).clamp_min(eps)
 
 
-def mfcc(x: Tensor, sample_rate: int = 22050, top_db: float = 80.0) -> Tensor:
+def mfcc(x: Tensor, sample_rate: int = SAMPLE_RATE, top_db: float = 80.0) -> Tensor:
     """The d_MFCC features: ``[B, T]`` (or ``[B, C, T]``, downmixed) -> ``[B, 13, frames]``, dB relative to peak."""
     x = _as_bt(x)
     mel, dct = _mfcc_parts(sample_rate, x.device, x.dtype)
@@ -74,7 +76,7 @@ def mfcc(x: Tensor, sample_rate: int = 22050, top_db: float = 80.0) -> Tensor:
 def mfcc_distance(
     pred: Tensor,
     target: Tensor,
-    sample_rate: int = 22050,
+    sample_rate: int = SAMPLE_RATE,
     over: Literal["frames", "coefficients"] = "frames",
 ) -> Tensor:
     """d_MFCC per item, ``[B]``: mean cosine distance between the MFCCs of level-matched ``pred`` and ``target``.
@@ -99,7 +101,7 @@ def mfcc_distance(
 def mean_mfcc_distance(
     pred: Tensor,
     target: Tensor,
-    sample_rate: int = 22050,
+    sample_rate: int = SAMPLE_RATE,
     over: Literal["frames", "coefficients"] = "frames",
 ) -> Tensor:
     """Batch mean of :func:`mfcc_distance` (a scalar)."""

@@ -18,13 +18,15 @@ import functools
 import os
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional
 
+from .constants import FRAME_SIZE
 from .effects.base import Chain, ChainFactory
 from .effects.declared import DeclarationError, DeclaredChain, is_declaration_path  # noqa: F401 (registry.DeclarationError)
+from .errors import AfxError, MissingFileError, RegistryError
 
 #: What names a chain: a registered name, a declaration file (``*.yaml``) or a declaration mapping.
-ChainName = Union[str, os.PathLike, Mapping[str, Any]]
+ChainName = str | os.PathLike | Mapping[str, Any]
 
 CHAIN_GROUP = "afx_lightning.effects"
 RECIPE_GROUP = "afx_lightning.recipes"
@@ -35,7 +37,7 @@ DEFAULT_CHAIN = "pb_mb_compressor"
 DEFAULT_DATASET = "demo"
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(AfxError, KeyError):
     """A chain or recipe name that no installed package registers."""
 
     def __str__(self) -> str:  # KeyError would quote the message
@@ -96,7 +98,7 @@ def build_chain(name: ChainName, sample_rate: int, block_size: int) -> Chain:
     """Build a registered or declared chain (raises :class:`PluginUnavailable` when its plugins are not installed)."""
     chain = get_chain_factory(name)(sample_rate=sample_rate, block_size=block_size)
     if not isinstance(chain, Chain):
-        raise TypeError(f"chain factory {name!r} returned {type(chain).__name__}, not an afx_lightning Chain")
+        raise RegistryError(f"chain factory {name!r} returned {type(chain).__name__}, not an afx_lightning Chain")
     return chain
 
 
@@ -120,10 +122,10 @@ def recipe_path(name: str) -> Path:
     if callable(target):
         target = target()
     if not isinstance(target, (str, os.PathLike)):
-        raise TypeError(f"recipe {name!r} resolves to {type(target).__name__}, not a path to a YAML file")
+        raise RegistryError(f"recipe {name!r} resolves to {type(target).__name__}, not a path to a YAML file")
     path = Path(target)
     if not path.is_file():
-        raise FileNotFoundError(f"recipe {name!r} points at {path}, which does not exist")
+        raise MissingFileError(f"recipe {name!r} points at {path}, which does not exist")
     return path
 
 
@@ -136,7 +138,7 @@ def recipe_config(name: str) -> dict:
     if config is None:
         return {}
     if not isinstance(config, dict):
-        raise TypeError(f"recipe {name!r} ({path}) is not a YAML mapping")
+        raise RegistryError(f"recipe {name!r} ({path}) is not a YAML mapping")
     return config
 
 
@@ -153,7 +155,7 @@ def chain_reference(name: ChainName) -> Callable[..., Chain]:
     return functools.partial(build_chain, name)
 
 
-def chain_declaration(chain: Any, sample_rate: int, block_size: int = 1024) -> Optional[dict]:
+def chain_declaration(chain: Any, sample_rate: int, block_size: int = FRAME_SIZE) -> Optional[dict]:
     """A declared chain (argument or factory) as plain data with its ranges written out (what a checkpoint
     stores); None for registered chains and code factories."""
     declared = chain if isinstance(chain, DeclaredChain) else None

@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, Mapping, Optional
 import numpy as np
 from scipy.signal import lfilter
 
+from .constants import FRAME_SIZE, SAMPLE_RATE
 from .effects import Chain, FunctionEffect, ParamSpec, Scale
 
 REFERENCE_PARAMS = (
@@ -229,8 +230,8 @@ def fit_known_answer(
     seed: int = 0,
     discrete_epsilon: float = 0.2,
     clip_frames: int = 8,
-    block_size: int = 1024,
-    sample_rate: int = 22050,
+    block_size: int = FRAME_SIZE,
+    sample_rate: int = SAMPLE_RATE,
     num_workers: int = 2,
     start: Optional[np.ndarray] = None,
     channels: int = 1,

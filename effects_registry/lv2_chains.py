@@ -43,6 +43,8 @@ from afx_lightning.effects.base import Chain
 from afx_lightning.effects.lv2 import LV2Effect
 from afx_lightning.effects.params import ParamSpec, Scale
 
+from .specs import fixed, log
+
 CALF_MB_COMPRESSOR = "http://calf.sourceforge.net/plugins/MultibandCompressor"
 CALF_MB_GATE = "http://calf.sourceforge.net/plugins/MultibandGate"
 LSP_GEQ32_MONO = "http://lsp-plug.in/plugins/lv2/graph_equalizer_x32_mono"
@@ -60,29 +62,20 @@ LSP_TH_MIN = 0.003981
 FAST_MS = 0.01
 
 
-def _log(name: str, lo: float, hi: float, default: float, unit: str, description: str) -> ParamSpec:
-    return ParamSpec(name, lo, hi, min(max(default, lo), hi), Scale.LOG, unit=unit, description=description)
-
-
-def _fixed(name: str, value: float, lo: float, hi: float, unit: str, description: str) -> ParamSpec:
-    return ParamSpec(name, lo, hi, min(max(value, lo), hi), Scale.LINEAR, unit=unit, fixed=value,
-                     description=description)
-
-
 def _calf_fixed() -> List[ParamSpec]:
     """bypass0..3 = 0 (Calf bands default to bypassed), attack/release0..3 = 0.01 ms."""
     specs: List[ParamSpec] = []
-    specs += [_fixed(f"bypass{b}", 0.0, 0.0, 1.0, "", f"band {b} bypass (fixed off)") for b in range(4)]
-    specs += [_fixed(f"attack{b}", FAST_MS, 0.01, 2000.0, "ms", f"band {b} attack (fixed, minimum)") for b in range(4)]
-    specs += [_fixed(f"release{b}", FAST_MS, 0.01, 2000.0, "ms", f"band {b} release (fixed, minimum)")
+    specs += [fixed(f"bypass{b}", 0.0, 0.0, 1.0, "", f"band {b} bypass (fixed off)") for b in range(4)]
+    specs += [fixed(f"attack{b}", FAST_MS, 0.01, 2000.0, "ms", f"band {b} attack (fixed, minimum)") for b in range(4)]
+    specs += [fixed(f"release{b}", FAST_MS, 0.01, 2000.0, "ms", f"band {b} release (fixed, minimum)")
               for b in range(4)]
     return specs
 
 
 def _freqs(ranges: Sequence[Tuple[float, float]], defaults=(120.0, 1000.0, 6000.0)) -> List[ParamSpec]:
     return [
-        _log(f"freq{k}", lo, hi, d, "Hz", f"crossover between band {k} and band {k + 1}")
-        for k, ((lo, hi), d) in enumerate(zip(ranges, defaults))
+        log(f"freq{k}", lo, hi, d, "Hz", f"crossover between band {k} and band {k + 1}")
+        for k, ((lo, hi), d) in enumerate(zip(ranges, defaults, strict=True))
     ]
 
 
@@ -94,17 +87,17 @@ def _calf_compressor_params(
     level_out: Tuple[float, float] | None,
 ) -> List[ParamSpec]:
     specs: List[ParamSpec] = []
-    specs += [_log(f"threshold{b}", CALF_THRESHOLD_MIN, 1.0, 0.25, "gain",
+    specs += [log(f"threshold{b}", CALF_THRESHOLD_MIN, 1.0, 0.25, "gain",
                    f"band {b} threshold (linear amplitude, -60 ... 0 dBFS)") for b in range(4)]
-    specs += [_log(f"ratio{b}", 1.0, 20.0, 2.0, ":1", f"band {b} compression ratio") for b in range(4)]
-    specs += [_log(f"makeup{b}", *makeup, 1.0, "gain", f"band {b} makeup gain (linear)") for b in range(4)]
+    specs += [log(f"ratio{b}", 1.0, 20.0, 2.0, ":1", f"band {b} compression ratio") for b in range(4)]
+    specs += [log(f"makeup{b}", *makeup, 1.0, "gain", f"band {b} makeup gain (linear)") for b in range(4)]
     if knee:
-        specs += [_log(f"knee{b}", 1.0, 8.0, 2.82843, "gain", f"band {b} knee width (linear, 0 ... 18 dB)")
+        specs += [log(f"knee{b}", 1.0, 8.0, 2.82843, "gain", f"band {b} knee width (linear, 0 ... 18 dB)")
                   for b in range(4)]
     specs += _freqs(freqs)
-    specs.append(_log("level_in", *level_in, 1.0, "gain", "input gain (linear)"))
+    specs.append(log("level_in", *level_in, 1.0, "gain", "input gain (linear)"))
     if level_out is not None:
-        specs.append(_log("level_out", *level_out, 1.0, "gain", "output gain (linear)"))
+        specs.append(log("level_out", *level_out, 1.0, "gain", "output gain (linear)"))
     return specs + _calf_fixed()
 
 
@@ -138,32 +131,32 @@ def calf_mb_gate(sample_rate: int, block_size: int) -> Chain:
     ``attack0..3 = release0..3 = 0.01`` ms.
     """
     params: List[ParamSpec] = []
-    params += [_log(f"range{b}", CALF_RANGE_MIN, 1.0, 0.06125, "gain",
+    params += [log(f"range{b}", CALF_RANGE_MIN, 1.0, 0.06125, "gain",
                     f"band {b} reduction when the gate is closed (linear, -96 ... 0 dB)") for b in range(4)]
-    params += [_log(f"threshold{b}", CALF_THRESHOLD_MIN, 1.0, 0.25, "gain",
+    params += [log(f"threshold{b}", CALF_THRESHOLD_MIN, 1.0, 0.25, "gain",
                     f"band {b} gate threshold (linear amplitude)") for b in range(4)]
-    params += [_log(f"ratio{b}", 1.0, 20.0, 2.0, ":1", f"band {b} expansion ratio") for b in range(4)]
+    params += [log(f"ratio{b}", 1.0, 20.0, 2.0, ":1", f"band {b} expansion ratio") for b in range(4)]
     params += _freqs(((10.0, 300.0), (300.0, 3000.0), (3000.0, 10000.0)))
-    params.append(_log("level_in", 0.015625, 2.0, 1.0, "gain", "input gain (linear)"))
-    params.append(_log("level_out", 0.015625, 2.0, 1.0, "gain", "output gain (linear)"))
+    params.append(log("level_in", 0.015625, 2.0, 1.0, "gain", "input gain (linear)"))
+    params.append(log("level_out", 0.015625, 2.0, 1.0, "gain", "output gain (linear)"))
     params += _calf_fixed()
     return Chain([_calf_effect(CALF_MB_GATE, "calf_mb_gate", params, sample_rate, block_size)], name="calf_mb_gate")
 
 
 def lsp_graphic_eq(sample_rate: int, block_size: int, name: str = "eq") -> LV2Effect:
     """LSP graph_equalizer_x32_mono: ``g_0 .. g_31`` [0.01585, 5] (log), ``g_out`` [0, 4] (linear); slope = 4."""
-    params = [_log(f"g_{k}", 0.01585, 5.0, 1.0, "gain", f"band {k} gain (linear)") for k in range(32)]
+    params = [log(f"g_{k}", 0.01585, 5.0, 1.0, "gain", f"band {k} gain (linear)") for k in range(32)]
     params.append(ParamSpec("g_out", 0.0, 4.0, 1.0, Scale.LINEAR, unit="gain", description="output gain (linear)"))
-    params.append(_fixed("slope", 4.0, 0.0, 5.0, "", "filter slope (fixed: 4 = BT96)"))
+    params.append(fixed("slope", 4.0, 0.0, 5.0, "", "filter slope (fixed: 4 = BT96)"))
     return LV2Effect(LSP_GEQ32_MONO, name, sample_rate, block_size, params, install_hint=LSP_PACKAGE)
 
 
 def lsp_limiter(sample_rate: int, block_size: int, name: str = "limiter") -> LV2Effect:
     """LSP limiter_mono: ``th`` [0.003981, 1] (log, -48 ... 0 dB); gain boost and level regulation off."""
     params = [
-        _log("th", LSP_TH_MIN, 1.0, 1.0, "gain", "limiter threshold (linear, -48 ... 0 dB)"),
-        _fixed("boost", 0.0, 0.0, 1.0, "", "gain boost (fixed off)"),
-        _fixed("alr", 0.0, 0.0, 1.0, "", "automatic level regulation (fixed off)"),
+        log("th", LSP_TH_MIN, 1.0, 1.0, "gain", "limiter threshold (linear, -48 ... 0 dB)"),
+        fixed("boost", 0.0, 0.0, 1.0, "", "gain boost (fixed off)"),
+        fixed("alr", 0.0, 0.0, 1.0, "", "automatic level regulation (fixed off)"),
     ]
     return LV2Effect(LSP_LIMITER_MONO, name, sample_rate, block_size, params, install_hint=LSP_PACKAGE)
 

@@ -1,8 +1,8 @@
 """The paper's three chains rebuilt from pedalboard 0.9.26 built-ins (no plugin files needed).
 
-These are the pedalboard equivalents of the Calf/LSP LV2 chains of the DeepAFx paper (see DESIGN.md,
-"The method, as numbers"): same parameter counts and names, same ranges where pedalboard allows it, so a
-recipe can swap ``pb_mastering`` for the LV2 chain without touching the encoder. Everything is mono,
+These are the pedalboard equivalents of the Calf/LSP LV2 chains of the DeepAFx paper (``lv2_chains``; the
+method's numbers are in ``afx_lightning.constants``): same parameter counts and names, same ranges where
+pedalboard allows it, so a recipe can swap ``pb_mastering`` for the LV2 chain without touching the encoder. Everything is mono,
 reports zero latency and is built as a graph of plain JUCE DSP blocks that pedalboard ships:
 
 ``multiband_compressor`` (21 params, the paper's "amp" chain, Calf MultibandCompressor layout)
@@ -63,6 +63,8 @@ from afx_lightning.effects.pedalboard_backend import (
     fan_out,
 )
 
+from .specs import db, log
+
 #: Crossover cutoffs are kept below this fraction of the sample rate.
 CUTOFF_LIMIT = 0.45
 #: Graphic-EQ bands whose centre is at or above this fraction of Nyquist are inactive.
@@ -82,18 +84,9 @@ Band = Tuple[object, Dict[str, Setter]]  # a band's plugin (graph) and its sette
 # ---------------------------------------------------------------------------------------------- parameters
 
 
-def _db(name: str, lo: float, hi: float, default: float = 0.0, description: str = "") -> ParamSpec:
-    """A dB-valued parameter handed to pedalboard in dB (spread linearly in dB)."""
-    return ParamSpec(name, lo, hi, default, Scale.LINEAR, unit="dB", description=description)
-
-
-def _log(name: str, lo: float, hi: float, default: float, unit: str, description: str = "", fixed=None) -> ParamSpec:
-    return ParamSpec(name, lo, hi, default, Scale.LOG, unit=unit, fixed=fixed, description=description)
-
-
 def _freq_params(ranges: Sequence[Tuple[float, float]]) -> List[ParamSpec]:
     return [
-        _log(f"freq{k}", lo, hi, math.sqrt(lo * hi), "Hz", f"crossover between band {k} and band {k + 1}")
+        log(f"freq{k}", lo, hi, math.sqrt(lo * hi), "Hz", f"crossover between band {k} and band {k + 1}")
         for k, (lo, hi) in enumerate(ranges)
     ]
 
@@ -165,27 +158,27 @@ class _CompressorLayout:
 
     def params(self) -> List[ParamSpec]:
         specs: List[ParamSpec] = []
-        specs += [_db(f"threshold{b}", *self.threshold, 0.0, f"band {b} compressor threshold") for b in range(4)]
-        specs += [_log(f"ratio{b}", *self.ratio, 1.0, ":1", f"band {b} compression ratio") for b in range(4)]
-        specs += [_db(f"makeup{b}", *self.makeup, 0.0, f"band {b} makeup gain") for b in range(4)]
+        specs += [db(f"threshold{b}", *self.threshold, 0.0, f"band {b} compressor threshold") for b in range(4)]
+        specs += [log(f"ratio{b}", *self.ratio, 1.0, ":1", f"band {b} compression ratio") for b in range(4)]
+        specs += [db(f"makeup{b}", *self.makeup, 0.0, f"band {b} makeup gain") for b in range(4)]
         if self.release is not None:
             specs += [
-                _log(f"release{b}", *self.release, 100.0, "ms", f"band {b} release (gain recovery) time")
+                log(f"release{b}", *self.release, 100.0, "ms", f"band {b} release (gain recovery) time")
                 for b in range(4)
             ]
         specs += _freq_params(self.freqs)
         if self.level_in is not None:
-            specs.append(_db("level_in", *self.level_in, 0.0, "input level"))
+            specs.append(db("level_in", *self.level_in, 0.0, "input level"))
         if self.level_out is not None:
-            specs.append(_db("level_out", *self.level_out, 0.0, "output level"))
+            specs.append(db("level_out", *self.level_out, 0.0, "output level"))
         # fixed controls: applied, not predicted
         specs += [
-            _log(f"attack{b}", 0.01, 1000.0, self.attack_ms, "ms", f"band {b} attack (fixed)", fixed=self.attack_ms)
+            log(f"attack{b}", 0.01, 1000.0, self.attack_ms, "ms", f"band {b} attack (fixed)", fixed=self.attack_ms)
             for b in range(4)
         ]
         if self.release is None:
             specs += [
-                _log(f"release{b}", 0.01, 5000.0, self.fixed_release_ms, "ms", f"band {b} release (fixed)",
+                log(f"release{b}", 0.01, 5000.0, self.fixed_release_ms, "ms", f"band {b} release (fixed)",
                      fixed=self.fixed_release_ms)
                 for b in range(4)
             ]
@@ -284,12 +277,12 @@ def multiband_gate(sample_rate: int, block_size: int) -> Chain:
                   description=f"band {b} reduction depth (attenuation when the gate is closed)")
         for b in range(4)
     ]
-    params += [_db(f"threshold{b}", -60.0, 0.0, -50.0, f"band {b} gate threshold") for b in range(4)]
-    params += [_log(f"ratio{b}", 1.0, 20.0, 2.0, ":1", f"band {b} gate (expansion) ratio") for b in range(4)]
+    params += [db(f"threshold{b}", -60.0, 0.0, -50.0, f"band {b} gate threshold") for b in range(4)]
+    params += [log(f"ratio{b}", 1.0, 20.0, 2.0, ":1", f"band {b} gate (expansion) ratio") for b in range(4)]
     params += _freq_params(((10.0, 300.0), (300.0, 3000.0), (3000.0, 10000.0)))
-    params += [_db("level_in", -36.0, 6.0, 0.0, "input level"), _db("level_out", -36.0, 6.0, 0.0, "output level")]
-    params += [_log(f"attack{b}", 0.01, 1000.0, 1.0, "ms", f"band {b} attack (fixed)", fixed=1.0) for b in range(4)]
-    params += [_log(f"release{b}", 0.01, 5000.0, 20.0, "ms", f"band {b} release (fixed)", fixed=20.0) for b in range(4)]
+    params += [db("level_in", -36.0, 6.0, 0.0, "input level"), db("level_out", -36.0, 6.0, 0.0, "output level")]
+    params += [log(f"attack{b}", 0.01, 1000.0, 1.0, "ms", f"band {b} attack (fixed)", fixed=1.0) for b in range(4)]
+    params += [log(f"release{b}", 0.01, 5000.0, 20.0, "ms", f"band {b} release (fixed)", fixed=20.0) for b in range(4)]
 
     def build() -> PedalboardGraph:
         split = _band_split([_gate_band(b) for b in range(4)], sample_rate)
@@ -304,13 +297,13 @@ def _graphic_eq(sample_rate: int, block_size: int) -> PedalboardEffect:
     nyquist = sample_rate / 2.0
     active = [f < EQ_NYQUIST_LIMIT * nyquist for f in GEQ32_CENTRES_HZ]
     params: List[ParamSpec] = []
-    for k, (f, on) in enumerate(zip(GEQ32_CENTRES_HZ, active)):
+    for k, (f, on) in enumerate(zip(GEQ32_CENTRES_HZ, active, strict=True)):
         note = "" if on else (
             f"; inactive at {sample_rate} Hz (centre >= {EQ_NYQUIST_LIMIT:g} x Nyquist): kept in the layout, "
             "its value has no effect"
         )
-        params.append(_db(f"g_{k}", -36.0, 14.0, 0.0, f"gain of the {f:g} Hz band{note}"))
-    params.append(_db("g_out", -36.0, 12.0, 0.0, "output gain"))
+        params.append(db(f"g_{k}", -36.0, 14.0, 0.0, f"gain of the {f:g} Hz band{note}"))
+    params.append(db("g_out", -36.0, 12.0, 0.0, "output gain"))
 
     def noop(value: float) -> None:
         pass
@@ -318,7 +311,7 @@ def _graphic_eq(sample_rate: int, block_size: int) -> PedalboardEffect:
     def build() -> PedalboardGraph:
         stages: List[object] = []
         setters: Dict[str, Setter] = {}
-        for k, (f, on) in enumerate(zip(GEQ32_CENTRES_HZ, active)):
+        for k, (f, on) in enumerate(zip(GEQ32_CENTRES_HZ, active, strict=True)):
             if on:
                 peak = pedalboard.PeakFilter(cutoff_frequency_hz=f, gain_db=0.0, q=THIRD_OCTAVE_Q)
                 stages.append(peak)
@@ -336,8 +329,8 @@ def _graphic_eq(sample_rate: int, block_size: int) -> PedalboardEffect:
 def _limiter(sample_rate: int, block_size: int) -> PedalboardEffect:
     """Brick-wall limiter at ``th`` with LSP's "gain boost": peaks held at th, then raised by -th."""
     params = [
-        _db("th", -48.0, 0.0, 0.0, "limiter threshold (output is boosted by -th, as LSP's gain boost)"),
-        _log("release", 0.01, 5000.0, 100.0, "ms", "limiter release (fixed)", fixed=100.0),
+        db("th", -48.0, 0.0, 0.0, "limiter threshold (output is boosted by -th, as LSP's gain boost)"),
+        log("release", 0.01, 5000.0, 100.0, "ms", "limiter release (fixed)", fixed=100.0),
     ]
 
     def build() -> PedalboardGraph:

@@ -40,11 +40,11 @@ against the streamed impulse response. pedalboard withholds those samples at the
 backend emits them as leading zeros so every block keeps its length and the stream is delayed by exactly the
 declared latency. The other three plugins report and show no delay.
 
-Cost (this machine, 22 050 Hz, 1024-sample blocks, parameters moving every block): ZaMultiCompX2 ~0.3 ms,
-ZamGEQ31 ~1.9 ms once any gain is off 0 dB (0.19 ms when flat: it skips 0 dB bands), ZaMaximX2 ~1.3 ms,
-``zam_mastering`` ~3.5 ms per block (about 4x ``lv2_mastering``); ``zam_compressor`` ~0.07 ms. Building (or
-resetting: the backend rebuilds) ``zam_mastering`` takes ~0.45 s, mostly VST3 loading and pedalboard's first
-parameter listing, so every clip start costs a slot ~1.3 s of CPU for its three instances.
+Cost: ``python benchmarks/fx_layer.py --chain zam_mastering --no-per-slot`` measures a chain's plugin CPU per
+block (``plugin_cpu_per_render_us``) and its construction (``plugin_build_s``). ZamGEQ31 skips 0 dB bands, so a
+flat EQ costs a fraction of one with any gain off 0 dB; ``zam_mastering`` costs several times ``lv2_mastering``
+per block. Building (or resetting: the backend rebuilds) a VST3 chain is mostly VST3 loading and pedalboard's
+first parameter listing, and every clip start pays it for the slot's three instances.
 Moving a crossover re-designs the plugin's LR4 filters: a small transient (about the size of the difference
 between the two settings) that dies out within ~500 samples of the block start, no click.
 """
@@ -55,8 +55,10 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 from afx_lightning.effects.base import Chain, PluginUnavailable
-from afx_lightning.effects.params import ParamSpec, Scale
+from afx_lightning.effects.params import ParamSpec
 from afx_lightning.effects.pedalboard_backend import PedalboardEffect, plugin_file_effect
+
+from .specs import db, fixed, log
 
 VST3_DIR = Path("/usr/lib/vst3")
 ZAM_PACKAGE = "zam-plugins"
@@ -80,19 +82,6 @@ def require(path: Path) -> Path:
     return path
 
 
-def _db(name: str, lo: float, hi: float, default: float, description: str, fixed=None) -> ParamSpec:
-    """A dB-valued parameter; the plugin takes dB, so the scale is linear in dB."""
-    return ParamSpec(name, lo, hi, default, Scale.LINEAR, unit="dB", fixed=fixed, description=description)
-
-
-def _log(name: str, lo: float, hi: float, default: float, unit: str, description: str, fixed=None) -> ParamSpec:
-    return ParamSpec(name, lo, hi, default, Scale.LOG, unit=unit, fixed=fixed, description=description)
-
-
-def _fixed(name: str, value: float, lo: float, hi: float, unit: str, description: str) -> ParamSpec:
-    return ParamSpec(name, lo, hi, value, Scale.LINEAR, unit=unit, fixed=value, description=description)
-
-
 # ---------------------------------------------------------------------------------------------- ZaMultiCompX2
 
 #: our name -> ZaMultiCompX2 key (bands 0..2 are the plugin's 1..3)
@@ -114,20 +103,20 @@ def multicomp_params(sample_rate: int) -> List[ParamSpec]:
     thresholds = (-20.0, -18.0, -16.0)  # the plugin's defaults
     freq1_max = min(10000.0, CROSSOVER_LIMIT * sample_rate)
     specs: List[ParamSpec] = []
-    specs += [_db(f"threshold{b}", -60.0, 0.0, thresholds[b], f"band {b} threshold") for b in range(3)]
-    specs += [_log(f"ratio{b}", 1.0, 20.0, 4.0, ":1", f"band {b} compression ratio") for b in range(3)]
-    specs += [_db(f"makeup{b}", 0.0, 14.0, 0.0, f"band {b} makeup gain") for b in range(3)]
+    specs += [db(f"threshold{b}", -60.0, 0.0, thresholds[b], f"band {b} threshold") for b in range(3)]
+    specs += [log(f"ratio{b}", 1.0, 20.0, 4.0, ":1", f"band {b} compression ratio") for b in range(3)]
+    specs += [db(f"makeup{b}", 0.0, 14.0, 0.0, f"band {b} makeup gain") for b in range(3)]
     specs += [
-        _log("freq0", 20.0, 1400.0, 160.0, "Hz", "crossover between band 0 and band 1"),
-        _log("freq1", 1400.0, freq1_max, 3000.0, "Hz",
+        log("freq0", 20.0, 1400.0, 160.0, "Hz", "crossover between band 0 and band 1"),
+        log("freq1", 1400.0, freq1_max, 3000.0, "Hz",
              f"crossover between band 1 and band 2 (up to {freq1_max:g} Hz at {sample_rate} Hz)"),
-        _db("level_out", -12.0, 12.0, 0.0, "output gain (the plugin's Master Trim)"),
+        db("level_out", -12.0, 12.0, 0.0, "output gain (the plugin's Master Trim)"),
     ]
-    specs += [_fixed(f"enable{b}", 1.0, 0.0, 1.0, "", f"band {b} compressor on (fixed; the plugin defaults to off)")
+    specs += [fixed(f"enable{b}", 1.0, 0.0, 1.0, "", f"band {b} compressor on (fixed; the plugin defaults to off)")
               for b in range(3)]
-    specs += [_db(f"knee{b}", 0.0, 8.0, 0.0, f"band {b} knee (fixed)", fixed=0.0) for b in range(3)]
-    specs += [_log(f"attack{b}", 0.1, 100.0, 10.0, "ms", f"band {b} attack (fixed)", fixed=10.0) for b in range(3)]
-    specs += [_log(f"release{b}", 1.0, 500.0, 80.0, "ms", f"band {b} release (fixed)", fixed=80.0) for b in range(3)]
+    specs += [db(f"knee{b}", 0.0, 8.0, 0.0, f"band {b} knee (fixed)", fixed=0.0) for b in range(3)]
+    specs += [log(f"attack{b}", 0.1, 100.0, 10.0, "ms", f"band {b} attack (fixed)", fixed=10.0) for b in range(3)]
+    specs += [log(f"release{b}", 1.0, 500.0, 80.0, "ms", f"band {b} release (fixed)", fixed=80.0) for b in range(3)]
     return specs
 
 
@@ -162,8 +151,8 @@ def geq_params(sample_rate: int) -> List[ParamSpec]:
             f"; inactive at {sample_rate} Hz (the plugin skips bands reaching past 0.95 x Nyquist): kept in the "
             "layout, its value has no effect"
         )
-        specs.append(_db(f"g_{k}", -12.0, 12.0, 0.0, f"gain of the {f} Hz band{note}"))
-    specs.append(_db("g_out", -12.0, 12.0, 0.0, "output gain (the plugin's Master Gain)"))
+        specs.append(db(f"g_{k}", -12.0, 12.0, 0.0, f"gain of the {f} Hz band{note}"))
+    specs.append(db("g_out", -12.0, 12.0, 0.0, "output gain (the plugin's Master Gain)"))
     return specs
 
 
@@ -181,9 +170,9 @@ MAXIM_KEYS: Dict[str, str] = {"th": "threshold_db", "ceiling": "output_ceiling_d
 
 def maxim_params() -> List[ParamSpec]:
     return [
-        _db("th", -30.0, 0.0, 0.0, "threshold: the input is driven by -th dB into the limiter"),
-        _db("ceiling", -12.0, 0.0, 0.0, "output ceiling"),
-        _log("release", 1.0, 100.0, 25.0, "ms", "limiter release"),
+        db("th", -30.0, 0.0, 0.0, "threshold: the input is driven by -th dB into the limiter"),
+        db("ceiling", -12.0, 0.0, 0.0, "output ceiling"),
+        log("release", 1.0, 100.0, 25.0, "ms", "limiter release"),
     ]
 
 
@@ -205,14 +194,14 @@ ZAMCOMP_KEYS: Dict[str, str] = {
 
 def zamcomp_params() -> List[ParamSpec]:
     return [
-        _db("threshold", -60.0, 0.0, 0.0, "threshold (plugin range reaches -80 dB)"),
-        _log("ratio", 1.0, 20.0, 4.0, ":1", "compression ratio"),
-        _db("knee", 0.0, 8.0, 0.0, "knee width"),
-        _db("makeup", 0.0, 30.0, 0.0, "makeup gain"),
-        _log("attack", 0.1, 100.0, 10.0, "ms", "attack time"),
-        _log("release", 1.0, 500.0, 80.0, "ms", "release time"),
-        _fixed("slew", 1.0, 1.0, 150.0, "", "gain slew (fixed at the plugin default)"),
-        _fixed("sidechain", 0.0, 0.0, 1.0, "", "external sidechain (fixed off)"),
+        db("threshold", -60.0, 0.0, 0.0, "threshold (plugin range reaches -80 dB)"),
+        log("ratio", 1.0, 20.0, 4.0, ":1", "compression ratio"),
+        db("knee", 0.0, 8.0, 0.0, "knee width"),
+        db("makeup", 0.0, 30.0, 0.0, "makeup gain"),
+        log("attack", 0.1, 100.0, 10.0, "ms", "attack time"),
+        log("release", 1.0, 500.0, 80.0, "ms", "release time"),
+        fixed("slew", 1.0, 1.0, 150.0, "", "gain slew (fixed at the plugin default)"),
+        fixed("sidechain", 0.0, 0.0, 1.0, "", "external sidechain (fixed off)"),
     ]
 
 

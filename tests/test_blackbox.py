@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from afx_lightning.blackbox import BlackBoxLayer, FxWorkerPool, SlotGroup
+from afx_lightning.blackbox import BlackBoxLayer, FaultKind, FaultStats, FxWorkerPool, SlotGroup
 from afx_lightning.registry import build_chain
 from afx_lightning.testing import (
     TRIGGER_CRASH,
@@ -347,7 +347,7 @@ def test_a_build_over_its_limit_or_failing_is_one_fault_that_names_the_build():
     assert result.failed.tolist() == [True] and stats.build_timeout == 1 and stats.timeout == 0
     assert stats.worker_restarts == 1 and stats.rows_dropped == 1
     (event,) = result.events
-    assert event.kind == "build_timeout"
+    assert event.kind is FaultKind.BUILD_TIMEOUT and event.kind == "build_timeout"
     assert event.message == "building 3 plugin instance(s) exceeded build_timeout_s=0.5 s"
     np.testing.assert_array_equal(result.out[0], np.full((3, 1, 16), 0.25, np.float32))  # the row comes back dry
 
@@ -355,3 +355,12 @@ def test_a_build_over_its_limit_or_failing_is_one_fault_that_names_the_build():
     (event,) = result.events
     assert event.kind == "exception" and stats.exception == 1 and result.failed.tolist() == [True]
     assert event.message.startswith("building instances: ValueError") and "\n" not in event.message
+
+
+def test_every_fault_kind_is_counted_under_its_own_name():
+    """A fault kind added without its counter would be lost from the logged fault totals."""
+    stats = FaultStats()
+    for kind in FaultKind:
+        stats.record(kind)
+    assert stats.faults == len(FaultKind)
+    assert {k: v for k, v in stats.as_dict().items() if v} == {kind.value: 1 for kind in FaultKind}

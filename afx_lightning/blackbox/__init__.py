@@ -4,6 +4,7 @@ Importing this package stays torch-free (worker processes import ``.worker`` thr
 load on first access.
 """
 
+from .messages import FaultKind
 from .pool import BuildStats, FaultEvent, FaultStats, FxWorkerPool, RenderResult, SlotGroup, default_num_workers
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "BuildStats",
     "ChainInfo",
     "FaultEvent",
+    "FaultKind",
     "FaultStats",
     "FxWorkerPool",
     "GradientEstimator",

@@ -20,13 +20,15 @@ from typing import Literal, Optional
 
 import torch
 
+from ..constants import SPSA_EPSILON
+
 Method = Literal["spsa", "fd"]
 
 
 @dataclass(frozen=True)
 class GradientEstimator:
     method: Method = "spsa"
-    epsilon: float = 0.01
+    epsilon: float = SPSA_EPSILON
     num_perturbations: int = 1  # K, averaged (SPSA only)
     discrete_epsilon: float = 0.2  # the one-sided step of discrete parameters' columns, in value steps
 

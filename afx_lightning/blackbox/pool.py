@@ -6,7 +6,7 @@ retried on fresh instances or returned dry (zero gradient), the rows it had not 
 replacement, and every such event is counted in :class:`FaultStats` and logged: nothing fails silently.
 
 Building a row's plugin instances (on a fresh slot: 1 + 2K, FD: 2P + 1 chains) is timed apart from rendering:
-``build_timeout_s`` (generous: a VST3 chain takes about half a second per instance) bounds construction and
+``build_timeout_s`` (generous: loading a VST3 chain is slow; ``benchmarks/fx_layer.py`` reports ``plugin_build_s``) bounds construction and
 ``timeout_s`` bounds the plugin calls, so a slow-to-load chain does not turn every fresh row into a timeout.
 Construction is counted in :class:`BuildStats`.
 """
@@ -28,12 +28,35 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from .messages import (
+    Close,
+    FaultKind,
+    GroupLayout,
+    Init,
+    Ready,
+    Render,
+    Rendered,
+    RowFault,
+    RowState,
+    WorkerConfig,
+    WorkerLost,
+)
 from .shared import SharedArrays
-from .worker import BUILDING, DONE, FAULT, RUNNING, Close, GroupLayout, Init, Ready, Render, Rendered, WorkerConfig
 
 log = logging.getLogger(__name__)
 
-FAULT_KINDS = ("exception", "nonfinite", "crash", "timeout", "build_timeout")
+# Limits of the pool's own housekeeping (seconds); the per-row limits are the pool's arguments.
+ROW_TIMEOUT_S = 30.0  # default ``timeout_s``: one row's plugin calls
+BUILD_TIMEOUT_S = 120.0  # default ``build_timeout_s``: building one row's instances
+START_TIMEOUT_S = 120.0  # a new worker imports numpy, the chain's backend and the factory before it is Ready
+KILL_WAIT_S = 10.0  # reaping a killed worker
+EXIT_WAIT_S = 5.0  # a worker whose pipe closed, to exit by itself before it is killed
+SHUTDOWN_WAIT_S = 2.0  # all workers, after Close, before they are killed
+POLL_S = 0.25  # how often busy rows' start times are checked against their limits (at most timeout_s / 4)
+
+# A row is "active" (timed, and charged if its worker dies) while its instances are built or it renders.
+_ACTIVE = (RowState.BUILDING, RowState.RUNNING)
+_FINISHED = (RowState.DONE, RowState.FAULT)
 
 
 @dataclass(frozen=True)
@@ -61,6 +84,21 @@ class FaultStats:
     def as_dict(self) -> Dict[str, int]:
         return dict(self.__dict__)
 
+    def record(self, kind: FaultKind) -> None:
+        """Count one fault of ``kind``."""
+        if kind is FaultKind.EXCEPTION:
+            self.exception += 1
+        elif kind is FaultKind.NONFINITE:
+            self.nonfinite += 1
+        elif kind is FaultKind.CRASH:
+            self.crash += 1
+        elif kind is FaultKind.TIMEOUT:
+            self.timeout += 1
+        elif kind is FaultKind.BUILD_TIMEOUT:
+            self.build_timeout += 1
+        else:  # pragma: no cover - a new FaultKind needs its counter here
+            raise ValueError(f"unknown fault kind {kind!r}")
+
     @property
     def faults(self) -> int:
         return self.exception + self.nonfinite + self.crash + self.timeout + self.build_timeout
@@ -80,7 +118,7 @@ class BuildStats:
 
 @dataclass(frozen=True)
 class FaultEvent:
-    kind: str
+    kind: FaultKind
     group: str
     row: int
     slot: int
@@ -156,9 +194,9 @@ class FxWorkerPool:
         num_params: int,
         sample_rate: int,
         num_workers: Optional[int] = None,
-        timeout_s: float = 30.0,
+        timeout_s: float = ROW_TIMEOUT_S,
         max_retries: int = 1,
-        build_timeout_s: float = 120.0,
+        build_timeout_s: float = BUILD_TIMEOUT_S,
     ):
         try:
             pickle.dumps(chain_factory)
@@ -224,7 +262,7 @@ class FxWorkerPool:
         self._procs[w], self._conns[w] = proc, parent
         self._live_slots[w] = set()
 
-    def _await_ready(self, workers: Sequence[int], timeout_s: float = 120.0) -> None:
+    def _await_ready(self, workers: Sequence[int], timeout_s: float = START_TIMEOUT_S) -> None:
         """A worker that cannot even start (unimportable factory, broken install) is a setup error, not a fault."""
         for w in workers:
             conn, proc = self._conns[w], self._procs[w]
@@ -240,13 +278,17 @@ class FxWorkerPool:
                     f"fx worker {w} failed to start (exit code {proc.returncode}); its error is printed above. "
                     "Is the chain factory importable from a fresh interpreter?"
                 ) from None
-            assert isinstance(message, Ready), message
+            if not isinstance(message, Ready):
+                proc.kill()
+                proc.wait()
+                self.close()
+                raise RuntimeError(f"fx worker {w} answered its start-up with {message!r} instead of Ready")
 
     def _restart_worker(self, w: int) -> None:
         proc = self._procs[w]
         if proc is not None:
             proc.kill()
-            proc.wait(timeout=10)
+            proc.wait(timeout=KILL_WAIT_S)
         lost = len(self._live_slots[w])
         self.stats.worker_restarts += 1
         self.stats.slots_reset += lost
@@ -283,7 +325,7 @@ class FxWorkerPool:
         t0 = time.perf_counter()
         arrays["audio"][:m] = audio
         arrays["params"][:m] = params
-        arrays["status"][:m] = 0
+        arrays["status"][:m] = RowState.IDLE
 
         attempts = [0] * m
         failed = np.zeros(m, dtype=bool)
@@ -306,34 +348,36 @@ class FxWorkerPool:
             todo = {}
             while busy:
                 outcome = self._wait_any(busy, arrays["status"], arrays["started"], spec.instances)
-                for w, (kind, payload) in outcome.items():
+                for w, reply in outcome.items():
                     rows = busy.pop(w)
-                    if isinstance(payload, Rendered):
-                        cpu += payload.cpu_s
-                        built += payload.instances_built
-                        build_s += payload.build_s
-                        problems = [(f.row, f.kind, f.message) for f in payload.faults]
+                    if isinstance(reply, Rendered):
+                        cpu += reply.cpu_s
+                        built += reply.instances_built
+                        build_s += reply.build_s
+                        problems = reply.faults
                         retry_rows: List[int] = []
                     else:  # the worker died or hung: find the row it was on and re-run those it never reached
                         status = arrays["status"]
-                        culprit = [r for r in rows if status[r] in (BUILDING, RUNNING)]
+                        culprit = [r for r in rows if status[r] in _ACTIVE]
                         if not culprit:  # died between rows: charge the next row, so retries stay bounded
-                            culprit = [r for r in rows if status[r] not in (DONE, FAULT)][:1]
-                        problems = [(r, kind, payload) for r in culprit]
+                            culprit = [r for r in rows if status[r] not in _FINISHED][:1]
+                        problems = [RowFault(r, reply.kind, reply.message) for r in culprit]
                         # Faults the worker had handled but could not report before it died.
                         problems += [
-                            (r, "exception", "plugin error (details lost: the worker died later in the step)")
+                            RowFault(r, FaultKind.EXCEPTION, "plugin error (details lost: the worker died later in the step)")
                             for r in rows
-                            if status[r] == FAULT
+                            if status[r] == RowState.FAULT
                         ]
-                        retry_rows = [r for r in rows if status[r] not in (DONE, FAULT) and r not in culprit]
+                        retry_rows = [r for r in rows if status[r] not in _FINISHED and r not in culprit]
                         self._restart_worker(w)
                         for r in retry_rows:
                             fresh[r] = True  # the replacement worker starts these slots from scratch
-                    for row, k, msg in problems:
-                        self._count(k)
-                        events.append(FaultEvent(k, group, row, slots[row], msg))
-                        log.warning("fx fault (%s) in group %r slot %d: %s", k, group, slots[row], msg)
+                    for fault in problems:
+                        row = fault.row
+                        self.stats.record(fault.kind)
+                        events.append(FaultEvent(fault.kind, group, row, slots[row], fault.message))
+                        log.warning("fx fault (%s) in group %r slot %d: %s", fault.kind.value, group, slots[row],
+                                    fault.message)
                         if attempts[row] < self.max_retries:
                             attempts[row] += 1
                             self.stats.retries += 1
@@ -369,14 +413,14 @@ class FxWorkerPool:
 
     def _wait_any(
         self, busy: Dict[int, List[int]], status: np.ndarray, started: np.ndarray, instances: int
-    ) -> Dict[int, tuple]:
-        """Block until at least one busy worker answers (``(..., Rendered)``), dies, or overruns a row's build or
-        render limit (``(kind, message)``)."""
+    ) -> Dict[int, Rendered | WorkerLost]:
+        """Block until at least one busy worker answers (its :class:`Rendered`), dies, or overruns a row's build or
+        render limit (a :class:`WorkerLost`)."""
         waitables = {self._conns[w]: w for w in busy}  # a dead worker's pipe reads as EOF
-        poll = min(0.25, self.timeout_s / 4)
+        poll = min(POLL_S, self.timeout_s / 4)
         while True:
             ready = wait(list(waitables), timeout=poll)
-            outcome: Dict[int, tuple] = {}
+            outcome: Dict[int, Rendered | WorkerLost] = {}
             for obj in ready:
                 w = waitables[obj]
                 if w in outcome:
@@ -385,38 +429,37 @@ class FxWorkerPool:
                 if conn.poll():
                     try:
                         message = conn.recv()
-                        assert isinstance(message, Rendered), message
-                        outcome[w] = ("done", message)
-                        continue
                     except (EOFError, OSError):
                         pass
+                    else:
+                        if not isinstance(message, Rendered):
+                            raise RuntimeError(f"fx worker {w} answered Render with {message!r} instead of Rendered")
+                        outcome[w] = message
+                        continue
                 proc = self._procs[w]
                 try:
-                    proc.wait(timeout=5)
+                    proc.wait(timeout=EXIT_WAIT_S)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-                outcome[w] = ("crash", f"worker process died ({_describe_exit(proc.returncode)})")
+                outcome[w] = WorkerLost(FaultKind.CRASH, f"worker process died ({_describe_exit(proc.returncode)})")
             if outcome:
                 return outcome
             now = time.monotonic()
             for w, rows in busy.items():
                 # one read of each row's status (the worker moves on meanwhile); its start time is written first
-                active = next(((r, int(status[r])) for r in rows if status[r] in (BUILDING, RUNNING)), None)
+                active = next(((r, int(status[r])) for r in rows if status[r] in _ACTIVE), None)
                 if active is None:
                     continue
                 row, state = active
                 elapsed = now - started[row]
-                if state == BUILDING and elapsed > self.build_timeout_s:
-                    outcome[w] = ("build_timeout", f"building {instances} plugin instance(s) exceeded "
-                                                   f"build_timeout_s={self.build_timeout_s:g} s")
-                elif state == RUNNING and elapsed > self.timeout_s:
-                    outcome[w] = ("timeout", f"plugin call exceeded {self.timeout_s:g} s")
+                if state == RowState.BUILDING and elapsed > self.build_timeout_s:
+                    outcome[w] = WorkerLost(FaultKind.BUILD_TIMEOUT, f"building {instances} plugin instance(s) "
+                                            f"exceeded build_timeout_s={self.build_timeout_s:g} s")
+                elif state == RowState.RUNNING and elapsed > self.timeout_s:
+                    outcome[w] = WorkerLost(FaultKind.TIMEOUT, f"plugin call exceeded {self.timeout_s:g} s")
             if outcome:
                 return outcome
-
-    def _count(self, kind: str) -> None:
-        setattr(self.stats, kind, getattr(self.stats, kind) + 1)
 
 
 def _describe_exit(code: Optional[int]) -> str:
@@ -435,7 +478,7 @@ def _shutdown(procs, conns, shared: List[SharedArrays]) -> None:
                 conn.send(Close())
             except Exception:
                 pass
-    deadline = time.monotonic() + 2.0
+    deadline = time.monotonic() + SHUTDOWN_WAIT_S
     for proc in procs:
         if proc is None:
             continue

@@ -15,83 +15,19 @@ import pickle
 import signal
 import time
 import traceback
-from dataclasses import dataclass
-from typing import Callable, Dict, List, NamedTuple, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 
-from .shared import AttachedArrays, SharedLayout
-
-# Per-row status in shared memory. BUILDING and RUNNING rows have a start time: the parent times a row's
-# instance construction and its rendering against separate limits (building a VST3 chain can take seconds).
-IDLE, BUILDING, RUNNING, DONE, FAULT = 0, 1, 2, 3, 4
-
-
-@dataclass(frozen=True)
-class GroupLayout:
-    """One slot group as a worker sees it: its shared arrays and instances per slot."""
-
-    layout: SharedLayout
-    instances: int
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    chain_factory: Callable[..., object]
-    sample_rate: int
-    block_size: int
-    groups: Dict[str, GroupLayout]
-
-
-# ---------------------------------------------------------------- messages between the pool and a worker
-@dataclass(frozen=True)
-class Init:
-    """First message: the pickled :class:`WorkerConfig` (unpickled by the worker, so an unimportable chain
-    factory fails there, where the pool reports it as a start-up error)."""
-
-    config: bytes
-
-
-@dataclass(frozen=True)
-class Ready:
-    pid: int
-
-
-@dataclass(frozen=True)
-class Render:
-    """Render ``rows`` (their audio and parameters are in the group's shared memory) through ``slots``."""
-
-    group: str
-    rows: List[int]
-    slots: List[int]
-    fresh: List[bool]
-
-
-class RowFault(NamedTuple):
-    row: int
-    kind: str  # one of pool.FAULT_KINDS
-    message: str
-
-
-@dataclass(frozen=True)
-class Rendered:
-    """Reply to :class:`Render`: the rows that faulted, CPU seconds spent rendering (construction excluded),
-    and the instances built with the wall seconds that took."""
-
-    faults: List[RowFault]
-    cpu_s: float
-    instances_built: int
-    build_s: float
-
-
-@dataclass(frozen=True)
-class Close:
-    pass
+from .messages import Close, FaultKind, Init, Ready, Render, Rendered, RowFault, RowState, WorkerConfig
+from .shared import AttachedArrays
 
 
 def worker_main(conn) -> None:  # pragma: no cover - runs in a child process
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle; it then closes us.
-    init: Init = conn.recv()
+    init = conn.recv()
+    if not isinstance(init, Init):
+        raise TypeError(f"fx worker: first message must be Init, got {type(init).__name__}")
     config: WorkerConfig = pickle.loads(init.config)
     groups = {name: AttachedArrays(g.layout) for name, g in config.groups.items()}
     conn.send(Ready(os.getpid()))
@@ -120,20 +56,22 @@ def worker_main(conn) -> None:  # pragma: no cover - runs in a child process
             return
         if isinstance(message, Close):
             return
+        if not isinstance(message, Render):
+            raise TypeError(f"fx worker: expected Render or Close, got {type(message).__name__}")
         arrays = groups[message.group]
         audio, params, out = arrays["audio"], arrays["params"], arrays["out"]
         status, started = arrays["status"], arrays["started"]
         faults: List[RowFault] = []
         built, build_s, build_cpu_s = 0, 0.0, 0.0
         cpu_start = time.process_time()
-        for row, slot, is_fresh in zip(message.rows, message.slots, message.fresh):
+        for row, slot, is_fresh in zip(message.rows, message.slots, message.fresh, strict=True):
             stage = ""
             try:
                 chains = instances.get((message.group, slot))
                 if is_fresh or chains is None:
                     stage = "building instances: "
                     started[row] = time.monotonic()
-                    status[row] = BUILDING
+                    status[row] = RowState.BUILDING
                     t0, c0 = time.perf_counter(), time.process_time()
                     chains = build(message.group, slot)
                     built += len(chains)
@@ -141,25 +79,25 @@ def worker_main(conn) -> None:  # pragma: no cover - runs in a child process
                     build_cpu_s += time.process_time() - c0
                     stage = ""
                 started[row] = time.monotonic()
-                status[row] = RUNNING
+                status[row] = RowState.RUNNING
                 x = audio[row]
                 for i, chain in enumerate(chains):
                     y = chain.process(x, params[row, i])
                     if y.shape != x.shape:
                         raise ValueError(f"chain returned shape {y.shape} for input {x.shape}")
                     if not np.isfinite(y).all():
-                        faults.append(RowFault(row, "nonfinite", f"instance {i} returned NaN/Inf"))
+                        faults.append(RowFault(row, FaultKind.NONFINITE, f"instance {i} returned NaN/Inf"))
                         break
                     out[row, i] = y
             except Exception as exc:  # the plugin's fault, not ours: report and carry on
-                faults.append(RowFault(row, "exception", f"{stage}{type(exc).__name__}: {exc}"))
+                faults.append(RowFault(row, FaultKind.EXCEPTION, f"{stage}{type(exc).__name__}: {exc}"))
                 if os.environ.get("AFX_DEBUG_WORKERS"):
                     traceback.print_exc()
             if faults and faults[-1].row == row:
                 drop(message.group, slot)  # its state may be corrupt: the next frame gets fresh instances
                 out[row] = audio[row]
-                status[row] = FAULT
+                status[row] = RowState.FAULT
             else:
-                status[row] = DONE
+                status[row] = RowState.DONE
         cpu_s = time.process_time() - cpu_start - build_cpu_s
         conn.send(Rendered(faults, cpu_s, built, build_s))

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence, Union
 
 import numpy as np
 
+from ..constants import FRAME_SIZE, SAMPLE_RATE
 from ..effects.base import Chain
 from ..effects.params import defaults_normalized
+from ..errors import AfxError
 
 if TYPE_CHECKING:
     from .preprocess import PreprocessOptions
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
 ChainSource = Union[str, Callable[..., Chain]]
 
 
-class DataError(ValueError):
+class DataError(AfxError, ValueError):
     """A data problem the user must fix (the message names the file or option)."""
 
 
@@ -177,7 +179,7 @@ class PairedFolder(PairedClips):
         split: str = "train",
         input_dir: str = "input",
         target_dir: str = "target",
-        sample_rate: int = 22050,
+        sample_rate: int = SAMPLE_RATE,
         channels: int = 1,
         length_tolerance: int = 1024,
         silence_floor: float = 1e-7,
@@ -308,10 +310,10 @@ class DemoClips(PairedClips):
         chain: ChainSource = "pb_mb_compressor",
         num_clips: int = 8,
         clip_seconds: float = 6.0,
-        sample_rate: int = 22050,
+        sample_rate: int = SAMPLE_RATE,
         seed: int = 0,
         task_seed: int | None = None,
-        block_size: int = 1024,
+        block_size: int = FRAME_SIZE,
         depth: float = 0.1,
         spread: float = 0.3,
         length_jitter: float = 0.25,

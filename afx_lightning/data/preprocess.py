@@ -47,6 +47,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..constants import SAMPLE_RATE
 from .datasets import DataError, read_audio
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".aif", ".aiff")
 class PreprocessOptions:
     """Everything that changes the preprocessed audio (all of it goes into the cache key)."""
 
-    sample_rate: int = 22050
+    sample_rate: int = SAMPLE_RATE
     channels: int = 1  # 1: downmix to mono; C > 1: keep C-channel files as they are, copy mono files to C
     align: bool = True
     max_lag_seconds: float = 1.0

@@ -13,10 +13,11 @@ from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
+from ..errors import AfxError
 from .params import ParamSpec, Scale, nearest_index
 
 
-class PluginUnavailable(RuntimeError):
+class PluginUnavailable(AfxError, RuntimeError):
     """A chain's plugin is not installed on this machine (the message names what to install)."""
 
 

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from ..constants import FRAME_SIZE
+from ..errors import AfxError, MissingFileError
 from .base import Chain, Effect
 from .inspect import (PluginInfo, PluginParam, builtin_classes, describe, inferred_scale, lv2_install_hint,
                       resolve_plugin_file, stream_delay)
@@ -52,7 +54,7 @@ _FREQUENCY_LIMIT = 0.45  # suggested (built-in) frequency ranges stop below Nyqu
 _TRUE, _FALSE = ("true", "on", "yes", "1", "1.0"), ("false", "off", "no", "0", "0.0")
 
 
-class DeclarationError(ValueError):
+class DeclarationError(AfxError, ValueError):
     """A declaration that cannot become a chain: one line naming the file (or chain), the plugin and the parameter."""
 
 
@@ -447,7 +449,7 @@ class DeclaredChain:
 
         path = Path(path).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"chain declaration {path} does not exist")
+            raise MissingFileError(f"chain declaration {path} does not exist")
         try:
             data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
@@ -507,7 +509,7 @@ class DeclaredChain:
             raise DeclarationError(f"{self.source}: the chain trains no parameter (give each plugin a train: list)")
         return chain
 
-    def resolved(self, sample_rate: int, block_size: int = 1024) -> dict[str, Any]:
+    def resolved(self, sample_rate: int, block_size: int = FRAME_SIZE) -> dict[str, Any]:
         """The declaration with every trained range, scale and default written out (what a checkpoint stores)."""
         plugins = []
         for pd in self._plugins:

@@ -27,6 +27,8 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import yaml
 
+from ..constants import FRAME_SIZE, SAMPLE_RATE
+from ..errors import UsageError
 from .base import PluginUnavailable
 
 KINDS = ("continuous", "integer", "choice", "toggle")
@@ -218,14 +220,14 @@ def target_backend(target: str) -> str:
         return "pedalboard"
     if find_vst3(target) is not None:
         return "vst3"
-    raise ValueError(
+    raise UsageError(
         f"{target!r} is neither a VST3/AU file, an LV2 URI nor a pedalboard built-in "
         f"({', '.join(sorted(builtin_classes()))}); `afx effects list --installed` lists the plugins found here"
     )
 
 
-def describe(target: str, sample_rate: int = 22050, backend: Optional[str] = None,
-             plugin_name: Optional[str] = None, block_size: int = 1024) -> PluginInfo:
+def describe(target: str, sample_rate: int = SAMPLE_RATE, backend: Optional[str] = None,
+             plugin_name: Optional[str] = None, block_size: int = FRAME_SIZE) -> PluginInfo:
     """The :class:`PluginInfo` of a target (cached per process: loading a VST3 costs ~0.1-0.5 s)."""
     return _describe(backend or target_backend(target), target, int(sample_rate), plugin_name, int(block_size))
 
@@ -238,7 +240,7 @@ def _describe(backend: str, target: str, sample_rate: int, plugin_name: Optional
         return _describe_builtin(target, sample_rate, block_size)
     if backend == "vst3":
         return _describe_file(target, sample_rate, plugin_name, block_size)
-    raise ValueError(f"unknown plugin backend {backend!r}; expected vst3, lv2 or pedalboard")
+    raise UsageError(f"unknown plugin backend {backend!r}; expected vst3, lv2 or pedalboard")
 
 
 # ---------------------------------------------------------------------------------------------- VST3 / AU
@@ -444,7 +446,7 @@ def _signature_defaults(cls: type) -> dict[str, str]:
 def _describe_builtin(name: str, sample_rate: int, block_size: int) -> PluginInfo:
     classes = builtin_classes()
     if name not in classes:
-        raise ValueError(f"{name!r} is not a pedalboard built-in; built-ins: {', '.join(sorted(classes))}")
+        raise UsageError(f"{name!r} is not a pedalboard built-in; built-ins: {', '.join(sorted(classes))}")
     cls = classes[name]
     defaults = _signature_defaults(cls)
     plugin = cls()

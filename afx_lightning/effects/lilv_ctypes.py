@@ -264,10 +264,6 @@ def map_uri(uri: str) -> int:
             _uri_to_urid[uri] = urid
     return urid
 
-def unmap_urid(urid: int) -> Optional[str]:
-    buf = _urid_to_buffer.get(urid)
-    return None if buf is None else buf.value.decode()
-
 def _c_map(handle, uri):  # called by plugins, possibly from their own threads
     try:
         return map_uri(uri.decode()) if uri else 0
@@ -685,9 +681,6 @@ class Plugin:
             finally:
                 lib.lilv_scale_points_free(points)
         return sorted(out)
-
-    def has_port(self, symbol: str) -> bool:
-        return symbol in self._by_symbol
 
     @property
     def latency_port(self) -> Optional[PortInfo]:

@@ -222,7 +222,7 @@ def _destroy(graph: PedalboardGraph) -> None:
 
 
 #: Probed value <-> raw_value mappings by (plugin file, plugin name, parameter key): a plugin's mapping is fixed,
-#: and probing costs ~2 ms per parameter, which would otherwise be paid again by every reset and every instance.
+#: and probing (``probes`` plugin calls per parameter) is slow, which would otherwise be paid again by every reset and every instance.
 _PROBES: dict[tuple, tuple[np.ndarray, np.ndarray] | None] = {}
 
 
@@ -249,8 +249,9 @@ def _probe(plugin: object, key: str, probes: int) -> tuple[np.ndarray, np.ndarra
 def raw_value_setter(plugin: object, key: str, probes: int = 129, cache_key: tuple | None = None) -> Setter:
     """A fast setter for a VST3/AU parameter in plugin units, through its normalised ``raw_value``.
 
-    Setting a hosted parameter by attribute costs ~70 us (pedalboard converts through the plugin's text
-    values); ``raw_value`` costs ~3 us. The plugin's own value <-> raw mapping, which need not be linear, is
+    Setting a hosted parameter by attribute is more than ten times slower than through ``raw_value``
+    (pedalboard converts through the plugin's text values; ``benchmarks/fx_layer.py`` measures a chain's
+    per-block cost, setters included). The plugin's own value <-> raw mapping, which need not be linear, is
     probed once at build time and inverted by interpolation (once per process when ``cache_key`` names the
     plugin, e.g. its file). Non-numeric or non-monotonic parameters fall back to the attribute setter.
     """
