@@ -632,6 +632,9 @@ class Processor:
             smoothed automation little and is 4x faster.
         preprocessing: what the input goes through before the encoder and the chain see it; default: the model's
             ``preprocessing`` (set by :func:`load_model` from training), else none.
+        share_log_mel: compute the log-mel front end once per file and cut each context's frames out of it
+            (:attr:`shares_log_mel` says when the front end allows it) instead of once per overlapping context;
+            False encodes every context's audio on its own, as training does. Same θ within float rounding.
     """
 
     def __init__(
@@ -643,6 +646,7 @@ class Processor:
         batch_size: int = 64,
         predict_hop: int = 1,
         preprocessing: Optional[Preprocessing] = None,
+        share_log_mel: bool = True,
     ):
         if predict_hop < 1:
             raise ValueError(f"predict_hop must be at least 1, got {predict_hop}")
@@ -658,6 +662,7 @@ class Processor:
             raise ValueError(f"context_size ({self.context_size}) must be at least the frame size ({self.frame_size})")
         self.context_before = (self.context_size - self.frame_size) // 2
         self.batch_size = int(batch_size)
+        self.share_log_mel = bool(share_log_mel)
         self.fx = model.fx
         self.latency = int(self.fx.latency)
         self.last_stats: Optional[ProcessStats] = None
@@ -772,47 +777,19 @@ class Processor:
     # ------------------------------------------------------------------ pass 1
     @torch.no_grad()
     def predict(self, source: _Source, progress: bool = False) -> Automation:
-        n, width, before = self.frame_size, self.context_size, self.context_before
+        n = self.frame_size
         length = self._model_length(source)
         frames = max(1, -(-length // n))
         gain_db = self.input_gain_db(source)
-        ring, stream = _Ring(), self._model_rate(source, check_finite=True, gain_db=gain_db)
+        stream = self._model_rate(source, check_finite=True, gain_db=gain_db)
         theta = np.zeros((frames, self.fx.num_params), dtype=np.float32)
-        batch = np.zeros((self.batch_size, 1, width), dtype=np.float32)
-        filled = 0
-        pending: List[int] = []  # frame indices of the contexts in ``batch``
         predicted = [i for i in range(frames) if i % self.predict_hop == 0 or i == frames - 1]
-        wanted = set(predicted)
         encoder = self.model.encoder.eval()
-
-        def run(count: int) -> None:
-            x = torch.from_numpy(batch[:count]).to(self.device)
-            if self.fx.channels > 1:
-                x = x.expand(-1, self.fx.channels, -1)
-            theta[pending[:count]] = encoder(x).float().cpu().numpy()
-            pending.clear()
-
         with self._bar(frames, "predict", progress) as bar:
-            for i in range(frames):
-                a = i * n - before
-                b = a + width
-                while ring.total is None and ring.end < b:
-                    chunk = next(stream, None)
-                    if chunk is None:
-                        ring.total = ring.end
-                    else:
-                        ring.append(chunk)
-                if i in wanted:
-                    batch[filled, 0] = ring.get(a, b)
-                    pending.append(i)
-                    filled += 1
-                ring.discard_before(a + n)
-                if filled == self.batch_size:
-                    run(filled)
-                    filled = 0
-                bar.update(1)
-            if filled:
-                run(filled)
+            if self.shares_log_mel:
+                self._predict_from_log_mel(encoder, stream, theta, predicted, bar)
+            else:
+                self._predict_contexts(encoder, stream, theta, predicted, bar)
         if len(predicted) < frames:
             for k in range(theta.shape[1]):
                 theta[:, k] = np.interp(np.arange(frames), predicted, theta[predicted, k])
@@ -822,6 +799,93 @@ class Processor:
         # discrete parameters at their most likely values (a no-op for continuous ones; see effects.discrete)
         plugin_theta = self.fx.codec.decode(smoothed)
         return Automation(self.fx.info.trainable_params, plugin_theta, self.frame_rate, raw=theta, input_gain_db=gain_db)
+
+    @property
+    def shares_log_mel(self) -> bool:
+        """Whether :meth:`predict` computes the log-mel once per file (:class:`~afx_lightning.encoders.LogMelStream`)
+        rather than once per context: an uncentred front end, a frame size that is a whole number of mel hops and
+        a context of at least one FFT window. Otherwise every context is cut out and encoded on its own."""
+        from .encoders import LogMelStream, ParameterEncoder
+
+        encoder = self.model.encoder
+        if not self.share_log_mel or not isinstance(encoder, ParameterEncoder) or not LogMelStream.supports(encoder.frontend):
+            return False
+        return self.frame_size % encoder.frontend.mel.hop_length == 0 and self.context_size >= encoder.frontend.n_fft
+
+    def _predict_contexts(self, encoder, stream: Iterator[np.ndarray], theta: np.ndarray, predicted: List[int],
+                          bar) -> None:
+        """θ of every wanted frame from its own context, cut out of the stream and zero-padded at the file's ends."""
+        n, width, before = self.frame_size, self.context_size, self.context_before
+        ring = _Ring()
+        batch = np.zeros((self.batch_size, 1, width), dtype=np.float32)
+        filled = 0
+        pending: List[int] = []  # frame indices of the contexts in ``batch``
+        wanted = set(predicted)
+
+        def run(count: int) -> None:
+            x = torch.from_numpy(batch[:count]).to(self.device)
+            if self.fx.channels > 1:
+                x = x.expand(-1, self.fx.channels, -1)
+            theta[pending[:count]] = encoder(x).float().cpu().numpy()
+            pending.clear()
+
+        for i in range(len(theta)):
+            a = i * n - before
+            b = a + width
+            while ring.total is None and ring.end < b:
+                chunk = next(stream, None)
+                if chunk is None:
+                    ring.total = ring.end
+                else:
+                    ring.append(chunk)
+            if i in wanted:
+                batch[filled, 0] = ring.get(a, b)
+                pending.append(i)
+                filled += 1
+            ring.discard_before(a + n)
+            if filled == self.batch_size:
+                run(filled)
+                filled = 0
+            bar.update(1)
+        if filled:
+            run(filled)
+
+    def _predict_from_log_mel(self, encoder, stream: Iterator[np.ndarray], theta: np.ndarray, predicted: List[int],
+                              bar) -> None:
+        """θ of the wanted frames from the file's log-mel, computed once: the stream is preceded by the
+        ``context_before`` zeros the first context pads with and followed by zeros to the last context's end,
+        so context ``i`` is log-mel frames ``i·N/hop ...`` of it, the frames it would give on its own."""
+        from .encoders import LogMelStream
+
+        n, width, before = self.frame_size, self.context_size, self.context_before
+        mel = LogMelStream(encoder.frontend)
+        step, window = n // mel.hop, mel.frames_in(width)
+        frames = len(theta)
+        end = (frames - 1) * n + width  # padded-stream samples the last context reaches
+        per_call = self.batch_size * (8 if getattr(encoder, "streaming", False) else 1)
+        mel.push(torch.zeros(before))
+        pushed, done = before, False
+        wanted = np.asarray(predicted)
+        for i0 in range(0, frames, per_call):
+            i1 = min(frames, i0 + per_call)
+            need = step * (i1 - 1 - i0) + window
+            while mel.available < need:
+                chunk = None if done else next(stream, None)
+                if chunk is None:
+                    done = True
+                    mel.push(torch.zeros(max(0, end - pushed)))
+                    pushed = max(pushed, end)
+                    mel.finish()
+                    break
+                chunk = chunk[: max(0, end - pushed)]
+                mel.push(torch.from_numpy(np.ascontiguousarray(chunk)))
+                pushed += len(chunk)
+            block = mel.take(need, keep=window - step).to(self.device)
+            rows = wanted[(wanted >= i0) & (wanted < i1)]
+            if len(rows):
+                starts = torch.from_numpy((rows - i0) * step)
+                theta[rows] = torch.sigmoid(encoder.logits_at(block, starts, window)).float().cpu().numpy()
+            bar.update(i1 - i0)
 
     # ------------------------------------------------------------------ pass 2
     def render(self, source: _Source, automation: Automation, write: Callable[[np.ndarray], None],

@@ -6,7 +6,7 @@ arguments (so LightningCLI can expose them), the shared :class:`LogMelFrontend`,
 """
 
 from .base import ParameterEncoder, count_parameters
-from .frontend import LogMelFrontend
+from .frontend import LogMelFrontend, LogMelStream
 from .inception import InceptionEncoder
 from .mobilenet import MobileNetV2Encoder
 from .small import SmallEncoder
@@ -15,6 +15,7 @@ __all__ = [
     "ENCODER_GROUP",
     "InceptionEncoder",
     "LogMelFrontend",
+    "LogMelStream",
     "MobileNetV2Encoder",
     "ParameterEncoder",
     "SmallEncoder",
