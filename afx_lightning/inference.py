@@ -616,6 +616,15 @@ class _DryFallback:
         return np.where(from_dropped, delayed, wet).astype(np.float32, copy=False)
 
 
+def _compiled(encoder: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``encoder`` (eval mode) whose body is ``torch.compile``d with frozen weights, for inference only."""
+    import copy
+
+    fast = copy.deepcopy(encoder).eval()
+    fast.body = torch.compile(fast.body, options={"freezing": True})
+    return fast
+
+
 class Processor:
     """Applies a :class:`~afx_lightning.module.DeepAFx` to whole files or arrays (see the module docstring).
 
@@ -635,6 +644,10 @@ class Processor:
         share_log_mel: compute the log-mel front end once per file and cut each context's frames out of it
             (:attr:`shares_log_mel` says when the front end allows it) instead of once per overlapping context;
             False encodes every context's audio on its own, as training does. Same θ within float rounding.
+        compile: run the encoder's body through ``torch.compile`` (inductor, frozen weights: batch norms folded
+            into the convolutions) on fixed-size batches. About 3x faster for the Inception encoder on CPU, θ
+            within 1e-6; the compilation costs a minute or more on a busy 2-core machine (less with inductor's
+            on-disk cache warm), so it pays off for long files or many of them.
     """
 
     def __init__(
@@ -647,6 +660,7 @@ class Processor:
         predict_hop: int = 1,
         preprocessing: Optional[Preprocessing] = None,
         share_log_mel: bool = True,
+        compile: bool = False,
     ):
         if predict_hop < 1:
             raise ValueError(f"predict_hop must be at least 1, got {predict_hop}")
@@ -663,6 +677,8 @@ class Processor:
         self.context_before = (self.context_size - self.frame_size) // 2
         self.batch_size = int(batch_size)
         self.share_log_mel = bool(share_log_mel)
+        self.fixed_batch = bool(compile)  # a compiled network sees one input shape: short batches are padded
+        self._encoder = _compiled(model.encoder) if compile else model.encoder
         self.fx = model.fx
         self.latency = int(self.fx.latency)
         self.last_stats: Optional[ProcessStats] = None
@@ -784,7 +800,7 @@ class Processor:
         stream = self._model_rate(source, check_finite=True, gain_db=gain_db)
         theta = np.zeros((frames, self.fx.num_params), dtype=np.float32)
         predicted = [i for i in range(frames) if i % self.predict_hop == 0 or i == frames - 1]
-        encoder = self.model.encoder.eval()
+        encoder = self._encoder.eval()
         with self._bar(frames, "predict", progress) as bar:
             if self.shares_log_mel:
                 self._predict_from_log_mel(encoder, stream, theta, predicted, bar)
@@ -823,10 +839,10 @@ class Processor:
         wanted = set(predicted)
 
         def run(count: int) -> None:
-            x = torch.from_numpy(batch[:count]).to(self.device)
+            x = torch.from_numpy(batch[: self.batch_size if self.fixed_batch else count]).to(self.device)
             if self.fx.channels > 1:
                 x = x.expand(-1, self.fx.channels, -1)
-            theta[pending[:count]] = encoder(x).float().cpu().numpy()
+            theta[pending[:count]] = encoder(x)[:count].float().cpu().numpy()
             pending.clear()
 
         for i in range(len(theta)):
@@ -864,14 +880,15 @@ class Processor:
         end = (frames - 1) * n + width  # padded-stream samples the last context reaches
         per_call = self.batch_size * (8 if getattr(encoder, "streaming", False) else 1)
         mel.push(torch.zeros(before))
-        pushed, done = before, False
+        pushed, done, shown = before, False, 0
         wanted = np.asarray(predicted)
-        for i0 in range(0, frames, per_call):
-            i1 = min(frames, i0 + per_call)
-            need = step * (i1 - 1 - i0) + window
+        for g in range(0, len(wanted), per_call):
+            rows = wanted[g : g + per_call]
+            first, last = int(rows[0]), int(rows[-1])
+            need = step * last + window  # global index one past the last frame this group reads
             while mel.available < need:
                 chunk = None if done else next(stream, None)
-                if chunk is None:
+                if chunk is None:  # the end: zeros up to the last context's end, as a context is padded
                     done = True
                     mel.push(torch.zeros(max(0, end - pushed)))
                     pushed = max(pushed, end)
@@ -880,12 +897,15 @@ class Processor:
                 chunk = chunk[: max(0, end - pushed)]
                 mel.push(torch.from_numpy(np.ascontiguousarray(chunk)))
                 pushed += len(chunk)
-            block = mel.take(need, keep=window - step).to(self.device)
-            rows = wanted[(wanted >= i0) & (wanted < i1)]
-            if len(rows):
-                starts = torch.from_numpy((rows - i0) * step)
-                theta[rows] = torch.sigmoid(encoder.logits_at(block, starts, window)).float().cpu().numpy()
-            bar.update(i1 - i0)
+            block = mel.window(step * first, need).to(self.device)
+            starts = (rows - first) * step
+            if self.fixed_batch and len(rows) < per_call:  # one input shape for a compiled network
+                starts = np.concatenate([starts, np.full(per_call - len(rows), starts[-1])])
+            logits = encoder.logits_at(block, torch.from_numpy(starts), window)[: len(rows)]
+            theta[rows] = torch.sigmoid(logits).float().cpu().numpy()
+            bar.update(last + 1 - shown)
+            shown = last + 1
+        bar.update(len(theta) - shown)
 
     # ------------------------------------------------------------------ pass 2
     def render(self, source: _Source, automation: Automation, write: Callable[[np.ndarray], None],
