@@ -71,3 +71,25 @@ def test_it_trains_is_declared_and_refuses_a_context_shorter_than_its_receptive_
         enc(torch.zeros(1, 1, 1024 + 36 * 256))
     with pytest.raises(ValueError, match="kernel_size must be odd"):
         TemporalConvEncoder(num_params=3, kernel_size=2)
+
+
+@pytest.mark.slow
+def test_a_compiled_encoder_gives_the_same_theta_on_padded_batches() -> None:
+    """``Processor(compile=True)``: torch.compile with frozen weights, short batches padded to one shape (issue 14)."""
+    from afx_lightning.encoders import SmallEncoder
+
+    torch.manual_seed(0)
+    model = DeepAFx(chain="pb_mb_compressor", encoder=functools.partial(SmallEncoder, width=4), num_slots=1,
+                    num_eval_slots=1, fx_workers=1)
+    try:
+        with torch.no_grad():
+            model.encoder.head.weight.normal_(0.0, 30.0)
+        x = (0.1 * np.random.default_rng(0).standard_normal((1, 22050 + 77))).astype(np.float32)
+        source = _array_source(x, 22050)
+        kwargs = dict(smoothing_hz=0, context_size=8192, batch_size=8, predict_hop=3)
+        compiled = Processor(model, compile=True, **kwargs).predict(source).raw
+        eager = Processor(model, **kwargs).predict(source).raw
+        np.testing.assert_allclose(compiled, eager, atol=1e-5, rtol=0)
+        assert np.ptp(eager, axis=0).max() > 1e-2
+    finally:
+        model.fx.close()
