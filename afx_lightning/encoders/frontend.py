@@ -78,6 +78,7 @@ class LogMelStream:
         self.chunk = int(chunk_frames) * self.hop
         self._audio = torch.zeros(0, device=frontend.mel.mel_scale.fb.device)
         self._frames: list[Tensor] = []
+        self._first = 0  # global index of the first frame held
 
     @staticmethod
     def supports(frontend: LogMelFrontend) -> bool:
@@ -106,13 +107,15 @@ class LogMelStream:
 
     @property
     def available(self) -> int:
-        return sum(f.shape[1] for f in self._frames)
+        """Global index one past the last computed frame."""
+        return self._first + sum(f.shape[1] for f in self._frames)
 
-    def take(self, count: int, keep: int) -> Tensor:
-        """The next ``count`` frames ``[1, 1, n_mels, count]``; the last ``keep`` of them stay for the next take."""
+    def window(self, start: int, stop: int) -> Tensor:
+        """Frames ``[start, stop)`` of the stream as ``[1, 1, n_mels, stop - start]``; the frames before ``start``
+        are dropped (calls must not go back)."""
+        if start < self._first or stop > self.available:
+            raise ValueError(f"log-mel frames [{start}, {stop}) asked for, [{self._first}, {self.available}) held")
         frames = torch.cat(self._frames, dim=1) if len(self._frames) != 1 else self._frames[0]
-        if frames.shape[1] < count:
-            raise ValueError(f"asked for {count} log-mel frames, {frames.shape[1]} are computed")
-        out = frames[:, :count]
-        self._frames = [frames[:, count - keep :]] if frames.shape[1] > count - keep else []
-        return out[None, None]
+        frames = frames[:, start - self._first :]
+        self._frames, self._first = [frames], start
+        return frames[:, : stop - start][None, None]
