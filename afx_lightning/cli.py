@@ -118,6 +118,9 @@ def _process_parser() -> argparse.ArgumentParser:
     parser.add_argument("--smoothing-hz", type=float, default=PREDICT_SMOOTHING_HZ, help="low-pass cutoff of the parameter curves (0: off)")
     parser.add_argument("--predict-hop", type=int, default=1,
                         help="predict every N-th frame and interpolate (N=4: ~4x faster with an Inception encoder)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the encoder (~3x faster Inception on CPU after a compilation of a minute "
+                             "or more: for long files)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--device", default="cpu", help="where the encoder runs (default: cpu)")
@@ -130,7 +133,8 @@ def _process(argv: Sequence[str]) -> int:
 
     try:
         model = load_model(args.ckpt)
-        processor = Processor(model, smoothing_hz=args.smoothing_hz, device=args.device, predict_hop=args.predict_hop)
+        processor = Processor(model, smoothing_hz=args.smoothing_hz, device=args.device, predict_hop=args.predict_hop,
+                              compile=args.compile)
         stats = processor.process_file(
             args.input, args.output, automation=args.automation, plot=args.plot, overwrite=args.overwrite,
             progress=not args.no_progress,

@@ -618,6 +618,15 @@ class _DryFallback:
         return np.where(from_dropped, delayed, wet).astype(np.float32, copy=False)
 
 
+def _compiled(encoder: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``encoder`` (eval mode) whose body is ``torch.compile``d with frozen weights, for inference only."""
+    import copy
+
+    fast = copy.deepcopy(encoder).eval()
+    fast.body = torch.compile(fast.body, options={"freezing": True})
+    return fast
+
+
 class Processor:
     """Applies a :class:`~afx_lightning.module.DeepAFx` to whole files or arrays (see the module docstring).
 
@@ -634,6 +643,13 @@ class Processor:
             smoothed automation little and is 4x faster.
         preprocessing: what the input goes through before the encoder and the chain see it; default: the model's
             ``preprocessing`` (set by :func:`load_model` from training), else none.
+        share_log_mel: compute the log-mel front end once per file and cut each context's frames out of it
+            (:attr:`shares_log_mel` says when the front end allows it) instead of once per overlapping context;
+            False encodes every context's audio on its own, as training does. Same θ within float rounding.
+        compile: run the encoder's body through ``torch.compile`` (inductor, frozen weights: batch norms folded
+            into the convolutions) on fixed-size batches. About 3x faster for the Inception encoder on CPU, θ
+            within 1e-6; the compilation costs a minute or more on a busy 2-core machine (less with inductor's
+            on-disk cache warm), so it pays off for long files or many of them.
     """
 
     def __init__(
@@ -645,6 +661,8 @@ class Processor:
         batch_size: int = 64,
         predict_hop: int = 1,
         preprocessing: Optional[Preprocessing] = None,
+        share_log_mel: bool = True,
+        compile: bool = False,
     ):
         if predict_hop < 1:
             raise ValueError(f"predict_hop must be at least 1, got {predict_hop}")
@@ -660,6 +678,9 @@ class Processor:
             raise ValueError(f"context_size ({self.context_size}) must be at least the frame size ({self.frame_size})")
         self.context_before = (self.context_size - self.frame_size) // 2
         self.batch_size = int(batch_size)
+        self.share_log_mel = bool(share_log_mel)
+        self.fixed_batch = bool(compile)  # a compiled network sees one input shape: short batches are padded
+        self._encoder = _compiled(model.encoder) if compile else model.encoder
         self.fx = model.fx
         self.latency = int(self.fx.latency)
         self.last_stats: Optional[ProcessStats] = None
@@ -774,47 +795,19 @@ class Processor:
     # ------------------------------------------------------------------ pass 1
     @torch.no_grad()
     def predict(self, source: _Source, progress: bool = False) -> Automation:
-        n, width, before = self.frame_size, self.context_size, self.context_before
+        n = self.frame_size
         length = self._model_length(source)
         frames = max(1, -(-length // n))
         gain_db = self.input_gain_db(source)
-        ring, stream = _Ring(), self._model_rate(source, check_finite=True, gain_db=gain_db)
+        stream = self._model_rate(source, check_finite=True, gain_db=gain_db)
         theta = np.zeros((frames, self.fx.num_params), dtype=np.float32)
-        batch = np.zeros((self.batch_size, 1, width), dtype=np.float32)
-        filled = 0
-        pending: List[int] = []  # frame indices of the contexts in ``batch``
         predicted = [i for i in range(frames) if i % self.predict_hop == 0 or i == frames - 1]
-        wanted = set(predicted)
-        encoder = self.model.encoder.eval()
-
-        def run(count: int) -> None:
-            x = torch.from_numpy(batch[:count]).to(self.device)
-            if self.fx.channels > 1:
-                x = x.expand(-1, self.fx.channels, -1)
-            theta[pending[:count]] = encoder(x).float().cpu().numpy()
-            pending.clear()
-
+        encoder = self._encoder.eval()
         with self._bar(frames, "predict", progress) as bar:
-            for i in range(frames):
-                a = i * n - before
-                b = a + width
-                while ring.total is None and ring.end < b:
-                    chunk = next(stream, None)
-                    if chunk is None:
-                        ring.total = ring.end
-                    else:
-                        ring.append(chunk)
-                if i in wanted:
-                    batch[filled, 0] = ring.get(a, b)
-                    pending.append(i)
-                    filled += 1
-                ring.discard_before(a + n)
-                if filled == self.batch_size:
-                    run(filled)
-                    filled = 0
-                bar.update(1)
-            if filled:
-                run(filled)
+            if self.shares_log_mel:
+                self._predict_from_log_mel(encoder, stream, theta, predicted, bar)
+            else:
+                self._predict_contexts(encoder, stream, theta, predicted, bar)
         if len(predicted) < frames:
             for k in range(theta.shape[1]):
                 theta[:, k] = np.interp(np.arange(frames), predicted, theta[predicted, k])
@@ -824,6 +817,97 @@ class Processor:
         # discrete parameters at their most likely values (a no-op for continuous ones; see effects.discrete)
         plugin_theta = self.fx.codec.decode(smoothed)
         return Automation(self.fx.info.trainable_params, plugin_theta, self.frame_rate, raw=theta, input_gain_db=gain_db)
+
+    @property
+    def shares_log_mel(self) -> bool:
+        """Whether :meth:`predict` computes the log-mel once per file (:class:`~afx_lightning.encoders.LogMelStream`)
+        rather than once per context: an uncentred front end, a frame size that is a whole number of mel hops and
+        a context of at least one FFT window. Otherwise every context is cut out and encoded on its own."""
+        from .encoders import LogMelStream, ParameterEncoder
+
+        encoder = self.model.encoder
+        if not self.share_log_mel or not isinstance(encoder, ParameterEncoder) or not LogMelStream.supports(encoder.frontend):
+            return False
+        return self.frame_size % encoder.frontend.mel.hop_length == 0 and self.context_size >= encoder.frontend.n_fft
+
+    def _predict_contexts(self, encoder, stream: Iterator[np.ndarray], theta: np.ndarray, predicted: List[int],
+                          bar) -> None:
+        """θ of every wanted frame from its own context, cut out of the stream and zero-padded at the file's ends."""
+        n, width, before = self.frame_size, self.context_size, self.context_before
+        ring = _Ring()
+        batch = np.zeros((self.batch_size, 1, width), dtype=np.float32)
+        filled = 0
+        pending: List[int] = []  # frame indices of the contexts in ``batch``
+        wanted = set(predicted)
+
+        def run(count: int) -> None:
+            x = torch.from_numpy(batch[: self.batch_size if self.fixed_batch else count]).to(self.device)
+            if self.fx.channels > 1:
+                x = x.expand(-1, self.fx.channels, -1)
+            theta[pending[:count]] = encoder(x)[:count].float().cpu().numpy()
+            pending.clear()
+
+        for i in range(len(theta)):
+            a = i * n - before
+            b = a + width
+            while ring.total is None and ring.end < b:
+                chunk = next(stream, None)
+                if chunk is None:
+                    ring.total = ring.end
+                else:
+                    ring.append(chunk)
+            if i in wanted:
+                batch[filled, 0] = ring.get(a, b)
+                pending.append(i)
+                filled += 1
+            ring.discard_before(a + n)
+            if filled == self.batch_size:
+                run(filled)
+                filled = 0
+            bar.update(1)
+        if filled:
+            run(filled)
+
+    def _predict_from_log_mel(self, encoder, stream: Iterator[np.ndarray], theta: np.ndarray, predicted: List[int],
+                              bar) -> None:
+        """θ of the wanted frames from the file's log-mel, computed once: the stream is preceded by the
+        ``context_before`` zeros the first context pads with and followed by zeros to the last context's end,
+        so context ``i`` is log-mel frames ``i·N/hop ...`` of it, the frames it would give on its own."""
+        from .encoders import LogMelStream
+
+        n, width, before = self.frame_size, self.context_size, self.context_before
+        mel = LogMelStream(encoder.frontend)
+        step, window = n // mel.hop, mel.frames_in(width)
+        frames = len(theta)
+        end = (frames - 1) * n + width  # padded-stream samples the last context reaches
+        per_call = self.batch_size * (8 if getattr(encoder, "streaming", False) else 1)
+        mel.push(torch.zeros(before))
+        pushed, done, shown = before, False, 0
+        wanted = np.asarray(predicted)
+        for g in range(0, len(wanted), per_call):
+            rows = wanted[g : g + per_call]
+            first, last = int(rows[0]), int(rows[-1])
+            need = step * last + window  # global index one past the last frame this group reads
+            while mel.available < need:
+                chunk = None if done else next(stream, None)
+                if chunk is None:  # the end: zeros up to the last context's end, as a context is padded
+                    done = True
+                    mel.push(torch.zeros(max(0, end - pushed)))
+                    pushed = max(pushed, end)
+                    mel.finish()
+                    break
+                chunk = chunk[: max(0, end - pushed)]
+                mel.push(torch.from_numpy(np.ascontiguousarray(chunk)))
+                pushed += len(chunk)
+            block = mel.window(step * first, need).to(self.device)
+            starts = (rows - first) * step
+            if self.fixed_batch and len(rows) < per_call:  # one input shape for a compiled network
+                starts = np.concatenate([starts, np.full(per_call - len(rows), starts[-1])])
+            logits = encoder.logits_at(block, torch.from_numpy(starts), window)[: len(rows)]
+            theta[rows] = torch.sigmoid(logits).float().cpu().numpy()
+            bar.update(last + 1 - shown)
+            shown = last + 1
+        bar.update(len(theta) - shown)
 
     # ------------------------------------------------------------------ pass 2
     def render(self, source: _Source, automation: Automation, write: Callable[[np.ndarray], None],

@@ -5,6 +5,13 @@ Usage::
     python benchmarks/inference.py                    # Inception encoder, 60 s file for speed, 1 vs 10 min for memory
     python benchmarks/inference.py --long-minutes 5   # shorter long file
     python benchmarks/inference.py --quick            # CI smoke run: SmallEncoder, 10 s and 30 s files
+    python benchmarks/inference.py --compare          # issue 14: each speed-up side by side on one file, one run
+
+``--compare`` (issue 14) processes one ``--seconds`` file (default 20) with each variant in turn, in this process:
+Inception per context (the old path: ``share_log_mel=False``), Inception with the log-mel computed once per file,
+the same with ``compile=True`` (run twice: the first run's extra time is reported as ``compile_s``, the second is
+the measurement), and the streaming ``TemporalConvEncoder``; each with its real-time factor, predict/render split,
+speed-up over the first and θ's largest difference from it (same weights). Memory runs are skipped.
 
 Prints one JSON object. The model is untrained (random weights; speed does not depend on them):
 ``DeepAFx(chain, encoder=InceptionEncoder, num_slots=1, num_eval_slots=1)`` saved as a checkpoint (state dict,
@@ -85,16 +92,22 @@ def write_test_file(path: Path, seconds: float, sr: int = SAMPLE_RATE, channels:
             f.write(np.stack(cols, axis=1).astype(np.float32))
 
 
-def make_checkpoint(path: Path, chain: str, encoder: str) -> dict:
-    """Untrained model -> checkpoint readable by ``load_model`` (same keys as ``trainer.save_checkpoint``)."""
+def make_checkpoint(path: Path, chain: str, encoder: str, random_head: bool = False) -> dict:
+    """Untrained model -> checkpoint readable by ``load_model`` (same keys as ``trainer.save_checkpoint``).
+    ``random_head``: the dense layer gets its default random weights back, so θ depends on the input (the
+    DeepAFx start is the chain's defaults for any input, which would make θ comparisons vacuous)."""
     import torch
 
     from afx_lightning.encoders import InceptionEncoder, SmallEncoder
     from afx_lightning.module import DeepAFx
 
-    factory = {"inception": InceptionEncoder, "small": SmallEncoder}[encoder]
+    from afx_lightning.encoders import TemporalConvEncoder
+
+    factory = {"inception": InceptionEncoder, "small": SmallEncoder, "tcn": TemporalConvEncoder}[encoder]
     torch.manual_seed(0)
     model = DeepAFx(chain=chain, encoder=factory, num_slots=1, num_eval_slots=1, fx_workers=1)
+    if random_head:
+        torch.nn.init.normal_(model.encoder.head.weight, 0.0, 0.3)
     try:
         checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
         model.on_save_checkpoint(checkpoint)  # afx_encoder spec, SPSA generator state
@@ -155,7 +168,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--chain", default="pb_mb_compressor")
-    ap.add_argument("--encoder", default="inception", choices=["inception", "small"])
+    ap.add_argument("--encoder", default="inception", choices=["inception", "small", "tcn"])
     ap.add_argument("--seconds", type=float, default=60.0, help="length of the speed file (default: %(default)s)")
     ap.add_argument("--repeats", type=int, default=1, help="process_file runs on the speed file (default: %(default)s)")
     ap.add_argument("--short-minutes", type=float, default=1.0, help="short memory file (default: %(default)s)")
@@ -167,6 +180,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                          "0.4x real time on 2 cores, so an 11-minute pair would take ~30 min; the streaming memory "
                          "behaviour does not depend on the encoder; 'same' = --encoder)")
     ap.add_argument("--quick", action="store_true", help="CI smoke run: SmallEncoder, 10 s speed file, 10 s vs 30 s memory")
+    ap.add_argument("--compare", action="store_true", help="issue 14: the inference speed-ups side by side (see above)")
+    ap.add_argument("--no-compile", action="store_true", help="--compare without the torch.compile variant")
     ap.add_argument("--workdir", default=None, help="where the files go (default: a temporary directory)")
     # internal: one memory measurement in a fresh process
     ap.add_argument("--child-peak", default=None, help=argparse.SUPPRESS)
@@ -176,9 +191,69 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.quick:
         args.encoder, args.seconds, args.repeats = "small", 10.0, 1
         args.short_minutes, args.long_minutes = 10 / 60, 30 / 60
+    if args.compare and "--seconds" not in " ".join(argv if argv is not None else sys.argv):
+        args.seconds = 20.0
     if args.memory_encoder == "same":
         args.memory_encoder = args.encoder
     return args
+
+
+def compare(args: argparse.Namespace, workdir: Path) -> dict:
+    """The ``--compare`` variants on one file (see the module docstring)."""
+    import torch
+
+    from afx_lightning.inference import Processor, load_model
+
+    speed_in, speed_out = workdir / "speed_in.wav", workdir / "speed_out.wav"
+    write_test_file(speed_in, args.seconds)
+    ckpts = {}
+    info = {}
+    for enc in ("inception", "tcn"):
+        ckpts[enc] = workdir / f"{enc}.ckpt"
+        info[enc] = make_checkpoint(ckpts[enc], args.chain, enc, random_head=True)
+    variants = [("inception_per_context", "inception", dict(share_log_mel=False)),
+                ("inception_log_mel_once", "inception", {})]
+    if not args.no_compile:
+        variants.append(("inception_log_mel_once_compiled", "inception", dict(compile=True)))
+    variants.append(("tcn_streaming", "tcn", {}))
+    results, reference = {}, None
+    for name, enc, options in variants:
+        model = load_model(ckpts[enc])
+        try:
+            proc = Processor(model, predict_hop=args.predict_hop, **options)
+            kept, predict = [], proc.predict
+            proc.predict = lambda *a, **k: kept.append(predict(*a, **k)) or kept[-1]  # keep θ of the timed run
+            first = None
+            if options.get("compile"):
+                t0 = time.perf_counter()
+                proc.process_file(speed_in, speed_out, overwrite=True, progress=False)
+                first = time.perf_counter() - t0
+            stats = proc.process_file(speed_in, speed_out, overwrite=True, progress=False)
+        finally:
+            model.fx.close()
+        row = {"encoder": enc, **options, "realtime_factor": stats.seconds / stats.wall_s, "wall_s": stats.wall_s,
+               "predict_s": stats.predict_s, "render_s": stats.render_s,
+               "predict_realtime_factor": stats.seconds / stats.predict_s, "params": info[enc]["encoder_params"]}
+        if first is not None:
+            row["compile_s"] = first - stats.wall_s
+        raw = kept[-1].raw
+        row["theta_range"] = float(np.ptp(raw, axis=0).max())  # how much θ varies over the file (see notes)
+        if enc == "inception":
+            if reference is None:
+                reference = raw
+            row["theta_max_abs_diff_vs_per_context"] = float(np.abs(raw - reference).max())
+        results[name] = row
+        _log(f"{name}: {row['realtime_factor']:.1f}x real time (predict {stats.predict_s:.2f} s, render {stats.render_s:.2f} s)")
+    base = results["inception_per_context"]
+    for row in results.values():
+        row["speedup_vs_inception_per_context"] = base["wall_s"] / row["wall_s"]
+        row["predict_speedup_vs_inception_per_context"] = base["predict_s"] / row["predict_s"]
+    return {"mode": "compare", "chain": args.chain, "audio_s": args.seconds, "predict_hop": args.predict_hop,
+            "variants": results, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "torch": torch.__version__, "machine": platform.platform(),
+            "notes": "realtime_factor = audio seconds / wall seconds of Processor.process_file (predict + render + "
+                     "write); untrained weights; all variants in this one process on the same file, one after "
+                     "another, so the ratios are comparable even on a loaded machine. An untrained Inception's features hardly depend on the input (theta_range ~1e-6), so its theta_max_abs_diff says little; tests/test_inference.py checks the per-file log-mel against per-context encoding where θ varies (1e-5)"}
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict:
@@ -311,10 +386,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.workdir:
         workdir = Path(args.workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        result = run(args, workdir)
+        result = (compare if args.compare else run)(args, workdir)
     else:
         with tempfile.TemporaryDirectory(prefix="afx_bench_inference_") as tmp:
-            result = run(args, Path(tmp))
+            result = (compare if args.compare else run)(args, Path(tmp))
     result["loadavg_start"] = load_start
     result["total_s"] = time.perf_counter() - t0
     result["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None

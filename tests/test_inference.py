@@ -367,7 +367,7 @@ def test_a_model_trained_at_minus_25_lufs_sees_a_quiet_file_at_minus_25_lufs(tmp
     assert before < -40
     expected, gain = prep.apply(x, 22050)  # what the data pipeline does to a training input
     seen = _contexts(model)
-    processor = Processor(model, context_size=2048)
+    processor = Processor(model, context_size=2048, share_log_mel=False)  # the contexts themselves, seen by a hook
     stats = processor.process_file(src, out, progress=False)
     y, _ = sf.read(out, dtype="float32")
     print(f"\n[preprocessing] input {before:.1f} LUFS, gain {stats.input_gain_db:+.2f} dB, "
@@ -454,3 +454,49 @@ def test_the_data_modules_preprocessing_is_saved_and_used_by_predict(tmp_path):
     y, _ = sf.read(result["output"], dtype="float32")
     np.testing.assert_allclose(y, dm.preprocessing.apply(x, 22050)[0][0], atol=2e-6)
     assert result["input_gain_db"] > 10 and "high-passed at 60 Hz" in result["preprocessing"]
+
+
+# ------------------------------------------------------------------------------------------- shared log-mel (issue 14)
+
+
+@pytest.mark.parametrize("context,seconds,hop", [(40960, 2.3, 1), (8192, 3.0001, 3), (1024, 0.7, 1)])
+def test_the_file_log_mel_gives_the_theta_of_per_context_encoding(context, seconds, hop):
+    """The log-mel computed once per file and sliced per frame gives every frame's θ as encoding its own
+    zero-padded context does: files whose length is no multiple of the frame (nor of the mel hop), contexts
+    longer than the file (every frame at an edge), one FFT window, and every 3rd frame. Tolerance 1e-5 (float
+    rounding of the batched FFT / mel projection; θ in (0, 1))."""
+    torch.manual_seed(0)
+    model = DeepAFx(chain="pb_mb_compressor", encoder=functools.partial(SmallEncoder, width=4), num_slots=1,
+                    num_eval_slots=1, fx_workers=1)
+    try:
+        with torch.no_grad():  # a non-trivial front-end norm, as after training
+            model.encoder.frontend.norm.running_mean.fill_(-3.0)
+            model.encoder.frontend.norm.running_var.fill_(2.0)
+            model.encoder.head.weight.normal_(0.0, 30.0)  # DeepAFx starts at the defaults whatever the input
+        x = _tone(seconds, 22050, channels=1).T
+        x = x * np.geomspace(0.01, 1.0, x.shape[1], dtype=np.float32)  # a level that moves
+        x[:, -300:] *= 4.0  # something at the end edge
+        kwargs = dict(smoothing_hz=0, context_size=context, predict_hop=hop, batch_size=5)
+        shared = Processor(model, **kwargs)
+        assert shared.shares_log_mel
+        source = __import__("afx_lightning.inference", fromlist=["_array_source"])._array_source(x, 22050)
+        fast = shared.predict(source).raw
+        slow = Processor(model, share_log_mel=False, **kwargs).predict(source).raw
+        assert fast.shape == slow.shape == (-(-x.shape[1] // 1024), model.fx.num_params)
+        assert np.ptp(slow, axis=0).max() > 0.05  # the frames differ: a shifted slice would be caught
+        np.testing.assert_allclose(fast, slow, atol=1e-5, rtol=0)
+    finally:
+        model.fx.close()
+
+
+def test_a_centred_front_end_falls_back_to_per_context_encoding():
+    model = DeepAFx(chain="pb_mb_compressor", encoder=functools.partial(SmallEncoder, width=4), num_slots=1,
+                    num_eval_slots=1, fx_workers=1)
+    try:
+        model.encoder.frontend.mel.spectrogram.center = True
+        assert not Processor(model, context_size=4096).shares_log_mel
+        model.encoder.frontend.mel.spectrogram.center = False
+        assert not Processor(model, context_size=4096, share_log_mel=False).shares_log_mel
+        assert Processor(model, context_size=4096).shares_log_mel
+    finally:
+        model.fx.close()

@@ -6,18 +6,21 @@ arguments (so LightningCLI can expose them), the shared :class:`LogMelFrontend`,
 """
 
 from .base import ParameterEncoder, count_parameters
-from .frontend import LogMelFrontend
+from .frontend import LogMelFrontend, LogMelStream
 from .inception import InceptionEncoder
 from .mobilenet import MobileNetV2Encoder
 from .small import SmallEncoder
+from .tcn import TemporalConvEncoder
 
 __all__ = [
     "ENCODER_GROUP",
     "InceptionEncoder",
     "LogMelFrontend",
+    "LogMelStream",
     "MobileNetV2Encoder",
     "ParameterEncoder",
     "SmallEncoder",
+    "TemporalConvEncoder",
     "count_parameters",
     "declared_encoders",
 ]
@@ -28,7 +31,7 @@ __all__ = [
 #     my_encoder = "my_package.encoders:MyEncoder"
 ENCODER_GROUP = "afx_lightning.encoders"
 
-_BUILTIN = (InceptionEncoder, MobileNetV2Encoder, SmallEncoder)
+_BUILTIN = (InceptionEncoder, MobileNetV2Encoder, SmallEncoder, TemporalConvEncoder)
 
 
 def declared_encoders() -> dict:

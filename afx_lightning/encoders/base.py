@@ -32,9 +32,27 @@ class ParameterEncoder(nn.Module):
 
     def logits(self, context: Tensor) -> Tensor:
         """Pre-sigmoid outputs ``[B, num_params]``; useful for losses that want logits."""
+        return self.logits_from_log_mel(self.frontend.log_mel(context))
+
+    def logits_from_log_mel(self, log_mel: Tensor) -> Tensor:
+        """Logits of contexts given as their un-normalised log-mel ``[B, 1, n_mels, frames]`` (the front end's
+        :meth:`~LogMelFrontend.log_mel`): what :meth:`logits` does after the fixed mel projection."""
         if self.head is None:
             raise RuntimeError(f"{type(self).__name__} did not build its head")
-        return self.head(self.dropout(self.body(self.frontend(context))))
+        return self.head(self.dropout(self.body(self.frontend.norm(log_mel))))
+
+    def logits_at(self, log_mel: Tensor, starts: Tensor, window: int) -> Tensor:
+        """Logits ``[len(starts), P]`` of the contexts whose log-mel frames are ``log_mel[..., s : s + window]``
+        for each ``s`` in ``starts``, from one stretch of a file's log-mel ``[1, 1, n_mels, K]`` (inference: the
+        front end runs once per file, not once per overlapping context).
+
+        This default cuts the windows out and runs them as a batch, which is exactly :meth:`logits_from_log_mel`
+        on each; an encoder whose outputs can share work across overlapping windows overrides it
+        (:class:`~afx_lightning.encoders.TemporalConvEncoder`).
+        """
+        index = starts.to(log_mel.device)[:, None] + torch.arange(window, device=log_mel.device)
+        windows = log_mel[0, 0][:, index].permute(1, 0, 2).unsqueeze(1)  # [Q, 1, n_mels, window]
+        return self.logits_from_log_mel(windows)
 
     def forward(self, context: Tensor) -> Tensor:
         return torch.sigmoid(self.logits(context))

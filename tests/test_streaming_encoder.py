@@ -1,0 +1,95 @@
+"""The streaming encoder (issue 14): per-context training outputs equal one pass over the whole file's log-mel."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+from afx_lightning.encoders import TemporalConvEncoder, count_parameters, declared_encoders
+from afx_lightning.inference import Processor, _array_source
+from afx_lightning.module import DeepAFx
+
+
+def _randomised(enc: TemporalConvEncoder) -> TemporalConvEncoder:
+    """Eval mode with non-trivial batch-norm statistics and head, as after training."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in enc.modules():
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g))
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+        enc.head.weight.normal_(0.0, 0.5, generator=g)
+    return enc.eval()
+
+
+def test_one_pass_over_the_file_gives_each_contexts_own_outputs() -> None:
+    """``logits_at`` on a stretch of log-mel equals encoding each window alone (1e-5), and the contexts differ."""
+    torch.manual_seed(0)
+    enc = _randomised(TemporalConvEncoder(num_params=5, channels=16, dilations=(1, 2, 4), stride=2))
+    assert enc.receptive_field == 30  # 15 columns of 2 mel frames
+    mel = torch.randn(1, 1, 128, 95)
+    window = 41  # an odd window: its last frame is beyond the stem's grid, alone and in the stretch
+    for starts in (torch.tensor([0, 4, 8, 38, 54]), torch.tensor([0, 3, 54])):  # on the grid / off it (fallback)
+        with torch.no_grad():
+            fast = enc.logits_at(mel, starts, window)
+            alone = torch.cat([enc.logits_from_log_mel(mel[..., s : s + window]) for s in starts.tolist()])
+        torch.testing.assert_close(fast, alone, atol=1e-5, rtol=0)
+        assert (alone[0] - alone[-1]).abs().max() > 1e-2
+
+
+def test_afx_process_with_the_streaming_encoder_matches_per_context_encoding() -> None:
+    torch.manual_seed(0)
+    factory = functools.partial(TemporalConvEncoder, channels=16, dilations=(1, 2, 4))
+    model = DeepAFx(chain="pb_mb_compressor", encoder=factory, num_slots=1, num_eval_slots=1, fx_workers=1)
+    try:
+        _randomised(model.encoder)
+        rng = np.random.default_rng(0)
+        x = (rng.standard_normal((1, 22050 * 2 + 333)) * np.geomspace(0.01, 1, 22050 * 2 + 333)).astype(np.float32)
+        source = _array_source(x, 22050)
+        kwargs = dict(smoothing_hz=0, context_size=16384, batch_size=3)
+        fast = Processor(model, **kwargs).predict(source).raw
+        slow = Processor(model, share_log_mel=False, **kwargs).predict(source).raw
+        np.testing.assert_allclose(fast, slow, atol=1e-5, rtol=0)
+        assert np.ptp(slow, axis=0).max() > 1e-2
+    finally:
+        model.fx.close()
+
+
+def test_it_trains_is_declared_and_refuses_a_context_shorter_than_its_receptive_field() -> None:
+    enc = TemporalConvEncoder(num_params=3)
+    assert enc.receptive_field == 124  # inside a 40 960-sample context's 157 frames
+    assert 200_000 < count_parameters(enc) < 500_000
+    out = enc(0.1 * torch.randn(2, 1, 40960))
+    assert out.shape == (2, 3) and torch.all((out > 0) & (out < 1))
+    out.sum().backward()
+    assert all(p.grad is not None for p in enc.parameters())
+    assert declared_encoders()["afx_lightning.encoders.TemporalConvEncoder"] == "afx_lightning.encoders.tcn:TemporalConvEncoder"
+    with pytest.raises(ValueError, match=r"context of 37 mel frames is shorter than its receptive field of 124 .*data.context_size"):
+        enc(torch.zeros(1, 1, 1024 + 36 * 256))
+    with pytest.raises(ValueError, match="kernel_size must be odd"):
+        TemporalConvEncoder(num_params=3, kernel_size=2)
+
+
+@pytest.mark.slow
+def test_a_compiled_encoder_gives_the_same_theta_on_padded_batches() -> None:
+    """``Processor(compile=True)``: torch.compile with frozen weights, short batches padded to one shape (issue 14)."""
+    from afx_lightning.encoders import SmallEncoder
+
+    torch.manual_seed(0)
+    model = DeepAFx(chain="pb_mb_compressor", encoder=functools.partial(SmallEncoder, width=4), num_slots=1,
+                    num_eval_slots=1, fx_workers=1)
+    try:
+        with torch.no_grad():
+            model.encoder.head.weight.normal_(0.0, 30.0)
+        x = (0.1 * np.random.default_rng(0).standard_normal((1, 22050 + 77))).astype(np.float32)
+        source = _array_source(x, 22050)
+        kwargs = dict(smoothing_hz=0, context_size=8192, batch_size=8, predict_hop=3)
+        compiled = Processor(model, compile=True, **kwargs).predict(source).raw
+        eager = Processor(model, **kwargs).predict(source).raw
+        np.testing.assert_allclose(compiled, eager, atol=1e-5, rtol=0)
+        assert np.ptp(eager, axis=0).max() > 1e-2
+    finally:
+        model.fx.close()
