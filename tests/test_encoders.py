@@ -140,3 +140,22 @@ def test_constructor_arguments_are_typed() -> None:
         assert list(sig.parameters)[1:3] == ["num_params", "sample_rate"]
         assert sig.parameters["sample_rate"].default == SR
         assert all(p.annotation is not inspect.Parameter.empty for n, p in sig.parameters.items() if n != "self")
+
+
+def test_small_encoder_centre_features_tell_when_an_event_is_in_the_frame() -> None:
+    """Global pooling sees a click the same wherever it lies in the context; centre=True adds the middle column's
+    features, which respond to a click in the frame (the context's centre) and not to one at its edge."""
+    torch.manual_seed(0)
+    quiet = 1e-3 * torch.randn(1, 1, 40960)
+    in_frame, at_edge = quiet.clone(), quiet.clone()
+    burst = 0.5 * torch.randn(2048)
+    in_frame[..., 19456:21504] += burst  # around the centre, where the data module puts the frame
+    at_edge[..., 2048:4096] += burst
+    encoder = SmallEncoder(3, centre=True).eval()
+    with torch.no_grad():
+        features = [encoder.body(encoder.frontend(x))[0] for x in (quiet, in_frame, at_edge)]
+    c = features[0].numel() // 4  # [global mean, global max, centre mean, centre max] x C channels
+    centre = [f[2 * c:] for f in features]
+    assert torch.allclose(centre[2], centre[0], atol=1e-3 * centre[0].abs().max())  # an edge click: centre unchanged
+    assert (centre[1] - centre[0]).abs().max() > 10 * (centre[2] - centre[0]).abs().max()
+    assert SmallEncoder(3, centre=True).head.in_features == 2 * SmallEncoder(3).head.in_features
