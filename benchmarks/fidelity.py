@@ -29,6 +29,7 @@ Usage::
     python benchmarks/fidelity.py                       # all tasks, 300 s of training each (~30 min on 2 cores)
     python benchmarks/fidelity.py --tasks amp --budget-s 120
     python benchmarks/fidelity.py --quick               # smoke run: tiny sets, a few steps, 1 oracle file
+    python benchmarks/fidelity.py --oracle-json earlier.json   # train and score again, reuse the static oracle
 
 Output: one JSON object on stdout, ``{"benchmark": "fidelity", "settings": ..., "tasks": {task: result}}``,
 each result holding ``scores[metric] = {model, identity, oracle}`` (test-split means, metrics as
@@ -139,6 +140,21 @@ def oracle(chain: str, pairs: list[tuple], work: Path, budget: int, max_seconds:
             "max_seconds": max_seconds, "wall_s": round(wall, 1), "objective": objective}
 
 
+def reused_oracle(path: Path, task: str, chain: str, manifest: dict, pairs: list[tuple]) -> dict | None:
+    """The oracle of an earlier run's JSON when it searched the same chain on the same test files of the same
+    data version (it does not depend on training, and takes most of the benchmark's time); else None."""
+    earlier = json.loads(path.read_text()).get("tasks", {}).get(task, {})
+    orc = earlier.get("oracle")
+    same_data = earlier.get("data", {}).get("counts") == manifest["counts"] and earlier.get("data", {}).get(
+        "processor") == manifest["processor"]
+    files = [f["file"] for f in (orc or {}).get("files", [])]
+    if not orc or earlier.get("chain") != chain or not same_data or files != [p.name for p, _ in pairs]:
+        log(f"{task}: {path} holds no oracle for this chain and test set: searching again")
+        return None
+    log(f"{task}: oracle reused from {path} (afx match --chain {chain}, {len(files)} test file(s))")
+    return {**orc, "reused_from": str(path)}
+
+
 def run_task(task: str, args: argparse.Namespace, work: Path) -> dict:
     data = fidelity_data.ensure(task, args.data_dir, quick=args.quick)
     manifest = json.loads((data / "manifest.json").read_text())
@@ -179,9 +195,11 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict:
     pairs = [(p, data / "test" / "target" / p.name) for p in sorted((data / "test" / "input").glob("*.wav"))]
     if args.oracle_files:
         pairs = pairs[: args.oracle_files]
-    log(f"{task}: oracle (afx match --chain {chain}) on {len(pairs)} test file(s)")
-    orc = oracle(chain, pairs, task_work, args.oracle_budget, args.oracle_max_seconds,
-                 args.startup_timeout_s + args.oracle_max_seconds * 3)
+    orc = reused_oracle(args.oracle_json, task, chain, manifest, pairs) if args.oracle_json else None
+    if orc is None:
+        log(f"{task}: oracle (afx match --chain {chain}) on {len(pairs)} test file(s)")
+        orc = oracle(chain, pairs, task_work, args.oracle_budget, args.oracle_max_seconds,
+                     args.startup_timeout_s + args.oracle_max_seconds * 3)
 
     model, identity = evaluation["mean"]["model"], evaluation["mean"]["identity"]
     scores = {m: {"model": model[m], "identity": identity[m], "oracle": orc["mean"][m]} for m in METRICS}
@@ -244,6 +262,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--oracle-budget", type=int, default=600, help="afx match evaluations per test file")
     p.add_argument("--oracle-max-seconds", type=float, default=90.0, help="afx match search time per test file")
     p.add_argument("--oracle-files", type=int, help="match only the first N test files (default all)")
+    p.add_argument("--oracle-json", type=Path, help="reuse the oracle of an earlier run's JSON where chain and test "
+                   "files are the same (the oracle does not depend on training)")
     p.add_argument("--startup-timeout-s", type=float, default=300.0, help="slack over each subprocess' own work")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)

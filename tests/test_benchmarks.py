@@ -97,6 +97,22 @@ def test_fidelity_options_and_splits():
     assert fidelity.finite({"a": [float("nan"), 1.0]}) == {"a": [None, 1.0]}
 
 
+def test_fidelity_reuses_an_earlier_oracle_only_for_the_same_chain_and_test_files(tmp_path):
+    fidelity, _ = _fidelity_modules()
+    manifest = {"counts": {"train": 2, "val": 1, "test": 2}, "processor": {"chain": ["zamtube"]}}
+    orc = {"mean": {"d_mfcc": 0.1}, "files": [{"file": "a.wav"}, {"file": "b.wav"}]}
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"tasks": {"amp": {"chain": "pb_mb_compressor", "oracle": orc, "data": manifest}}}))
+    pairs = [(Path("a.wav"), None), (Path("b.wav"), None)]
+    reused = fidelity.reused_oracle(earlier, "amp", "pb_mb_compressor", manifest, pairs)
+    assert reused["mean"] == {"d_mfcc": 0.1} and reused["reused_from"] == str(earlier)
+    assert fidelity.reused_oracle(earlier, "amp", "pb_mb_gate", manifest, pairs) is None  # another chain
+    assert fidelity.reused_oracle(earlier, "amp", "pb_mb_compressor", manifest, pairs[:1]) is None  # other files
+    rebuilt = {**manifest, "processor": {"chain": ["other"]}}
+    assert fidelity.reused_oracle(earlier, "amp", "pb_mb_compressor", rebuilt, pairs) is None  # other data
+    assert fidelity.reused_oracle(earlier, "breath", "pb_mb_gate", manifest, pairs) is None  # no such task
+
+
 @pytest.mark.slow
 def test_fidelity_amp_build_and_quick_benchmark(tmp_path):
     """The amp set built from freepats notes through ZamTube (tiny subset), then ``fidelity.py --quick``: the real
