@@ -115,7 +115,8 @@ class AudioFxDataModule(pl.LightningDataModule):
     Args:
         dataset: ``demo`` (generated known-answer task through ``demo_chain``), ``folder`` (audio pairs under
             ``root``), or a public corpus as unpacked: ``daps``, ``idmt`` (any dry folder + processed folder) or
-            ``mixes`` (unmastered/mastered tracks); layouts in :mod:`afx_lightning.data.corpora`.
+            ``mixes`` (unmastered/mastered tracks); one class each in :mod:`afx_lightning.data.sources`, layouts in
+            :mod:`afx_lightning.data.corpora`.
         root: for ``folder``: a folder with ``input/`` and ``target/`` (split into train/val/test by
             ``split_fractions``), or already split into ``train/``, ``val/`` and optionally ``test/``, each holding
             ``input/`` and ``target/``; files paired by name. For the corpora: the unpacked corpus folder; unset
@@ -229,7 +230,8 @@ class AudioFxDataModule(pl.LightningDataModule):
             pair_key=pair_key, split_fractions=split_fractions, sample_rate=self._sample_rate, channels=self.channels,
             frame_size=self.frame_size, seed=self.seed, cache_dir=cache_dir, align=align,
             max_lag_seconds=float(max_lag_seconds), length_tolerance=int(length_tolerance),
-            preprocessing=Preprocessing(highpass_hz=highpass_hz, loudness_lufs=loudness_lufs),
+            preprocessing=Preprocessing(highpass_hz=None if highpass_hz is None else float(highpass_hz),
+                                        loudness_lufs=None if loudness_lufs is None else float(loudness_lufs)),
             demo_chain=demo_chain, demo_clips=int(demo_clips), demo_val_clips=int(demo_val_clips),
             demo_test_clips=int(demo_test_clips), demo_seconds=float(demo_seconds),
             demo_variation=float(demo_variation), demo_spread=float(demo_spread),

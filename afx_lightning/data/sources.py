@@ -25,6 +25,7 @@ from .corpora import (
     DEFAULT_DIRS,
     GLOB_FRACTIONS,
     MIX_FRACTIONS,
+    SPLITS,
     CorpusClips,
     PairSpec,
     daps_pairs,
@@ -38,7 +39,6 @@ from .corpora import (
 from .datasets import DataError, DemoClips, PairedClips
 from .preprocess import Preprocessing, PreprocessOptions
 
-SPLITS = ("train", "val", "test")
 MISSING_ROOT = "data.root is not set: point it at a folder with input/ and target/ (or use data.dataset=demo)"
 
 
