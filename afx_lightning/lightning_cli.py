@@ -31,16 +31,19 @@ DEFAULT_LOGGER = {
 }
 
 
-def default_callbacks(given: Sequence[Callback] = (), trainer_config: Optional[Mapping[str, Any]] = None) -> list:
+def default_callbacks(given: Sequence[Callback] = (), trainer_config: Optional[Mapping[str, Any]] = None,
+                      subcommand: Optional[str] = None) -> list:
     """The CLI's callbacks, one per type that ``given`` (the run's own) lacks, so a recipe's settings win.
 
     LearningRateMonitor (when there is a logger), MediaLogger, FitSummary, and (unless checkpointing is off) a
     ModelCheckpoint on ``val/loss`` plus a LatestCheckpoint that keeps ``last.ckpt`` current: every run leaves
-    its best checkpoint for ``afx process`` and its latest for resuming.
+    its best checkpoint for ``afx process`` and its latest for resuming. ``afx predict`` also gets the
+    PredictionFileWriter that writes what ``DeepAFx.predict_step`` returns.
     """
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
     from .callbacks import FitSummary, LatestCheckpoint, MediaLogger
+    from .data.writer import PredictionFileWriter
 
     config = dict(trainer_config or {})
     candidates: list = []
@@ -49,6 +52,8 @@ def default_callbacks(given: Sequence[Callback] = (), trainer_config: Optional[M
     candidates += [MediaLogger(), FitSummary()]
     if config.get("enable_checkpointing", True) is not False:
         candidates += [ModelCheckpoint(monitor="val/loss", mode="min", save_last=True), LatestCheckpoint()]
+    if subcommand == "predict":
+        candidates.append(PredictionFileWriter())
     return [cb for cb in candidates if not any(isinstance(g, type(cb)) for g in given)]
 
 
@@ -130,7 +135,7 @@ class AfxCLI(LightningCLI):
         config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
         given = config.get("callbacks")
         given = [] if given is None else list(given) if isinstance(given, (list, tuple)) else [given]
-        kwargs["callbacks"] = given + default_callbacks(given, config)
+        kwargs["callbacks"] = given + default_callbacks(given, config, self.subcommand)
         trainer = super().instantiate_trainer(**kwargs)
         _without_wandb_anonymous(trainer)
         return trainer

@@ -13,7 +13,9 @@ import torch
 from torch import Tensor
 
 from .blackbox import BlackBoxLayer
+from .data import AudioFxDataModule
 from .data.preprocess import Preprocessing
+from .data.writer import FilePrediction, PredictOptions
 from .encoders import InceptionEncoder, ParameterEncoder
 from .loss import DelayInvariantLoss
 from .metrics import mfcc_distance
@@ -415,30 +417,31 @@ class DeepAFx(pl.LightningModule):
     def on_predict_start(self) -> None:
         self._processor = None
 
-    def predict_step(self, batch: Any, batch_idx: int) -> Dict[str, Any]:
+    def predict_step(self, batch: Any, batch_idx: int) -> FilePrediction:
         """Process one whole file (the data module's ``predict_files``) exactly as ``afx process`` does:
-        one :class:`~afx_lightning.inference.Processor` per predict run, output named as the input inside
-        ``data.predict_output_dir``, its input preprocessed as in training (the checkpoint's preprocessing, else
-        the data module's). Returns ``{input, output, seconds, dropped_frames, wall_s, input_gain_db,
-        preprocessing}``."""
+        one :class:`~afx_lightning.inference.Processor` per predict run, its input preprocessed as in training
+        (the checkpoint's preprocessing, else the data module's). Returns the processed audio; the
+        :class:`~afx_lightning.data.writer.PredictionFileWriter` that ``afx predict`` adds writes it."""
+        import soundfile as sf
+
+        from .data.datasets import read_audio
         from .inference import Processor
 
         path = batch if isinstance(batch, str) else batch[0]
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if getattr(dm, "predict_output_dir", None) is None:
-            raise ValueError("predict needs the data module's predict_output_dir (--data.predict_output_dir DIR)")
-        out = dm.predict_output_path(path)
+        dm = self._datamodule()
+        dm = dm if isinstance(dm, AudioFxDataModule) else None
         if self._processor is None:
+            options = dm.predict_options if dm is not None else PredictOptions()
             self._processor = Processor(
-                self, smoothing_hz=getattr(dm, "predict_smoothing_hz", 2.0), device=self.device,
-                context_size=getattr(dm, "context_size", None),
-                preprocessing=self._trained_preprocessing(prefer_data=False),
+                self, device=self.device, context_size=dm.context_size if dm is not None else None,
+                preprocessing=self._trained_preprocessing(prefer_data=False), **options.processor_args(),
             )
-        stats = self._processor.process_file(path, out, overwrite=bool(getattr(dm, "predict_overwrite", False)),
-                                             progress=False)
-        return {"input": str(path), "output": str(out), "seconds": stats.seconds,
-                "dropped_frames": stats.dropped_frames, "wall_s": stats.wall_s,
-                "input_gain_db": stats.input_gain_db, "preprocessing": stats.preprocessing}
+        audio, rate = read_audio(path)
+        out, _ = self._processor.process_array(audio, rate)
+        stats = self._processor.last_stats
+        return FilePrediction(str(path), out, rate, sf.info(str(path)).subtype, seconds=stats.seconds,
+                              dropped_frames=stats.dropped_frames, wall_s=stats.wall_s,
+                              input_gain_db=stats.input_gain_db, preprocessing=stats.preprocessing, faults=stats.faults)
 
     def on_predict_end(self) -> None:
         self._processor = None  # it holds no plugin: each file renders in its own, closed, one-slot pool

@@ -282,11 +282,11 @@ def test_amp_and_mastering_recipes_find_their_corpus_in_its_folder(tmp_path, mon
         for setting in (1, 2, 3):  # three settings per effect: the recipe takes setting 1
             write(samples / "Distortion" / f"G61-{note}-441{setting}-{30000 + 3 * i + setting}.wav", x)
     amp = AudioFxDataModule(**recipe_data(ROOT / "recipes" / "amp.yaml"))
-    assert sorted((p.input.name, p.target.name) for p in amp._list_pairs()) == [
+    assert sorted((p.input.name, p.target.name) for p in amp.source.pairs()) == [
         ("G61-40100-1111-20000.wav", "G61-40100-4411-30001.wav"), ("G61-45502-1111-20001.wav", "G61-45502-4411-30004.wav"),
     ]
     for raw, master in (("Song A.wav", "Song A_master.wav"), ("Other Song_mix.wav", "other song mastered.wav")):
         write(tmp_path / "data" / "mixes" / "unmastered" / raw, x)
         write(tmp_path / "data" / "mixes" / "mastered" / master, x)
     mastering = AudioFxDataModule(**recipe_data(ROOT / "recipes" / "mastering.yaml"))
-    assert sorted(p.target.name for p in mastering._list_pairs()) == ["Song A_master.wav", "other song mastered.wav"]
+    assert sorted(p.target.name for p in mastering.source.pairs()) == ["Song A_master.wav", "other song mastered.wav"]

@@ -428,6 +428,7 @@ def test_the_data_modules_preprocessing_is_saved_and_used_by_predict(tmp_path):
 
     from afx_lightning.data import AudioFxDataModule
     from afx_lightning.data.preprocess import Preprocessing
+    from afx_lightning.data.writer import PredictionFileWriter
 
     rng = np.random.default_rng(0)
     for split in ("train", "val"):
@@ -451,9 +452,11 @@ def test_the_data_modules_preprocessing_is_saved_and_used_by_predict(tmp_path):
     x = _music(2.0, -38.0)
     sf.write(tmp_path / "song.wav", x[0], 22050, subtype="FLOAT")
     result = restored.predict_step(str(tmp_path / "song.wav"), 0)
-    y, _ = sf.read(result["output"], dtype="float32")
+    PredictionFileWriter().write_on_batch_end(restored._trainer, restored, result, None, None, 0)
+    assert result.audio is None and result.output == str(tmp_path / "out" / "song.wav")  # written, then released
+    y, _ = sf.read(result.output, dtype="float32")
     np.testing.assert_allclose(y, dm.preprocessing.apply(x, 22050)[0][0], atol=2e-6)
-    assert result["input_gain_db"] > 10 and "high-passed at 60 Hz" in result["preprocessing"]
+    assert result.input_gain_db > 10 and "high-passed at 60 Hz" in result.preprocessing
 
 
 # ------------------------------------------------------------------------------------------- shared log-mel (issue 14)

@@ -2,18 +2,26 @@
 
 from .datamodule import AudioFxDataModule
 from .datasets import ArrayClips, Clip, DataError, DemoClips, PairedClips, PairedFolder, level_driven_trajectory, synthesize
-from .streams import SlotStream, StreamStep
+from .sources import SOURCES, DataSource, make_source
+from .streams import SlotStream, StreamStep, TrainStream
+from .writer import FilePrediction, PredictionFileWriter
 
 __all__ = [
     "ArrayClips",
     "AudioFxDataModule",
     "Clip",
     "DataError",
+    "DataSource",
     "DemoClips",
+    "FilePrediction",
     "PairedClips",
     "PairedFolder",
+    "PredictionFileWriter",
+    "SOURCES",
     "SlotStream",
     "StreamStep",
+    "TrainStream",
     "level_driven_trajectory",
+    "make_source",
     "synthesize",
 ]

@@ -1,7 +1,7 @@
 """Public corpora as they unpack from their downloads -> lists of (input, target, name, split) pairs -> clips.
 
 Nothing is downloaded here: point ``root`` at the unpacked folder (by default ``data/<corpus>`` under the folder
-you run in, see :data:`DEFAULT_ROOTS`; a missing one is reported with the name of its download). Each loader
+you run in, see ``default_root`` in :mod:`.sources`; a missing one is reported with the name of its download). Each loader
 returns :class:`PairSpec` lists; :class:`CorpusClips` turns the pairs of one split into :class:`PairedClips`
 through :mod:`.preprocess` (with its on-disk cache). Expected layouts::
 
@@ -61,9 +61,6 @@ DEFAULT_DIRS = {
     "daps": ("cleanraw", "clean"),
     "mixes": ("unmastered", "mastered"),
 }
-
-# where each corpus is looked for when data.root is not set: relative to the folder a run starts in
-DEFAULT_ROOTS = {"daps": "data/daps", "idmt": "data/idmt", "mixes": "data/mixes"}
 
 
 @dataclass(frozen=True)
@@ -393,25 +390,18 @@ def corpus_pairs(
     pair_key: Optional[str] = None,
     split_fractions: Optional[Sequence[float]] = None,
 ) -> list[PairSpec]:
-    """All pairs of a corpus (``daps``, ``idmt``, ``mixes``) or paired ``folder``, with their splits."""
+    """All pairs of a corpus (``daps``, ``idmt``, ``mixes``) or paired ``folder``, with their splits (through its
+    :mod:`.sources` class, which holds the dataset's defaults)."""
+    from .sources import FileSource, SourceOptions, make_source
+
     if root is None:
         raise DataError(f"data.root is not set: point it at the unpacked {dataset} corpus")
-    if dataset == "folder":
-        dirs = DEFAULT_DIRS["folder"]
-        return folder_pairs(root, input_dir or dirs[0], target_dir or dirs[1], split_fractions)
-    if dataset in DEFAULT_ROOTS and not Path(root).expanduser().exists():
-        raise DataError(missing_corpus(dataset, root, input_dir, target_dir, input_glob))
-    if dataset == "daps":
-        dirs = DEFAULT_DIRS["daps"]
-        return daps_pairs(root, input_dir or dirs[0], target_dir or dirs[1])
-    if dataset == "mixes":
-        dirs = DEFAULT_DIRS["mixes"]
-        return mix_pairs(root, input_dir or dirs[0], target_dir or dirs[1], split_fractions or MIX_FRACTIONS)
-    if dataset == "idmt":
-        if not input_glob or not target_glob:
-            raise DataError("data.dataset=idmt needs data.input_glob and data.target_glob (relative to data.root)")
-        return glob_pairs(root, input_glob, target_glob, pair_key or r"^(?P<key>.+)$", split_fractions or GLOB_FRACTIONS)
-    raise DataError(f"unknown corpus {dataset!r} (daps, idmt or mixes)")
+    options = SourceOptions(root=str(root), input_dir=input_dir, target_dir=target_dir, input_glob=input_glob,
+                            target_glob=target_glob, pair_key=pair_key, split_fractions=split_fractions)
+    source = make_source(dataset, options)
+    if not isinstance(source, FileSource):
+        raise DataError(f"unknown corpus {dataset!r} (folder, daps, idmt or mixes)")
+    return source.pairs()
 
 
 def missing_corpus(

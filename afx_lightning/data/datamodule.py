@@ -33,7 +33,6 @@ data order (a warning says so).
 
 from __future__ import annotations
 
-import copy
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -43,39 +42,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from .corpora import (
-    DEFAULT_ROOTS,
-    CorpusClips,
-    PairSpec,
-    check_fractions,
-    corpus_pairs,
-    default_cache_dir,
-    folder_layout,
-)
-from .datasets import DataError, DemoClips, PairedClips
+from .augment import InputAugmentation
+from .corpora import check_fractions
+from .datasets import DataError, PairedClips
 from .preprocess import Preprocessing, PreprocessOptions
-from .streams import SlotStream, StreamStep, shard_frame_counts
+from .sources import SPLITS, DataSource, FileSource, GivenSource, SourceOptions, make_source
+from .streams import SlotStream, StreamStep, TrainStream, shard_frame_counts
+from .writer import PredictOptions
 
-SPLITS = ("train", "val", "test")
-CORPORA = ("daps", "idmt", "mixes")
-MISSING_ROOT = "data.root is not set: point it at a folder with input/ and target/ (or use data.dataset=demo)"
 Batch = dict[str, torch.Tensor]
-
-
-def _range_arg(name: str, value: Optional[list[float]]) -> Optional[tuple[float, float]]:
-    if value is None:
-        return None
-    try:
-        lo, hi = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise DataError(f"data.{name} must be two numbers [low, high], got {value!r}") from None
-    if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
-        raise DataError(f"data.{name} must be a finite range [low, high] with low <= high, got {value!r}")
-    return lo, hi
-
-
-def _seed_word(value: int) -> int:
-    return int(value) % (1 << 63)  # SeedSequence takes non-negative entropy only
 
 
 class _EvalBatches(IterableDataset):
@@ -140,7 +115,8 @@ class AudioFxDataModule(pl.LightningDataModule):
     Args:
         dataset: ``demo`` (generated known-answer task through ``demo_chain``), ``folder`` (audio pairs under
             ``root``), or a public corpus as unpacked: ``daps``, ``idmt`` (any dry folder + processed folder) or
-            ``mixes`` (unmastered/mastered tracks); layouts in :mod:`afx_lightning.data.corpora`.
+            ``mixes`` (unmastered/mastered tracks); one class each in :mod:`afx_lightning.data.sources`, layouts in
+            :mod:`afx_lightning.data.corpora`.
         root: for ``folder``: a folder with ``input/`` and ``target/`` (split into train/val/test by
             ``split_fractions``), or already split into ``train/``, ``val/`` and optionally ``test/``, each holding
             ``input/`` and ``target/``; files paired by name. For the corpora: the unpacked corpus folder; unset
@@ -186,19 +162,15 @@ class AudioFxDataModule(pl.LightningDataModule):
         augment_gain_db: ``[lo, hi]``: every play of a clip gets a random gain in dB.
         augment_noise_snr_db: ``[lo, hi]``: every play of a clip gets white noise at a random SNR in dB relative
             to the clip's RMS (after the gain), independent per channel.
-        Only the *input* (``context`` and ``frame``) is augmented; the ``target`` is left as is. That is what
-        the official DeepAFx code does (noise on the input only, so the model learns to predict robust
-        parameters for noisy inputs while still aiming at the clean target). The semantics are those of
-        :func:`afx_lightning.data.preprocess.augment_input`, computed block-wise so the context and the frame
-        of a row see the same augmented signal. A *play* is one pass of a slot through a clip, identified by
-        ``(seed, rank, clip, slot, step the play started)``: the same clip dealt again gets a new draw, and the
-        draws are a pure function of the stream state, so a resumed run makes identical batches.
+        Only the *input* is augmented, per play of a clip, reproducibly: see :mod:`afx_lightning.data.augment`.
 
-    Prediction (``afx predict``; the same code path as ``afx process``, see ``DeepAFx.predict_step``):
+    Prediction (``afx predict``; the same code path as ``afx process``, see ``DeepAFx.predict_step``; the files
+    are written by :class:`afx_lightning.data.writer.PredictionFileWriter`):
         predict_files: input files; each is processed whole into ``predict_output_dir`` under its own name.
         predict_output_dir: an existing folder for the outputs.
         predict_overwrite: replace existing outputs.
-        predict_smoothing_hz: low-pass cutoff of the parameter curves (``afx process --smoothing-hz``).
+        predict_smoothing_hz: low-pass cutoff of the parameter curves (``afx process --smoothing-hz``); unset:
+            the same default as ``afx process``.
     """
 
     def __init__(
@@ -237,13 +209,11 @@ class AudioFxDataModule(pl.LightningDataModule):
         predict_files: Optional[list[str]] = None,
         predict_output_dir: Optional[str] = None,
         predict_overwrite: bool = False,
-        predict_smoothing_hz: float = 2.0,
+        predict_smoothing_hz: Optional[float] = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.dataset = dataset
-        self.root = root if root is not None else DEFAULT_ROOTS.get(dataset)
-        self.demo_chain = demo_chain
         self.batch_size = int(batch_size)
         self.val_batch_size = int(val_batch_size)
         self.steps_per_epoch = int(steps_per_epoch)
@@ -252,41 +222,28 @@ class AudioFxDataModule(pl.LightningDataModule):
         self._sample_rate = int(sample_rate)
         self.channels = int(channels)
         self.seed = int(seed)
-        self.demo_clips = int(demo_clips)
-        self.demo_val_clips = int(demo_val_clips)
-        self.demo_test_clips = int(demo_test_clips)
-        self.demo_seconds = float(demo_seconds)
-        self.demo_variation = float(demo_variation)
-        self.demo_spread = float(demo_spread)
-        default_dirs = {"daps": ("cleanraw", "clean"), "mixes": ("unmastered", "mastered")}.get(dataset, ("input", "target"))
-        self.input_dir = input_dir or default_dirs[0]
-        self.target_dir = target_dir or default_dirs[1]
-        self.length_tolerance = int(length_tolerance)
-        self.cache_dir = cache_dir
-        self.align = (dataset != "folder") if align is None else bool(align)
-        self.max_lag_seconds = float(max_lag_seconds)
-        self.loudness_lufs = None if loudness_lufs is None else float(loudness_lufs)
-        self.highpass_hz = None if highpass_hz is None else float(highpass_hz)
-        self._preprocessing = Preprocessing(highpass_hz=self.highpass_hz, loudness_lufs=self.loudness_lufs)
-        self.input_glob = input_glob
-        self.target_glob = target_glob
-        self.pair_key = pair_key
-        self.split_fractions = split_fractions  # checked (and made floats) by _check_args
-        self.augment_noise_snr_db = _range_arg("augment_noise_snr_db", augment_noise_snr_db)
-        self.augment_gain_db = _range_arg("augment_gain_db", augment_gain_db)
-        self.predict_files = [str(f) for f in predict_files] if predict_files is not None else None
-        self.predict_output_dir = predict_output_dir
-        self.predict_overwrite = bool(predict_overwrite)
-        self.predict_smoothing_hz = float(predict_smoothing_hz)
-        self._clip_rms: dict[int, float] = {}
-        self._noise_blocks: dict[tuple, np.ndarray] = {}  # the last training batch's noise blocks (reused)
-        self._corpus: Optional[list[PairSpec]] = None  # all pairs of a corpus or folder, listed once (_check_args)
-        self._check_args()
+        self._check_sizes()
+        if split_fractions is not None:
+            split_fractions = list(check_fractions(split_fractions))
+        self.source: DataSource = make_source(dataset, SourceOptions(
+            root=root, input_dir=input_dir, target_dir=target_dir, input_glob=input_glob, target_glob=target_glob,
+            pair_key=pair_key, split_fractions=split_fractions, sample_rate=self._sample_rate, channels=self.channels,
+            frame_size=self.frame_size, seed=self.seed, cache_dir=cache_dir, align=align,
+            max_lag_seconds=float(max_lag_seconds), length_tolerance=int(length_tolerance),
+            preprocessing=Preprocessing(highpass_hz=None if highpass_hz is None else float(highpass_hz),
+                                        loudness_lufs=None if loudness_lufs is None else float(loudness_lufs)),
+            demo_chain=demo_chain, demo_clips=int(demo_clips), demo_val_clips=int(demo_val_clips),
+            demo_test_clips=int(demo_test_clips), demo_seconds=float(demo_seconds),
+            demo_variation=float(demo_variation), demo_spread=float(demo_spread),
+        ))
+        self.augmentation = InputAugmentation(augment_gain_db, augment_noise_snr_db, seed=self.seed)
+        self.predict_options = PredictOptions(
+            [str(f) for f in predict_files] if predict_files is not None else None, predict_output_dir,
+            bool(predict_overwrite), None if predict_smoothing_hz is None else float(predict_smoothing_hz),
+        )
+        self.source.check()  # a bad run stops here, before any logger or worker starts
         self._splits: dict[str, Optional[PairedClips]] = {}
-        self._given: dict[str, Optional[PairedClips]] = {}
-        self._train: Optional[SlotStream] = None
-        self._train_placement: tuple[int, int] = (0, 1)  # (rank, world size) the training stream was built for
-        self._pending: Optional[dict[str, Any]] = None
+        self._train = TrainStream(self.batch_size, self.seed)
 
     @classmethod
     def from_clips(
@@ -299,7 +256,7 @@ class AudioFxDataModule(pl.LightningDataModule):
         """A data module over clips built in code (tests, notebooks); other options as in the constructor."""
         kwargs.setdefault("sample_rate", train.sample_rate)
         dm = cls(**kwargs)
-        dm._given = {"train": train, "val": val, "test": test}
+        dm.source = GivenSource(train, val, test)
         return dm
 
     # ------------------------------------------------------------------------------------------ config
@@ -317,19 +274,19 @@ class AudioFxDataModule(pl.LightningDataModule):
     def num_channels(self) -> int:
         return self._split("train").num_channels
 
-    def _check_args(self) -> None:
-        """Every option, and for files on disk their layout and pairing (a directory listing, no audio read):
-        called when the data module is built, so a bad run stops before any logger or worker starts."""
-        if self.dataset not in ("demo", "folder", *CORPORA):
-            raise DataError(f"data.dataset must be 'demo', 'folder', 'daps', 'idmt' or 'mixes', got {self.dataset!r}")
-        if self.split_fractions is not None:
-            self.split_fractions = list(check_fractions(self.split_fractions))
-            if self.dataset in ("demo", "daps"):  # a folder already split says so itself (folder_pairs)
-                warnings.warn(f"data.split_fractions is not used by data.dataset={self.dataset}", stacklevel=2)
-        if self.dataset == "demo" and self._preprocessing.active:
-            warnings.warn("data.highpass_hz / data.loudness_lufs apply to files: data.dataset=demo ignores them", stacklevel=2)
-        if self.dataset in CORPORA and self.channels != 1:
-            raise DataError(f"data.dataset={self.dataset} downmixes to mono: data.channels must be 1, got {self.channels}")
+    @property
+    def root(self) -> Optional[str]:
+        return self.source.root
+
+    @property
+    def input_dir(self) -> Optional[str]:
+        return self.source.input_dir if isinstance(self.source, FileSource) else None
+
+    @property
+    def target_dir(self) -> Optional[str]:
+        return self.source.target_dir if isinstance(self.source, FileSource) else None
+
+    def _check_sizes(self) -> None:
         positive = {
             "batch_size": self.batch_size,
             "val_batch_size": self.val_batch_size,
@@ -343,97 +300,30 @@ class AudioFxDataModule(pl.LightningDataModule):
                 raise DataError(f"data.{name} must be at least 1, got {value}")
         if self.context_size < self.frame_size:
             raise DataError(f"data.context_size ({self.context_size}) must be at least data.frame_size ({self.frame_size})")
-        if self.dataset == "folder" and self.root is None:
-            raise DataError(MISSING_ROOT)
-        if self.dataset != "demo" and self.root is not None:
-            root = Path(self.root).expanduser()
-            if root.exists() and not root.is_dir():
-                raise DataError(f"data.root {self.root} is not a folder (data.dataset={self.dataset})")
-            self._list_pairs()
-
-    def _make_split(self, split: str) -> Optional[PairedClips]:
-        if self._given:
-            return self._given.get(split)
-        if self.dataset != "demo":
-            return self._corpus_split(split)
-        counts = {"train": self.demo_clips, "val": self.demo_val_clips, "test": self.demo_test_clips}
-        if counts[split] < 1:
-            return None
-        return DemoClips(
-            self.demo_chain,
-            num_clips=counts[split],
-            clip_seconds=self.demo_seconds,
-            sample_rate=self._sample_rate,
-            seed=3 * self.seed + SPLITS.index(split),  # distinct audio per split ...
-            task_seed=self.seed,  # ... one hidden task for all of them
-            block_size=self.frame_size,
-            depth=self.demo_variation,
-            spread=self.demo_spread,
-            name=f"demo {split} [{self.demo_chain}]",
-        )
-
-    def _list_pairs(self) -> list[PairSpec]:
-        """All pairs of the corpus or folder with their splits, listed once."""
-        if self._corpus is None:
-            if self.root is None:
-                raise DataError(MISSING_ROOT)
-            self._corpus = corpus_pairs(
-                self.dataset, self.root, self.input_dir, self.target_dir,
-                self.input_glob, self.target_glob, self.pair_key, self.split_fractions,
-            )
-        return self._corpus
 
     @property
     def preprocessing(self) -> Preprocessing:
         """What this data's inputs went through: the checkpoint records it and inference repeats it. Demo and
         in-code clips are used as they are (data.highpass_hz / loudness_lufs apply to files)."""
-        return Preprocessing() if self._given or self.dataset == "demo" else self._preprocessing
+        return self.source.preprocessing
 
     def preprocess_options(self) -> PreprocessOptions:
         """What turns this data's files into clips (all of it keys the cache)."""
-        return PreprocessOptions(
-            sample_rate=self._sample_rate, channels=self.channels, align=self.align,
-            max_lag_seconds=self.max_lag_seconds, **self._preprocessing.to_config(),
-            length_tolerance=self.length_tolerance if self.dataset == "folder" else None,
-        )
-
-    def _corpus_split(self, split: str) -> Optional[PairedClips]:
-        """One split of a corpus or paired folder, preprocessed with caching; an empty split is None for test (not
-        every dataset has one) and otherwise an error naming the data."""
-        pairs = [p for p in self._list_pairs() if p.split == split]
-        if not pairs:
-            if split == "test":
-                return None
-            total = len(self._corpus or [])
-            if self.dataset != "folder":
-                raise DataError(f"data: the {self.dataset} corpus at {self.root} has no {split} pairs ({total} pairs in all)")
-            if folder_layout(self.root) == "split":
-                raise DataError(f"data: no {split} split ({Path(self.root).expanduser() / split} does not exist)")
-            raise DataError(
-                f"data: no {split} files in {self.root}: {total} pair(s) in all, split by data.split_fractions "
-                f"{self.split_fractions or [0.8, 0.1, 0.1]} (a val split needs at least 2 pairs)"
-            )
-        cache = self.cache_dir if self.cache_dir is not None else default_cache_dir(self.root)
-        return CorpusClips(pairs, self.preprocess_options(), cache, name=f"{self.dataset} {split}")
+        if not isinstance(self.source, FileSource):
+            raise DataError(f"data.dataset={self.dataset} reads no files: it has no preprocessing options")
+        return self.source.preprocess_options()
 
     def _split(self, split: str, required: bool = True) -> Optional[PairedClips]:
         """The clips of a split, loaded and checked once."""
         if split not in self._splits:
-            clips = self._make_split(split)
+            clips = self.source.clips(split)
             if clips is not None:
                 self._check_clips(split, clips)
             self._splits[split] = clips
         clips = self._splits[split]
         if clips is None and required:
-            if self._given:
-                where = "none given"
-            elif self.dataset != "demo":
-                where = f"no {split} pairs in {self.root}"
-            else:
-                where = f"data.demo_{split}_clips is 0" if split != "train" else "data.demo_clips is 0"
-            raise DataError(f"data: no {split} split ({where})")
+            raise DataError(f"data: no {split} split ({self.source.missing(split)})")
         return clips
-
     def _check_clips(self, split: str, clips: PairedClips) -> None:
         if clips.sample_rate != self._sample_rate:
             raise DataError(f"data: {split} clips are at {clips.sample_rate} Hz but data.sample_rate is {self._sample_rate} Hz")
@@ -445,7 +335,8 @@ class AudioFxDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         """Load (or render) the splits a stage needs, failing early with one-line errors."""
-        self._check_args()
+        self._check_sizes()
+        self.source.check()
         if stage == "predict":
             self.check_predict()
         needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ()}.get(stage, ())
@@ -471,9 +362,7 @@ class AudioFxDataModule(pl.LightningDataModule):
 
     def describe(self) -> str:
         """One line for logs: source, split sizes, layout."""
-        source = "clips given in code" if self._given else (
-            f"demo chain {self.demo_chain}" if self.dataset == "demo" else f"{self.dataset} {self.root}"
-        )
+        source = self.source.describe()
         parts = []
         for split in SPLITS:
             clips = self._splits.get(split)
@@ -523,8 +412,8 @@ class AudioFxDataModule(pl.LightningDataModule):
             lo = pos - before
             a, b = max(lo, 0), min(lo + width, clip.num_samples)
             context[r, :, a - lo : b - lo] = clip.input[:, a:b]
-        if train_step is not None and (self.augment_gain_db is not None or self.augment_noise_snr_db is not None):
-            self._augment(clips, step, train_step, context, frame)
+        if train_step is not None and self.augmentation.active:
+            self.augmentation.apply(clips, step, train_step, self._train.placement[0], context, frame, before)
         return {
             "context": torch.from_numpy(context),
             "frame": torch.from_numpy(frame),
@@ -535,51 +424,6 @@ class AudioFxDataModule(pl.LightningDataModule):
             "position": torch.from_numpy(positions),
         }
 
-    def _augment(self, clips: PairedClips, step: StreamStep, train_step: int, context: np.ndarray,
-                 frame: np.ndarray) -> None:
-        """Gain and noise on the rows' input in place (see the class docstring); noise comes in frame-sized
-        blocks keyed by sample position, so overlapping contexts and frames of a play agree."""
-        n, width, before = self.frame_size, self.context_size, self.context_before
-        rank = self._train_placement[0]
-        blocks: dict[tuple, np.ndarray] = {}
-        old = self._noise_blocks
-        for r, (slot, c, f) in enumerate(zip(step.slots.tolist(), step.clips.tolist(), step.frames.tolist())):
-            clip = clips[c]
-            play = (_seed_word(self.seed), rank, c, slot, train_step - f)  # a slot plays one frame per step
-            rng = np.random.default_rng(play)
-            gain = 1.0
-            if self.augment_gain_db is not None:
-                gain = 10.0 ** (rng.uniform(*self.augment_gain_db) / 20.0)
-            sigma = 0.0
-            if self.augment_noise_snr_db is not None:
-                snr = rng.uniform(*self.augment_noise_snr_db)
-                if c not in self._clip_rms:
-                    self._clip_rms[c] = float(np.sqrt(np.mean(np.square(clip.input, dtype=np.float64))))
-                sigma = self._clip_rms[c] * gain * 10.0 ** (-snr / 20.0)
-            pos = f * n
-            lo = pos - before
-            a, b = max(lo, 0), min(lo + width, clip.num_samples)
-            frame[r] *= np.float32(gain)
-            context[r] *= np.float32(gain)
-            if sigma <= 0.0:
-                continue
-
-            def noise(k: int) -> np.ndarray:
-                key = (*play, k)
-                block = blocks.get(key)
-                if block is None:
-                    block = old.get(key)
-                    if block is None:
-                        block = np.random.default_rng(key).standard_normal((clip.num_channels, n)).astype(np.float32)
-                    blocks[key] = block
-                return block
-
-            for k in range(a // n, -(-b // n)):  # context: only its real samples (the padding stays zero)
-                s0, s1 = max(a, k * n), min(b, (k + 1) * n)
-                context[r, :, s0 - lo : s1 - lo] += np.float32(sigma) * noise(k)[:, s0 - k * n : s1 - k * n]
-            frame[r] += np.float32(sigma) * noise(f)
-        self._noise_blocks = blocks
-
     def _rank(self) -> tuple[int, int]:
         """(global rank, world size) from the trainer; (0, 1) without one."""
         trainer = self.trainer
@@ -587,29 +431,15 @@ class AudioFxDataModule(pl.LightningDataModule):
             return 0, 1
         return int(getattr(trainer, "global_rank", 0) or 0), int(getattr(trainer, "world_size", 1) or 1)
 
-    def _new_train_stream(self, rank: int, world_size: int) -> SlotStream:
-        counts, _ = shard_frame_counts(self._frame_counts(self._split("train")), rank, world_size, "training clips")
-        return SlotStream(counts, self.batch_size, "train", self.seed, rank=rank)
-
-    def _train_stream(self) -> SlotStream:
-        placement = self._rank()
-        if self._train is not None and placement != self._train_placement:
-            # built before the trainer (and its rank) was known: rebuild for this rank at the same step count
-            played = self._train.steps
-            self._train = self._new_train_stream(*placement)
-            self._train.fast_forward(played)
-            self._train_placement = placement
-        if self._train is None:
-            self._train = self._new_train_stream(*placement)
-            self._train_placement = placement
-            if self._pending is not None:
-                self._apply(self._pending)
+    def _train_stream(self) -> TrainStream:
+        """The training stream, built (or rebuilt, at the same step count) for this rank."""
+        self._train.build(self._frame_counts(self._split("train")), *self._rank())
         return self._train
 
     def _train_epoch(self) -> Iterator[Batch]:
         stream = self._train_stream()
         clips = self._split("train")
-        for _ in range(self.steps_per_epoch - stream.steps % self.steps_per_epoch):
+        for _ in range(stream.epoch(self.steps_per_epoch)):
             index = stream.steps
             yield self.make_batch(clips, next(stream), train_step=index)
 
@@ -633,29 +463,16 @@ class AudioFxDataModule(pl.LightningDataModule):
 
     def check_predict(self) -> None:
         """One-line errors for a predict run that cannot write its outputs."""
-        if not self.predict_files:
-            raise DataError("data.predict_files is empty: list the audio files to process (--data.predict_files [a.wav,b.wav])")
-        if self.predict_output_dir is None:
-            raise DataError("data.predict_output_dir is not set: name an existing folder for the processed files")
-        out = Path(self.predict_output_dir).expanduser()
-        if not out.is_dir():
-            raise DataError(f"data.predict_output_dir {out} does not exist (or is not a folder)")
-        seen: dict[str, str] = {}
-        for f in self.predict_files:
-            if not Path(f).expanduser().is_file():
-                raise DataError(f"data.predict_files: {f} does not exist")
-            name = Path(f).name
-            if name in seen:
-                raise DataError(f"data.predict_files: {seen[name]} and {f} would both be written to {out / name}")
-            seen[name] = f
+        self.predict_options.check()
 
     def predict_output_path(self, path: str) -> Path:
-        return Path(self.predict_output_dir).expanduser() / Path(path).name
+        return self.predict_options.output_path(path)
 
     def predict_dataloader(self) -> DataLoader:
         """One item per file: its path (``DeepAFx.predict_step`` processes the whole file)."""
         self.check_predict()
-        return DataLoader([str(Path(f).expanduser()) for f in self.predict_files], batch_size=None, num_workers=0)
+        files = [str(Path(f).expanduser()) for f in self.predict_options.files]
+        return DataLoader(files, batch_size=None, num_workers=0)
 
     # ------------------------------------------------------------------------------------------ resume
 
@@ -663,49 +480,12 @@ class AudioFxDataModule(pl.LightningDataModule):
         """How many training batches the model has taken (see the module docstring for the assumption)."""
         trainer = self.trainer
         if trainer is None:
-            return self._train.steps if self._train is not None else 0
+            return self._train.steps
         return int(trainer.global_step) * int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
 
     def state_dict(self) -> dict[str, Any]:
         """The batches the model has consumed, and what they must be replayed against (Lightning checkpoints it)."""
-        if self._train is None:
-            return copy.deepcopy(self._pending) if self._pending is not None else {}
-        return {
-            "train_steps": self._consumed_batches(),
-            "num_slots": self.batch_size,
-            "num_clips": len(self._split("train")),
-            "seed": self.seed,
-            "world_size": self._train_placement[1],
-        }
+        return self._train.state_dict(self._consumed_batches() if self._train.built else None)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if not state_dict or "train_steps" not in state_dict:
-            return
-        self._pending = copy.deepcopy(state_dict)
-        if self._train is not None:
-            self._apply(self._pending)
-
-    def _apply(self, state: dict[str, Any]) -> None:
-        saved_clips, clips = int(state["num_clips"]), len(self._split("train"))
-        if int(state["num_slots"]) != self.batch_size:
-            raise DataError(
-                f"data: the checkpoint's stream has {state['num_slots']} slots, this run {self.batch_size} "
-                "(data.batch_size changed?): it cannot resume the same stream"
-            )
-        if saved_clips != clips or int(state["seed"]) != self.seed:
-            raise DataError(
-                f"data: the checkpoint was trained on {saved_clips} clips with data.seed {state['seed']}, this run has "
-                f"{clips} clips and seed {self.seed}: it cannot resume the same stream"
-            )
-        if int(state["world_size"]) != self._train_placement[1]:
-            warnings.warn(
-                f"data: the checkpoint was written with {state['world_size']} rank(s), this run has "
-                f"{self._train_placement[1]}: the batch count and epoch boundaries continue, the clip order does not",
-                stacklevel=2,
-            )
-        with warnings.catch_warnings():  # the shard warning was given when the stream was first built
-            warnings.simplefilter("ignore")
-            stream = self._new_train_stream(*self._train_placement)
-        stream.fast_forward(int(state["train_steps"]))
-        self._train = stream
-        self._pending = None
+        self._train.load_state_dict(state_dict)

@@ -143,3 +143,107 @@ class SlotStream:
             raise ValueError("a train stream is endless")
         probe = copy.deepcopy(self)
         return sum(1 for _ in probe)
+
+
+class TrainStream:
+    """One rank's endless training schedule and its resume state: a checkpoint holds the batch count only.
+
+    A rank's stream is a pure function of ``(frame_counts, num_slots, seed, rank, world_size)`` and of the steps
+    played, so :meth:`load_state_dict` rebuilds it and fast-forwards (scheduling only, no audio). The state may
+    arrive before the stream is built (Lightning restores the data module before its first loader): it is kept
+    and applied by :meth:`build`. Building again for another placement (the rank became known later) keeps
+    the step count.
+    """
+
+    def __init__(self, num_slots: int, seed: int = 0):
+        self.num_slots = int(num_slots)
+        self.seed = int(seed)
+        self.placement: tuple[int, int] = (0, 1)  # (rank, world size) the stream was built for
+        self.frame_counts: list[int] = []
+        self._stream: SlotStream | None = None
+        self._pending: dict | None = None
+
+    @property
+    def built(self) -> bool:
+        return self._stream is not None
+
+    @property
+    def steps(self) -> int:
+        """Steps played (batches made, including any the loader fetched ahead)."""
+        return self._stream.steps if self._stream is not None else 0
+
+    def _new(self, rank: int, world_size: int) -> SlotStream:
+        counts, _ = shard_frame_counts(self.frame_counts, rank, world_size, "training clips")
+        return SlotStream(counts, self.num_slots, "train", self.seed, rank=rank)
+
+    def build(self, frame_counts: Sequence[int], rank: int = 0, world_size: int = 1) -> None:
+        """The stream over clips of ``frame_counts`` for this placement (no-op when it is built for it)."""
+        placement = (int(rank), int(world_size))
+        if self._stream is not None and placement == self.placement:
+            return
+        self.frame_counts = [int(n) for n in frame_counts]
+        played = self.steps
+        rebuilt = self._stream is not None
+        self._stream, self.placement = self._new(*placement), placement
+        if rebuilt:
+            self._stream.fast_forward(played)
+        elif self._pending is not None:
+            self._apply(self._pending)
+
+    def __iter__(self) -> "TrainStream":
+        return self
+
+    def __next__(self) -> StreamStep:
+        if self._stream is None:
+            raise RuntimeError("TrainStream.build must be called before the stream is played")
+        return next(self._stream)
+
+    def epoch(self, steps_per_epoch: int) -> int:
+        """Steps left until the global step count reaches the next multiple of ``steps_per_epoch``."""
+        return steps_per_epoch - self.steps % steps_per_epoch
+
+    def state_dict(self, consumed: int | None = None) -> dict:
+        """What a checkpoint stores: the batches the model consumed (``consumed``; default: the steps played)."""
+        if self._stream is None:
+            return copy.deepcopy(self._pending) if self._pending is not None else {}
+        return {
+            "train_steps": self.steps if consumed is None else int(consumed),
+            "num_slots": self.num_slots,
+            "num_clips": len(self.frame_counts),
+            "seed": self.seed,
+            "world_size": self.placement[1],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state or "train_steps" not in state:
+            return
+        self._pending = copy.deepcopy(state)
+        if self._stream is not None:
+            self._apply(self._pending)
+
+    def _apply(self, state: dict) -> None:
+        from .datasets import DataError
+
+        saved_clips, clips = int(state["num_clips"]), len(self.frame_counts)
+        if int(state["num_slots"]) != self.num_slots:
+            raise DataError(
+                f"data: the checkpoint's stream has {state['num_slots']} slots, this run {self.num_slots} "
+                "(data.batch_size changed?): it cannot resume the same stream"
+            )
+        if saved_clips != clips or int(state["seed"]) != self.seed:
+            raise DataError(
+                f"data: the checkpoint was trained on {saved_clips} clips with data.seed {state['seed']}, this run has "
+                f"{clips} clips and seed {self.seed}: it cannot resume the same stream"
+            )
+        if int(state["world_size"]) != self.placement[1]:
+            warnings.warn(
+                f"data: the checkpoint was written with {state['world_size']} rank(s), this run has "
+                f"{self.placement[1]}: the batch count and epoch boundaries continue, the clip order does not",
+                stacklevel=3,
+            )
+        with warnings.catch_warnings():  # the shard warning was given when the stream was first built
+            warnings.simplefilter("ignore")
+            stream = self._new(*self.placement)
+        stream.fast_forward(int(state["train_steps"]))
+        self._stream = stream
+        self._pending = None

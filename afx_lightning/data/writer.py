@@ -1,0 +1,175 @@
+"""``afx predict``: which files to process, and the Lightning callback that writes what ``predict_step`` returns.
+
+``DeepAFx.predict_step`` processes one input file (as ``afx process`` does) and returns a :class:`FilePrediction`
+holding the processed audio; :class:`PredictionFileWriter` (a ``BasePredictionWriter``, added by ``afx predict``
+by default) writes it under the input's name into ``data.predict_output_dir``, atomically (a temporary file in
+the same folder, then renamed), in the input's format family, and then drops the audio so the predictions
+Lightning keeps stay small.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from .datasets import DataError
+
+_FORMATS = {"AIF": "AIFF", "OGA": "OGG", "OPUS": "OGG"}
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """The data module's ``predict_*`` options. ``smoothing_hz`` None: the ``Processor``'s own default."""
+
+    files: Optional[Sequence[str]] = None
+    output_dir: Optional[str] = None
+    overwrite: bool = False
+    smoothing_hz: Optional[float] = None
+
+    def check(self) -> None:
+        """One-line errors for a predict run that cannot write its outputs (before any model is loaded)."""
+        if not self.files:
+            raise DataError("data.predict_files is empty: list the audio files to process (--data.predict_files [a.wav,b.wav])")
+        if self.output_dir is None:
+            raise DataError("data.predict_output_dir is not set: name an existing folder for the processed files")
+        out = Path(self.output_dir).expanduser()
+        if not out.is_dir():
+            raise DataError(f"data.predict_output_dir {out} does not exist (or is not a folder)")
+        seen: dict[str, str] = {}
+        for f in self.files:
+            if not Path(f).expanduser().is_file():
+                raise DataError(f"data.predict_files: {f} does not exist")
+            target = self.output_path(f)
+            if target.name in seen:
+                raise DataError(f"data.predict_files: {seen[target.name]} and {f} would both be written to {target}")
+            seen[target.name] = f
+            if target.resolve() == Path(f).expanduser().resolve():
+                raise DataError(f"data.predict_files: {f} lies in data.predict_output_dir and would be overwritten")
+            if target.exists() and not self.overwrite:
+                raise DataError(f"output {target} already exists; set data.predict_overwrite true to replace it")
+
+    def output_path(self, path: str) -> Path:
+        if self.output_dir is None:
+            raise DataError("data.predict_output_dir is not set: name an existing folder for the processed files")
+        return Path(self.output_dir).expanduser() / Path(path).name
+
+    def processor_args(self) -> dict[str, Any]:
+        """Keyword arguments for ``inference.Processor`` (only those set here: its defaults stay its own)."""
+        return {} if self.smoothing_hz is None else {"smoothing_hz": float(self.smoothing_hz)}
+
+
+@dataclass
+class FilePrediction:
+    """One processed file, as ``predict_step`` returns it; ``audio`` is None once the writer has written it."""
+
+    input: str
+    audio: Optional[np.ndarray]  # float32 (channels, samples) at the input's rate
+    sample_rate: int
+    subtype: Optional[str]  # the input's soundfile subtype: the output keeps its family (PCM_16, FLOAT, ...)
+    seconds: float = 0.0
+    dropped_frames: int = 0
+    wall_s: float = 0.0
+    input_gain_db: Optional[float] = None
+    preprocessing: str = ""
+    output: Optional[str] = None
+    clipped_samples: int = 0
+    faults: dict = field(default_factory=dict)
+
+
+def output_format(path: Path, input_subtype: Optional[str]) -> tuple[str, str]:
+    """The soundfile format of ``path``'s suffix and a subtype of the input's family (float stays float)."""
+    import soundfile as sf
+
+    ext = path.suffix.lstrip(".").upper()
+    fmt = _FORMATS.get(ext, ext)
+    if fmt not in sf.available_formats():
+        raise DataError(f"cannot write {path}: unknown audio format {path.suffix!r} (use e.g. .wav or .flac)")
+    want = None
+    if input_subtype in ("FLOAT", "DOUBLE"):
+        want = "FLOAT"
+    elif input_subtype and input_subtype.startswith("PCM_"):
+        want = input_subtype
+    if want is None or not sf.check_format(fmt, want):
+        want = sf.default_subtype(fmt)
+    return fmt, want
+
+
+def write_audio_atomic(path: Path, audio: np.ndarray, sample_rate: int, input_subtype: Optional[str] = None,
+                       overwrite: bool = False) -> int:
+    """Write ``audio`` (C, T) to ``path`` through a temporary file renamed into place, so a failed or interrupted
+    write never leaves a partial file under the final name. Integer formats are clipped to [-1, 1] (libsndfile
+    would wrap); returns the number of clipped samples."""
+    import soundfile as sf
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise DataError(f"output {path} already exists; set data.predict_overwrite true to replace it")
+    if path.is_dir():
+        raise DataError(f"output {path} is a directory")
+    fmt, subtype = output_format(path, input_subtype)
+    clipped = 0
+    if not subtype.startswith(("FLOAT", "DOUBLE")):
+        over = np.abs(audio) > 1.0
+        clipped = int(over.sum())
+        if clipped:
+            audio = np.clip(audio, -1.0, 1.0)
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + path.suffix, dir=str(folder))
+    os.close(fd)
+    try:
+        sf.write(tmp, np.ascontiguousarray(audio.T), sample_rate, format=fmt, subtype=subtype)
+        os.chmod(tmp, _new_file_mode(path))  # mkstemp makes it private; give it the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return clipped
+
+
+def _new_file_mode(path: Path) -> int:
+    if path.exists():
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+class PredictionFileWriter(BasePredictionWriter):
+    """Writes each :class:`FilePrediction` as it comes (``write_interval="batch"``).
+
+    Args:
+        output_dir: where the files go; default: the data module's ``predict_output_dir``.
+        overwrite: replace existing files; default: the data module's ``predict_overwrite``.
+    """
+
+    def __init__(self, output_dir: Optional[str] = None, overwrite: Optional[bool] = None):
+        super().__init__(write_interval="batch")
+        self.output_dir = output_dir
+        self.overwrite = overwrite
+
+    def _options(self, trainer: Any) -> PredictOptions:
+        options = getattr(getattr(trainer, "datamodule", None), "predict_options", None)
+        options = options if isinstance(options, PredictOptions) else PredictOptions()
+        return PredictOptions(
+            options.files, self.output_dir if self.output_dir is not None else options.output_dir,
+            options.overwrite if self.overwrite is None else bool(self.overwrite), options.smoothing_hz,
+        )
+
+    def write_on_batch_end(self, trainer: Any, pl_module: Any, prediction: Any, batch_indices: Optional[Sequence[int]],
+                           batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not isinstance(prediction, FilePrediction) or prediction.audio is None:
+            return
+        options = self._options(trainer)
+        path = options.output_path(prediction.input)
+        prediction.clipped_samples = write_audio_atomic(
+            path, prediction.audio, prediction.sample_rate, prediction.subtype, overwrite=options.overwrite
+        )
+        prediction.output = str(path)
+        prediction.audio = None  # written: trainer.predict's returned list keeps the record, not the audio
