@@ -9,7 +9,7 @@ The shipped chains and recipes register exactly as a third-party package would, 
     my_task = "my_package:MY_TASK_YAML"             # a path to a YAML recipe (or a callable returning one)
 
 Wherever a chain is named, a declared chain works too: a path to a chain declaration (``my_chain.yaml``) or the
-declaration itself as a mapping (``model.chain:`` inline in a recipe); see :mod:`.effects.declared`.
+declaration itself as a mapping (``model.fx.chain:`` inline in a recipe); see :mod:`.effects.declared`.
 """
 
 from __future__ import annotations

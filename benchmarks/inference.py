@@ -89,17 +89,20 @@ def make_checkpoint(path: Path, chain: str, encoder: str) -> dict:
     """Untrained model -> checkpoint readable by ``load_model`` (same keys as ``trainer.save_checkpoint``)."""
     import torch
 
+    from afx_lightning.blackbox import FxConfig
     from afx_lightning.encoders import InceptionEncoder, SmallEncoder
     from afx_lightning.module import DeepAFx
 
     factory = {"inception": InceptionEncoder, "small": SmallEncoder}[encoder]
     torch.manual_seed(0)
-    model = DeepAFx(chain=chain, encoder=factory, num_slots=1, num_eval_slots=1, fx_workers=1)
+    model = DeepAFx(
+        encoder=factory, fx=FxConfig(chain=chain, workers=1), num_slots=1, num_eval_slots=1,
+    )
     try:
         checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
         model.on_save_checkpoint(checkpoint)  # afx_encoder spec, SPSA generator state
         torch.save(checkpoint, str(path))
-        return {"encoder_class": model.encoder_spec["class_path"],
+        return {"encoder_class": model.encoder.get_config()["class_path"],
                 "encoder_params": sum(p.numel() for p in model.encoder.parameters()),
                 "P": model.fx.num_params}
     finally:

@@ -90,7 +90,7 @@ def test_recipes_list_shows_chain_p_and_data(capsys):
     assert set(registry.recipe_names()) <= set(table)
     assert table["quickstart"][1:] == ["pb_mb_compressor", "21", "demo (generated)"]
     breath = yaml.safe_load(BREATH.read_text())
-    assert table["breath"][1:3] == [breath["model"]["chain"], "17"]
+    assert table["breath"][1:3] == [breath["model"]["fx"]["chain"], "17"]
     data = breath["data"]
     if data.get("root"):  # the recipe names where its data lives
         assert table["breath"][3].startswith(f"{data['dataset']} at {data['root']}"), table["breath"]

@@ -27,6 +27,7 @@ class SmallEncoder(ParameterEncoder):
         dropout: float = 0.0,
     ) -> None:
         super().__init__(num_params, sample_rate=sample_rate, n_mels=n_mels, dropout=dropout)
+        self.width = width
         chans = [1, width, 2 * width, 4 * width, 6 * width]
         layers: list[nn.Module] = []
         for cin, cout in zip(chans[:-1], chans[1:]):
@@ -35,3 +36,6 @@ class SmallEncoder(ParameterEncoder):
         layers.append(_MeanMaxPool())
         self.body = nn.Sequential(*layers)
         self._build_head(2 * chans[-1])
+
+    def config_args(self) -> dict:
+        return {**super().config_args(), "width": self.width}
