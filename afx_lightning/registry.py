@@ -31,7 +31,7 @@ ChainName = str | os.PathLike | Mapping[str, Any]
 CHAIN_GROUP = "afx_lightning.effects"
 RECIPE_GROUP = "afx_lightning.recipes"
 
-#: What a recipe gets when it does not say (``DeepAFx(chain=...)``, ``AudioFxDataModule(dataset=...)``); kept here so
+#: What a recipe gets when it does not say (``FxConfig(chain=...)``, ``AudioFxDataModule(dataset=...)``); kept here so
 #: ``afx recipes list`` need not import torch (tests check they agree).
 DEFAULT_CHAIN = "pb_mb_compressor"
 DEFAULT_DATASET = "demo"

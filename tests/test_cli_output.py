@@ -125,10 +125,12 @@ def test_recipes_show_prints_path_and_yaml(capsys):
 
 
 def test_the_registry_defaults_are_the_classes_defaults():
+    from afx_lightning.blackbox import FxConfig
     from afx_lightning.data import AudioFxDataModule
     from afx_lightning.module import DeepAFx
 
-    assert inspect.signature(DeepAFx).parameters["chain"].default == registry.DEFAULT_CHAIN
+    assert FxConfig().chain == registry.DEFAULT_CHAIN
+    assert inspect.signature(DeepAFx).parameters["fx"].default.chain == registry.DEFAULT_CHAIN
     assert inspect.signature(AudioFxDataModule).parameters["dataset"].default == registry.DEFAULT_DATASET
 
 
