@@ -76,6 +76,10 @@ def test_older_checkpoints_with_only_the_encoder_spec_still_load(tmp_path):
     path = tmp_path / "old.ckpt"
     checkpoint = _save(model, path, datamodule_hyper_parameters={"context_size": 4096})
     del checkpoint[CONFIG_KEY]
+    checkpoint["hyper_parameters"] = {  # flat, as they were then
+        "chain": "pb_mb_compressor", "sample_rate": 22050, "frame_size": 1024, "epsilon": 0.02, "fx_workers": 1,
+        "num_slots": 2, "lr": 3e-3,
+    }
     checkpoint["hyper_parameters"]["_instantiator"] = "lightning.pytorch.cli.instantiate_module"
     torch.save(checkpoint, path)
     loaded = load_model(path)
@@ -226,3 +230,13 @@ def test_each_part_describes_itself_and_the_description_rebuilds_it(tmp_path):
     torch.testing.assert_close(_probe(loaded), _probe(model))
     with pytest.raises(ValueError, match="model.fx has no option wokers"):
         FxConfig.from_config({"wokers": 2})
+
+
+def test_an_encoder_whose_config_args_miss_an_option_is_refused_when_described():
+    class Wider(SmallEncoder):
+        def __init__(self, num_params: int, sample_rate: int = 22050, width: int = 16, depth: int = 2) -> None:
+            super().__init__(num_params, sample_rate=sample_rate, width=width)
+
+    with pytest.raises(TypeError, match=r"Wider.config_args\(\) does not return its option\(s\) depth"):
+        Wider(3).get_config()
+    assert SmallEncoder(3, width=4).get_config()["init_args"]["width"] == 4

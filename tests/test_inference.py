@@ -157,7 +157,8 @@ def test_latency_is_compensated_and_output_is_aligned(sr, channels, tmp_path):
     assert model.fx.latency == 1024
     # also through a checkpoint: a chain factory from afx_lightning.testing is an allowed global
     ckpt = tmp_path / "delay.ckpt"
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+    # a checkpoint from before the afx_model description: flat hyper-parameters (the chain among them)
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": {**dict(model.hparams), "chain": delay_chain},
                 "afx_encoder": model.encoder.get_config()}, ckpt)
     model = load_model(ckpt)
     rng = np.random.default_rng(1)
@@ -336,8 +337,9 @@ def _checkpoint(model: DeepAFx, path, drop_preprocessing: bool = False, legacy: 
     model.on_save_checkpoint(checkpoint)
     if drop_preprocessing:  # a description written before it carried the preprocessing
         checkpoint["afx_model"].pop("preprocessing", None)
-    if legacy:  # a checkpoint from before the description
+    if legacy:  # a checkpoint from before the description (its hyper-parameters were flat, the chain among them)
         del checkpoint["afx_model"]
+        checkpoint["hyper_parameters"]["chain"] = model.fx_config.chain
     torch.save(checkpoint, path)
     return path
 

@@ -43,7 +43,8 @@ def _db(a: np.ndarray, b: np.ndarray) -> float:
 def test_a_hard_panned_stereo_file_stays_hard_panned_through_afx_process(tmp_path):
     model = _model()
     ckpt = tmp_path / "model.ckpt"
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+    legacy_hparams = {**dict(model.hparams), "chain": "pb_mb_compressor"}  # from before afx_model: flat
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": legacy_hparams,
                 "afx_encoder": model.encoder.get_config(), "datamodule_hyper_parameters": {"context_size": 4096}}, ckpt)
     left = _music(2.0, 44100, 220.0, seed=1)
     src, out = tmp_path / "left_only.wav", tmp_path / "out.wav"

@@ -35,8 +35,14 @@ class ParameterEncoder(nn.Module):
 
     def get_config(self) -> dict:
         """``{"class_path", "init_args"}``: how to rebuild this encoder, as plain data (checkpoints store it)."""
+        import inspect
+
         cls = type(self)
         init_args = {**self.config_args(), "num_params": int(self.num_params)}
+        missing = [n for n, p in inspect.signature(cls.__init__).parameters.items()
+                   if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in init_args]
+        if missing:  # a checkpoint would rebuild it with their defaults: wrong, silently or at load time
+            raise TypeError(f"{cls.__qualname__}.config_args() does not return its option(s) {', '.join(missing)}")
         return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": init_args}
 
     def _build_head(self, in_features: int) -> None:
