@@ -19,6 +19,7 @@ from .loss import LossConfig
 from .metrics import mfcc_distance
 
 EncoderFactory = Callable[[int], ParameterEncoder]
+DEFAULT_FX, DEFAULT_LOSS = FxConfig(), LossConfig()  # frozen: one default instance is safe to share
 
 CONFIG_KEY = "afx_model"  # the checkpoint key of :meth:`DeepAFx.get_config`
 CONFIG_FORMAT = 2  # 2: the parts (fx, loss) apart; 1: one flat ``options`` mapping (still read)
@@ -107,8 +108,8 @@ class DeepAFx(pl.LightningModule):
     def __init__(
         self,
         encoder: Optional[EncoderFactory] = None,
-        fx: FxConfig = FxConfig(),
-        loss: LossConfig = LossConfig(),
+        fx: FxConfig = DEFAULT_FX,
+        loss: LossConfig = DEFAULT_LOSS,
         sample_rate: int = 22050,
         frame_size: int = 1024,
         channels: int = 1,

@@ -9,8 +9,9 @@ linked from ``data.*`` onto the model by the CLI, and handed to :meth:`FxConfig.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, Literal, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from .layer import BlackBoxLayer
@@ -33,19 +34,19 @@ class FxConfig:
             checkpoints).
     """
 
-    chain: Union[str, Dict[str, Any]] = "pb_mb_compressor"
+    chain: str | dict[str, Any] = "pb_mb_compressor"
     gradient: Literal["spsa", "fd"] = "spsa"
     epsilon: float = 0.01
     num_perturbations: int = 1
     discrete_epsilon: float = 0.2
-    workers: Optional[int] = None
+    workers: int | None = None
     timeout_s: float = 30.0
     max_retries: int = 1
     build_timeout_s: float = 120.0
     seed: int = 0
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> "FxConfig":
+    def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> FxConfig:
         """From :meth:`get_config`'s mapping; unknown keys are a one-line error naming them."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(config) - names)
@@ -53,22 +54,33 @@ class FxConfig:
             raise ValueError(f"model.fx has no option {', '.join(unknown)} (options: {', '.join(sorted(names))})")
         return cls(**{**config, **overrides})
 
-    def get_config(self) -> Dict[str, Any]:
+    def get_config(self) -> dict[str, Any]:
         """Plain data (the chain as given: a name, a path or a mapping; see ``DeepAFx.get_config`` for checkpoints)."""
         return dataclasses.asdict(self)
 
-    def replace(self, **changes: Any) -> "FxConfig":
+    def replace(self, **changes: Any) -> FxConfig:
         return dataclasses.replace(self, **changes)
 
-    def build(self, sample_rate: int, frame_size: int, channels: int = 1, num_slots: int = 100,
-              num_eval_slots: int = 8) -> "BlackBoxLayer":
+    def build(
+        self, sample_rate: int, frame_size: int, channels: int = 1, num_slots: int = 100, num_eval_slots: int = 8
+    ) -> BlackBoxLayer:
         """The layer, for audio at ``sample_rate`` in frames of ``frame_size`` with ``num_slots`` training rows."""
         from .layer import BlackBoxLayer
 
         return BlackBoxLayer(
-            self.chain, sample_rate=sample_rate, block_size=frame_size, channels=channels, num_slots=num_slots,
-            num_eval_slots=num_eval_slots, gradient=self.gradient, epsilon=self.epsilon,
-            num_perturbations=self.num_perturbations, num_workers=self.workers, timeout_s=self.timeout_s,
-            max_retries=self.max_retries, seed=self.seed, build_timeout_s=self.build_timeout_s,
+            self.chain,
+            sample_rate=sample_rate,
+            block_size=frame_size,
+            channels=channels,
+            num_slots=num_slots,
+            num_eval_slots=num_eval_slots,
+            gradient=self.gradient,
+            epsilon=self.epsilon,
+            num_perturbations=self.num_perturbations,
+            num_workers=self.workers,
+            timeout_s=self.timeout_s,
+            max_retries=self.max_retries,
+            seed=self.seed,
+            build_timeout_s=self.build_timeout_s,
             discrete_epsilon=self.discrete_epsilon,
         )
