@@ -208,7 +208,7 @@ def _recipes_list(_: argparse.Namespace) -> int:
             rows.append((name, "-", "-", f"error: {type(exc).__name__}: {exc}"))
             continue
         model, data = config.get("model") or {}, config.get("data") or {}
-        chain = model.get("chain", registry.DEFAULT_CHAIN)
+        chain = (model.get("fx") or {}).get("chain", registry.DEFAULT_CHAIN)
         rows.append((name, registry.chain_label(chain), _num_params(chain, data.get("sample_rate", SAMPLE_RATE)),
                      _data_description(data)))
     _table(("recipe", "chain", "P", "data"), rows)

@@ -241,14 +241,14 @@ def model_preprocessing(config: Dict[str, Any], path: Path) -> Preprocessing:
 
 def model_config(checkpoint: Dict[str, Any], path: Path) -> Dict[str, Any]:
     """The checkpoint's plain-data model description (:meth:`DeepAFx.get_config`), checked for shape."""
-    from .module import CONFIG_FORMAT, CONFIG_KEY
+    from .module import CONFIG_FORMAT, CONFIG_KEY, READABLE_FORMATS
 
     config = checkpoint.get(CONFIG_KEY)
     if config is None:
         return _legacy_config(checkpoint, path)
     if not isinstance(config, dict):
         raise InferenceError(f"checkpoint {path}: '{CONFIG_KEY}' is not a mapping")
-    if config.get("format") != CONFIG_FORMAT:
+    if config.get("format") not in READABLE_FORMATS:
         raise InferenceError(
             f"checkpoint {path}: model description format {config.get('format')!r} is not {CONFIG_FORMAT} "
             "(saved by a different afx-lightning version)"
@@ -258,22 +258,16 @@ def model_config(checkpoint: Dict[str, Any], path: Path) -> Dict[str, Any]:
 
 def build_model(config: Dict[str, Any], path: Path) -> "DeepAFx":  # noqa: F821
     """An untrained :class:`~afx_lightning.module.DeepAFx` for inference (one slot, one worker) from a description."""
-    import inspect
-
     from .module import DeepAFx
 
     factory = _encoder_factory(config.get("encoder"), path)
     chain = _chain_source(config.get("chain"), path)
-    known = set(inspect.signature(DeepAFx.__init__).parameters) - {"self", "encoder", "chain"}
-    options = {k: v for k, v in (config.get("options") or {}).items() if k in known}
     try:
-        sample_rate, frame_size = int(config["sample_rate"]), int(config["frame_size"])
+        int(config["sample_rate"]), int(config["frame_size"])
     except (KeyError, TypeError, ValueError):
         raise InferenceError(f"checkpoint {path}: the model description lacks an integer sample_rate/frame_size") from None
-    options.update(sample_rate=sample_rate, frame_size=frame_size, num_slots=1, num_eval_slots=1, fx_workers=1)
-    options["channels"] = int(config.get("channels") or 1)  # of the training audio (older descriptions: mono)
     try:
-        model = DeepAFx(chain=chain, encoder=factory, **options)
+        model = DeepAFx.from_config(config, chain=chain, encoder=factory)
     except ValueError as exc:
         raise InferenceError(f"checkpoint {path}: {exc}") from None
     except Exception as exc:

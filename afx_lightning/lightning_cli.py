@@ -118,7 +118,38 @@ class RunConfigSaver(SaveConfigCallback):
                     run.save(str(path), base_path=str(folder), policy="now")
 
 
+def check_moved_options(args: Any) -> None:
+    """Fail in one line on a model option that moved into a part (``--model.chain X`` or ``model: {chain: X}`` in
+    a ``--config`` file), naming its new key, rather than with jsonargparse's list of every accepted key."""
+    import yaml
+
+    from .module import moved_option_message
+
+    if not isinstance(args, (list, tuple)):
+        return
+    args = [str(a) for a in args]
+    for i, arg in enumerate(args):
+        if arg.startswith("--model."):
+            message = moved_option_message(arg[len("--model."):].split("=", 1)[0].split(".", 1)[0], arg)
+            if message:
+                raise ValueError(message)
+        if arg == "--config" and i + 1 < len(args) or arg.startswith("--config="):
+            path = Path(arg.split("=", 1)[1] if "=" in arg else args[i + 1])
+            try:
+                model = (yaml.safe_load(path.read_text()) or {}).get("model") if path.is_file() else None
+            except (OSError, yaml.YAMLError, AttributeError):
+                continue  # jsonargparse reports an unreadable config itself
+            for name in model if isinstance(model, dict) else ():
+                message = moved_option_message(str(name), str(path))
+                if message:
+                    raise ValueError(message)
+
+
 class AfxCLI(LightningCLI):
+    def parse_arguments(self, parser, args) -> None:
+        check_moved_options(sys.argv[1:] if args is None else args)
+        super().parse_arguments(parser, args)
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.sample_rate", "model.sample_rate")
         parser.link_arguments("data.frame_size", "model.frame_size")

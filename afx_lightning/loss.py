@@ -31,8 +31,9 @@ Distances on the aligned pair (``C`` channels, ``M = N - tau`` valid samples):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Dict, Literal, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -169,3 +170,35 @@ class DelayInvariantLoss(nn.Module):
     def _distance(self, a: Tensor, b: Tensor) -> Tensor:
         mse = (a - b).square().flatten(1).mean(dim=1)
         return torch.sqrt(mse + self.eps) if self.spectral_distance == "rms" else mse
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The loss as a config part (``model.loss`` in a recipe): :class:`DelayInvariantLoss`'s options.
+
+    ``max_shift`` is the extra alignment search in samples: :meth:`build` adds the chain's reported latency, which
+    is known only once the chain is built.
+    """
+
+    max_shift: int = LOSS_MAX_SHIFT
+    time_weight: float = 10.0
+    freq_weight: float = 1.0
+    spectral_distance: Literal["rms", "mse"] = "rms"
+    normalized_xcorr: bool = True
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "LossConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(config) - names)
+        if unknown:
+            raise ValueError(f"model.loss has no option {', '.join(unknown)} (options: {', '.join(sorted(names))})")
+        return cls(**config)
+
+    def get_config(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def build(self, latency: int = 0) -> DelayInvariantLoss:
+        return DelayInvariantLoss(
+            int(self.max_shift) + int(latency), self.time_weight, self.freq_weight,
+            spectral_distance=self.spectral_distance, normalized_xcorr=self.normalized_xcorr,
+        )

@@ -6,26 +6,37 @@ metrics in ``metrics.py``. This file decides what is logged and how the parts ar
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Literal, Optional, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from .blackbox import BlackBoxLayer
+from .blackbox import FxConfig
 from .data import AudioFxDataModule
 from .data.preprocess import Preprocessing
 from .data.writer import FilePrediction, PredictOptions
 from .encoders import InceptionEncoder, ParameterEncoder
-from .loss import DelayInvariantLoss
+from .loss import LossConfig
 from .metrics import mfcc_distance
 
 EncoderFactory = Callable[[int], ParameterEncoder]
+DEFAULT_FX, DEFAULT_LOSS = FxConfig(), LossConfig()  # frozen: one default instance is safe to share
 
 CONFIG_KEY = "afx_model"  # the checkpoint key of :meth:`DeepAFx.get_config`
-CONFIG_FORMAT = 1
+CONFIG_FORMAT = 2  # 2: the parts (fx, loss) apart; 1: one flat ``options`` mapping (still read)
+READABLE_FORMATS = (1, 2)
 
 _PLAIN = (bool, int, float, str, type(None))
+
+#: Options that moved into a part, old flat name -> new key under ``model.`` (recipes written before the parts fail
+#: with a one-line message naming the new key; checkpoint descriptions of format 1 are read through it).
+MOVED_OPTIONS: Dict[str, str] = {
+    "chain": "fx.chain", "gradient": "fx.gradient", "epsilon": "fx.epsilon",
+    "num_perturbations": "fx.num_perturbations", "fx_workers": "fx.workers", "fx_timeout_s": "fx.timeout_s",
+    "fx_max_retries": "fx.max_retries", "fx_build_timeout_s": "fx.build_timeout_s", "spsa_seed": "fx.seed",
+    "max_shift": "loss.max_shift", "time_weight": "loss.time_weight", "freq_weight": "loss.freq_weight",
+}
 
 
 def _plain(value: Any) -> bool:
@@ -34,34 +45,10 @@ def _plain(value: Any) -> bool:
     return isinstance(value, _PLAIN)
 
 
-def encoder_spec(factory: Any, encoder: ParameterEncoder) -> Dict[str, Any]:
-    """``{"class_path", "init_args"}`` of a built encoder, as plain data (no pickled classes or functions).
-
-    The init args come from the factory when it is a (possibly nested) ``functools.partial`` of the class -- what
-    LightningCLI/jsonargparse and users pass -- and otherwise from same-named attributes of the instance; the
-    rest take the class defaults. ``num_params`` is the one the encoder was built with.
-    """
-    import functools
-    import inspect
-
-    cls = type(encoder)
-    names = [n for n in inspect.signature(cls.__init__).parameters if n not in ("self", "num_params")]
-    init_args: Dict[str, Any] = {}
-    for name in names:  # instance attributes first (e.g. ``sample_rate``) ...
-        value = getattr(encoder, name, None)
-        if value is not None and _plain(value):
-            init_args[name] = list(value) if isinstance(value, tuple) else value
-    keywords: List[Dict[str, Any]] = []
-    while isinstance(factory, functools.partial):  # ... then what the factory was given (outermost wins)
-        keywords.append(dict(factory.keywords))
-        inner = [a for a in factory.args if isinstance(a, type) or isinstance(a, functools.partial)]
-        factory = factory.func if not inner or factory.func is cls else inner[-1]
-    for kw in reversed(keywords):
-        for name, value in kw.items():
-            if name in names and _plain(value):
-                init_args[name] = list(value) if isinstance(value, tuple) else value
-    init_args["num_params"] = int(encoder.num_params)
-    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": init_args}
+def moved_option_message(name: str, where: str = "") -> Optional[str]:
+    """``model.<name> moved to model.<new>`` for an option that moved into a part, else None."""
+    new = MOVED_OPTIONS.get(name)
+    return None if new is None else f"model.{name} moved to model.{new}" + (f" ({where})" if where else "")
 
 
 def chain_reference_name(chain: Any) -> Optional[str]:
@@ -89,25 +76,23 @@ def chain_reference_name(chain: Any) -> Optional[str]:
 class DeepAFx(pl.LightningModule):
     """DeepAFx: a deep encoder drives real plugins; SPSA gradients flow through them.
 
+    Composed from parts, each with a plain-data ``get_config()`` that checkpoints store (:meth:`get_config`):
+
     Args:
-        chain: registered effect chain (``afx effects list``), a chain declaration file (``my_chain.yaml``) or the
-            declaration inline (a mapping, see ``afx_lightning.effects.declared``).
         encoder: encoder class and its options; ``num_params`` is filled in from the chain
             (YAML: ``class_path: afx_lightning.encoders.InceptionEncoder`` plus ``init_args``).
+        fx: the black-box layer: chain, gradient (SPSA/FD, ε, K), worker pool, SPSA seed
+            (:class:`~afx_lightning.blackbox.FxConfig`; YAML ``fx: {chain: pb_mastering, epsilon: 0.01}``).
+        loss: the delay-invariant loss: alignment search and weights (:class:`~afx_lightning.loss.LossConfig`;
+            the chain's reported latency is added to ``max_shift``).
         sample_rate, frame_size: audio the plugins run at (linked from ``data.*`` by the CLI).
         channels: channels of the training audio (linked from ``data.channels``): θ is predicted once per frame and
             drives every channel (linked); a mono chain renders each channel through its own plugin instance,
             a C-channel chain the C-channel block (``blackbox.channels.ChannelLayout``). The loss compares all channels.
         num_slots, num_eval_slots: plugin slots for training / evaluation rows (linked from the batch sizes).
-        gradient, epsilon, num_perturbations: SPSA (paper eq. 2; official ε = 0.01) or FD, and K.
-        fx_workers, fx_timeout_s, fx_max_retries: the plugin worker pool (see ``BlackBoxLayer``).
-        fx_build_timeout_s: longest building one fresh row's plugin instances may take (timed apart from
-            ``fx_timeout_s``: FD on a VST3 chain builds 2P + 1 instances at ~0.45 s each).
         lr: Adam learning rate (paper: 1e-4).
         pretrain_steps, pretrain_lr: optional first steps that regress the encoder onto the chain's default
             parameters (MSE), as the official code does, before plugins are used.
-        max_shift: extra alignment search of the loss in samples; the chain's reported latency is added.
-        time_weight, freq_weight: the loss weights (paper: 10 and 1).
         plateau_factor, plateau_patience, min_lr: ReduceLROnPlateau on ``val/loss`` (paper: 0.2, 20, 1.6e-6);
             ``plateau_patience=0`` disables it.
         start_at_defaults: initialise the encoder's output bias at the chain's default parameters.
@@ -116,64 +101,45 @@ class DeepAFx(pl.LightningModule):
             SPSA gives every parameter a gradient estimate of the same size whether the loss depends on it or
             not, so without a pull the parameters the loss cannot see random-walk to the edges of their ranges
             (a 32-band EQ ends at +-30 dB per band); with it, only those the loss keeps asking for move.
-        spsa_seed: seeds the SPSA perturbation directions, independent per DDP rank (the stream position is saved
-            in checkpoints).
     """
+
+    #: the module's own options (the optimisation), stored in checkpoints under ``options``
+    OPTIONS = ("lr", "pretrain_steps", "pretrain_lr", "plateau_factor", "plateau_patience", "min_lr",
+               "start_at_defaults", "prior_weight")
 
     def __init__(
         self,
-        chain: Union[str, Dict[str, Any]] = "pb_mb_compressor",
         encoder: Optional[EncoderFactory] = None,
+        fx: FxConfig = DEFAULT_FX,
+        loss: LossConfig = DEFAULT_LOSS,
         sample_rate: int = 22050,
         frame_size: int = 1024,
         channels: int = 1,
         num_slots: int = 100,
         num_eval_slots: int = 8,
-        gradient: Literal["spsa", "fd"] = "spsa",
-        epsilon: float = 0.01,
-        num_perturbations: int = 1,
-        fx_workers: Optional[int] = None,
-        fx_timeout_s: float = 30.0,
-        fx_max_retries: int = 1,
-        fx_build_timeout_s: float = 120.0,
         lr: float = 1e-4,
         pretrain_steps: int = 0,
         pretrain_lr: float = 1e-3,
-        max_shift: int = 100,
-        time_weight: float = 10.0,
-        freq_weight: float = 1.0,
         plateau_factor: float = 0.2,
         plateau_patience: int = 20,
         min_lr: float = 1.6e-6,
         start_at_defaults: bool = True,
         prior_weight: float = 0.0,
-        spsa_seed: int = 0,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["encoder"])
-        self.fx = BlackBoxLayer(
-            chain,
-            sample_rate=sample_rate,
-            block_size=frame_size,
-            channels=channels,
-            num_slots=num_slots,
-            num_eval_slots=num_eval_slots,
-            gradient=gradient,
-            epsilon=epsilon,
-            num_perturbations=num_perturbations,
-            num_workers=fx_workers,
-            timeout_s=fx_timeout_s,
-            max_retries=fx_max_retries,
-            build_timeout_s=fx_build_timeout_s,
-            seed=spsa_seed,
-        )
+        # a mapping: hyper-parameters given back by load_from_checkpoint (they are stored as plain data)
+        fx = FxConfig.from_config(fx) if isinstance(fx, Mapping) else fx
+        loss = LossConfig.from_config(loss) if isinstance(loss, Mapping) else loss
+        self.fx_config, self.loss_config = fx, loss
+        self.save_hyperparameters(ignore=["encoder", "fx", "loss"])
+        self.hparams.update(fx=fx.get_config(), loss=loss.get_config())
+        self.fx = fx.build(sample_rate, frame_size, channels, num_slots, num_eval_slots)
         make_encoder = encoder if encoder is not None else InceptionEncoder
         self.encoder = make_encoder(self.fx.num_params)
-        # hparams skip the encoder (a factory is not plain data): keep how to rebuild it, for checkpoints
-        self.encoder_spec = encoder_spec(make_encoder, self.encoder)
         if getattr(self.encoder, "num_params", self.fx.num_params) != self.fx.num_params:
             raise ValueError(
-                f"model.encoder predicts {self.encoder.num_params} parameters but chain {chain!r} has {self.fx.num_params}"
+                f"model.encoder predicts {self.encoder.num_params} parameters but chain {fx.chain!r} has "
+                f"{self.fx.num_params}"
             )
         if getattr(self.encoder, "sample_rate", sample_rate) != sample_rate:
             raise ValueError(
@@ -185,11 +151,32 @@ class DeepAFx(pl.LightningModule):
         self.register_buffer("defaults", torch.from_numpy(self.fx.codec.defaults), persistent=False)  # one per encoder output
         if start_at_defaults:
             self.encoder.init_output_bias(self.defaults, weight_scale=0.1)
-        self.loss = DelayInvariantLoss(max_shift + self.fx.latency, time_weight, freq_weight)
+        self.loss = loss.build(self.fx.latency)
         self._force_fresh = False
         self._held: Optional[Tensor] = None  # encoder outputs held at the defaults (hold_at_defaults)
         self._processor = None  # afx predict: one inference.Processor per run
         self._val_outputs: Dict[int, Dict[int, tuple]] = {}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], chain: Any, encoder: EncoderFactory) -> "DeepAFx":
+        """An untrained model for inference (one slot, one worker) from a checkpoint's description
+        (:meth:`get_config`; format 1's flat options are read through :data:`MOVED_OPTIONS`). ``chain`` and
+        ``encoder`` are the description's, already checked by the caller (``inference.build_model``)."""
+        fx, loss = dict(config.get("fx") or {}), dict(config.get("loss") or {})
+        options: Dict[str, Any] = {}
+        for name, value in (config.get("options") or {}).items():
+            part, _, key = MOVED_OPTIONS.get(name, "").partition(".")
+            if part:
+                (fx if part == "fx" else loss)[key] = value
+            elif name in cls.OPTIONS:
+                options[name] = value
+        fx.pop("chain", None)
+        return cls(
+            encoder=encoder, fx=FxConfig.from_config(fx, chain=chain, workers=1), loss=LossConfig.from_config(loss),
+            sample_rate=int(config["sample_rate"]), frame_size=int(config["frame_size"]),
+            channels=int(config.get("channels") or 1),  # of the training audio (older descriptions: mono)
+            num_slots=1, num_eval_slots=1, **options,
+        )
 
     # ------------------------------------------------------------------ parts
     @property
@@ -340,28 +327,26 @@ class DeepAFx(pl.LightningModule):
             group["lr"] = lr
 
     def get_config(self) -> Dict[str, Any]:
-        """The model as plain data: everything ``afx process`` / ``afx evaluate`` need to rebuild it.
+        """The model as plain data, from its parts' ``get_config()``: everything ``afx process`` / ``afx evaluate``
+        need to rebuild it (:meth:`from_config`).
 
         Written into every checkpoint (``afx_model``) so that loading needs neither the tool that trained it
-        (LightningCLI adds its own keys to ``hyper_parameters``) nor unpickling anything but weights. The
-        encoder is a ``class_path``/``init_args`` pair, the chain a registered name (or ``module:function``);
-        the data-side facts (context, preprocessing) come from the attached data module when there is one.
+        (LightningCLI adds its own keys to ``hyper_parameters``) nor unpickling anything but weights. ``chain`` is
+        the chain as plain data (a registered name, ``module:function``, or a declaration with its ranges written
+        out), ``fx`` the layer's other options, ``encoder`` a ``class_path``/``init_args`` pair, ``loss`` the loss,
+        ``options`` the optimisation; the data-side facts (context, preprocessing) come from the attached data
+        module when there is one.
         """
-        import inspect
-
-        hp = dict(self.hparams)
         from .registry import chain_declaration
 
-        # a declared chain (YAML file or mapping) is stored as its declaration, ranges written out: plain data
-        chain = chain_declaration(self.fx.chain_factory, int(hp["sample_rate"]), int(hp["frame_size"]))
+        sample_rate, frame_size = int(self.hparams["sample_rate"]), int(self.hparams["frame_size"])
+        chain = chain_declaration(self.fx.chain_factory, sample_rate, frame_size)  # a declared chain: plain data
         if chain is None:
-            chain = chain_reference_name(hp.get("chain"))
+            chain = chain_reference_name(self.fx_config.chain)
         if chain is None:
             chain = self.fx.info.name  # not reloadable unless registered under this name: load_model says so
-        names = [n for n in inspect.signature(DeepAFx.__init__).parameters if n not in ("self", "encoder", "chain")]
         data: Dict[str, Any] = {"context_size": self.context_size}
-        dm = self._datamodule()
-        value = getattr(dm, "context_size", None)
+        value = getattr(self._datamodule(), "context_size", None)
         if value is not None and _plain(value):
             data["context_size"] = value
         preprocessing = self._trained_preprocessing(prefer_data=True)
@@ -370,13 +355,15 @@ class DeepAFx(pl.LightningModule):
             "chain": chain,
             "num_params": int(self.fx.num_params),
             "param_names": list(self.param_names),
-            "encoder": self.encoder_spec,
-            "sample_rate": int(hp["sample_rate"]),
-            "frame_size": int(hp["frame_size"]),
+            "encoder": self.encoder.get_config(),
+            "fx": {k: v for k, v in self.fx_config.get_config().items() if k != "chain"},
+            "loss": self.loss_config.get_config(),
+            "sample_rate": sample_rate,
+            "frame_size": frame_size,
             "channels": int(self.fx.channels),  # of the training audio: afx process / evaluate rebuild the layout
             "data": data,
             **({"preprocessing": preprocessing.to_config()} if preprocessing is not None else {}),
-            "options": {n: hp[n] for n in names if n in hp and n not in ("sample_rate", "frame_size", "channels") and _plain(hp[n])},
+            "options": {n: self.hparams[n] for n in self.OPTIONS},
         }
 
     def _datamodule(self) -> Any:
@@ -397,7 +384,7 @@ class DeepAFx(pl.LightningModule):
         self.fx.directions.save_to(checkpoint)  # one draw count resumes every rank's own stream
         # plain data (weights-only loadable): what ``afx_lightning.inference.load_model`` rebuilds the model from
         checkpoint[CONFIG_KEY] = self.get_config()
-        checkpoint["afx_encoder"] = self.encoder_spec  # read by afx-lightning before the afx_model description
+        checkpoint["afx_encoder"] = self.encoder.get_config()  # read by afx-lightning before the afx_model description
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         self.fx.directions.load_from(checkpoint)

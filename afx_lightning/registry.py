@@ -9,7 +9,7 @@ The shipped chains and recipes register exactly as a third-party package would, 
     my_task = "my_package:MY_TASK_YAML"             # a path to a YAML recipe (or a callable returning one)
 
 Wherever a chain is named, a declared chain works too: a path to a chain declaration (``my_chain.yaml``) or the
-declaration itself as a mapping (``model.chain:`` inline in a recipe); see :mod:`.effects.declared`.
+declaration itself as a mapping (``model.fx.chain:`` inline in a recipe); see :mod:`.effects.declared`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ ChainName = str | os.PathLike | Mapping[str, Any]
 CHAIN_GROUP = "afx_lightning.effects"
 RECIPE_GROUP = "afx_lightning.recipes"
 
-#: What a recipe gets when it does not say (``DeepAFx(chain=...)``, ``AudioFxDataModule(dataset=...)``); kept here so
+#: What a recipe gets when it does not say (``FxConfig(chain=...)``, ``AudioFxDataModule(dataset=...)``); kept here so
 #: ``afx recipes list`` need not import torch (tests check they agree).
 DEFAULT_CHAIN = "pb_mb_compressor"
 DEFAULT_DATASET = "demo"

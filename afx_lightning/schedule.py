@@ -1,7 +1,7 @@
 """The paper's training schedule as Lightning callbacks: greedy plugin-by-plugin stages and an ε schedule.
 
 The rest of the schedule is configuration already: default-parameter pretraining (``model.pretrain_steps``,
-``model.pretrain_lr``), K perturbation pairs (``model.num_perturbations``), ReduceLROnPlateau on the learning rate
+``model.pretrain_lr``), K perturbation pairs (``model.fx.num_perturbations``), ReduceLROnPlateau on the learning rate
 (``model.plateau_*``) and gradient-norm clipping (Lightning's ``trainer.gradient_clip_val``, which clips the SPSA
 estimate like any other gradient: it is the encoder's parameter gradients that get clipped). In a recipe::
 

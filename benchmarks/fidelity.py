@@ -95,7 +95,7 @@ def run(cmd: list[str], cwd: Path, timeout: float, log_file: Path) -> float:
 def recipe_chain(recipe: Path) -> str:
     import yaml
 
-    return str(yaml.safe_load(recipe.read_text())["model"]["chain"])
+    return str(yaml.safe_load(recipe.read_text())["model"]["fx"]["chain"])
 
 
 def max_time(seconds: float) -> str:

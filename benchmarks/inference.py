@@ -98,6 +98,7 @@ def make_checkpoint(path: Path, chain: str, encoder: str, random_head: bool = Fa
     DeepAFx start is the chain's defaults for any input, which would make θ comparisons vacuous)."""
     import torch
 
+    from afx_lightning.blackbox import FxConfig
     from afx_lightning.encoders import InceptionEncoder, SmallEncoder
     from afx_lightning.module import DeepAFx
 
@@ -105,14 +106,14 @@ def make_checkpoint(path: Path, chain: str, encoder: str, random_head: bool = Fa
 
     factory = {"inception": InceptionEncoder, "small": SmallEncoder, "tcn": TemporalConvEncoder}[encoder]
     torch.manual_seed(0)
-    model = DeepAFx(chain=chain, encoder=factory, num_slots=1, num_eval_slots=1, fx_workers=1)
+    model = DeepAFx(encoder=factory, fx=FxConfig(chain=chain, workers=1), num_slots=1, num_eval_slots=1)
     if random_head:
         torch.nn.init.normal_(model.encoder.head.weight, 0.0, 0.3)
     try:
         checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
         model.on_save_checkpoint(checkpoint)  # afx_encoder spec, SPSA generator state
         torch.save(checkpoint, str(path))
-        return {"encoder_class": model.encoder_spec["class_path"],
+        return {"encoder_class": model.encoder.get_config()["class_path"],
                 "encoder_params": sum(p.numel() for p in model.encoder.parameters()),
                 "P": model.fx.num_params}
     finally:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from afx_lightning.blackbox import FxConfig
 from afx_lightning.encoders import SmallEncoder, declared_encoders
 from afx_lightning.inference import InferenceError, load_model
 from afx_lightning.module import CONFIG_KEY, DeepAFx
@@ -23,8 +24,8 @@ from afx_lightning.module import CONFIG_KEY, DeepAFx
 
 def _model(encoder=None) -> DeepAFx:
     return DeepAFx(
-        chain="pb_mb_compressor", encoder=encoder or functools.partial(SmallEncoder, width=4),
-        num_slots=2, num_eval_slots=1, fx_workers=1, lr=3e-3, epsilon=0.02,
+        encoder=encoder or functools.partial(SmallEncoder, width=4),
+        fx=FxConfig(chain="pb_mb_compressor", workers=1, epsilon=0.02), num_slots=2, num_eval_slots=1, lr=3e-3,
     )
 
 
@@ -63,7 +64,8 @@ def test_description_is_plain_data_and_is_all_loading_uses(tmp_path):
     assert config["options"]["lr"] == 3e-3 and "_instantiator" not in config["options"]
 
     loaded = load_model(path)
-    assert loaded.context_size == 8192 and loaded.hparams.epsilon == 0.02 and loaded.hparams.num_slots == 1
+    assert loaded.context_size == 8192 and loaded.fx.estimator.epsilon == 0.02 and loaded.hparams.num_slots == 1
+    assert loaded.fx.num_workers == 1 and loaded.hparams.lr == 3e-3
     assert loaded.param_names == model.param_names
     torch.testing.assert_close(_probe(loaded), _probe(model))
 
@@ -74,6 +76,10 @@ def test_older_checkpoints_with_only_the_encoder_spec_still_load(tmp_path):
     path = tmp_path / "old.ckpt"
     checkpoint = _save(model, path, datamodule_hyper_parameters={"context_size": 4096})
     del checkpoint[CONFIG_KEY]
+    checkpoint["hyper_parameters"] = {  # flat, as they were then
+        "chain": "pb_mb_compressor", "sample_rate": 22050, "frame_size": 1024, "epsilon": 0.02, "fx_workers": 1,
+        "num_slots": 2, "lr": 3e-3,
+    }
     checkpoint["hyper_parameters"]["_instantiator"] = "lightning.pytorch.cli.instantiate_module"
     torch.save(checkpoint, path)
     loaded = load_model(path)
@@ -173,3 +179,64 @@ def test_a_description_from_another_format_version_is_refused(tmp_path):
     torch.save(checkpoint, path)
     with pytest.raises(InferenceError, match="format 99"):
         load_model(path)
+
+
+def test_a_format_1_description_with_flat_options_still_loads(tmp_path):
+    """What main wrote before the parts: one flat ``options`` mapping; its fx and loss options land in the parts."""
+    model = _model()
+    path = tmp_path / "v1.ckpt"
+    checkpoint = _save(model, path)
+    config = checkpoint[CONFIG_KEY]
+    checkpoint[CONFIG_KEY] = {
+        **{k: config[k] for k in ("chain", "num_params", "param_names", "encoder", "sample_rate", "frame_size",
+                                  "channels", "data")},
+        "format": 1,
+        "options": {"num_slots": 2, "num_eval_slots": 1, "gradient": "spsa", "epsilon": 0.03, "num_perturbations": 2,
+                    "fx_workers": 4, "fx_timeout_s": 12.0, "lr": 3e-3, "max_shift": 250, "time_weight": 5.0,
+                    "freq_weight": 1.0, "plateau_patience": 20, "prior_weight": 0.5, "spsa_seed": 7},
+    }
+    torch.save(checkpoint, path)
+    loaded = load_model(path)
+    fx = loaded.fx_config
+    assert (fx.chain, fx.epsilon, fx.num_perturbations, fx.timeout_s, fx.seed) == ("pb_mb_compressor", 0.03, 2, 12.0, 7)
+    assert fx.workers == 1 and loaded.fx.num_workers == 1 and loaded.hparams.num_slots == 1  # inference: one of each
+    assert loaded.loss.max_shift == 250 + loaded.fx.latency and loaded.loss.time_weight == 5.0
+    assert loaded.hparams.prior_weight == 0.5 and loaded.hparams.lr == 3e-3
+    torch.testing.assert_close(_probe(loaded), _probe(model))
+
+
+def test_each_part_describes_itself_and_the_description_rebuilds_it(tmp_path):
+    from afx_lightning.loss import LossConfig
+
+    model = DeepAFx(
+        encoder=functools.partial(SmallEncoder, width=4, n_mels=64),
+        fx=FxConfig(chain="pb_mb_compressor", workers=1, epsilon=0.05, seed=5, timeout_s=9.0),
+        loss=LossConfig(max_shift=200, time_weight=3.0), num_slots=2, num_eval_slots=1, prior_weight=0.25,
+    )
+    config = model.get_config()
+    assert config["format"] == 2 and config["chain"] == "pb_mb_compressor" and "chain" not in config["fx"]
+    assert config["fx"]["epsilon"] == 0.05 and config["fx"]["seed"] == 5 and config["fx"]["timeout_s"] == 9.0
+    assert config["loss"] == LossConfig(max_shift=200, time_weight=3.0).get_config()
+    assert config["encoder"]["init_args"] == {"sample_rate": 22050, "n_mels": 64, "dropout": 0.0, "width": 4,
+                                              "num_params": model.fx.num_params}
+    assert config["options"]["prior_weight"] == 0.25 and "num_slots" not in config["options"]
+    assert json.loads(json.dumps(config)) == config
+    path = tmp_path / "m.ckpt"
+    _save(model, path)
+    loaded = load_model(path)
+    assert loaded.fx_config == FxConfig(chain="pb_mb_compressor", workers=1, epsilon=0.05, seed=5, timeout_s=9.0)
+    assert loaded.loss_config == LossConfig(max_shift=200, time_weight=3.0) and loaded.encoder.n_mels == 64
+    assert loaded.hparams.prior_weight == 0.25
+    torch.testing.assert_close(_probe(loaded), _probe(model))
+    with pytest.raises(ValueError, match="model.fx has no option wokers"):
+        FxConfig.from_config({"wokers": 2})
+
+
+def test_an_encoder_whose_config_args_miss_an_option_is_refused_when_described():
+    class Wider(SmallEncoder):
+        def __init__(self, num_params: int, sample_rate: int = 22050, width: int = 16, depth: int = 2) -> None:
+            super().__init__(num_params, sample_rate=sample_rate, width=width)
+
+    with pytest.raises(TypeError, match=r"Wider.config_args\(\) does not return its option\(s\) depth"):
+        Wider(3).get_config()
+    assert SmallEncoder(3, width=4).get_config()["init_args"]["width"] == 4

@@ -90,7 +90,7 @@ def test_recipes_list_shows_chain_p_and_data(capsys):
     assert set(registry.recipe_names()) <= set(table)
     assert table["quickstart"][1:] == ["pb_mb_compressor", "21", "demo (generated)"]
     breath = yaml.safe_load(BREATH.read_text())
-    assert table["breath"][1:3] == [breath["model"]["chain"], "17"]
+    assert table["breath"][1:3] == [breath["model"]["fx"]["chain"], "17"]
     data = breath["data"]
     if data.get("root"):  # the recipe names where its data lives
         assert table["breath"][3].startswith(f"{data['dataset']} at {data['root']}"), table["breath"]
@@ -125,10 +125,12 @@ def test_recipes_show_prints_path_and_yaml(capsys):
 
 
 def test_the_registry_defaults_are_the_classes_defaults():
+    from afx_lightning.blackbox import FxConfig
     from afx_lightning.data import AudioFxDataModule
     from afx_lightning.module import DeepAFx
 
-    assert inspect.signature(DeepAFx).parameters["chain"].default == registry.DEFAULT_CHAIN
+    assert FxConfig().chain == registry.DEFAULT_CHAIN
+    assert inspect.signature(DeepAFx).parameters["fx"].default.chain == registry.DEFAULT_CHAIN
     assert inspect.signature(AudioFxDataModule).parameters["dataset"].default == registry.DEFAULT_DATASET
 
 

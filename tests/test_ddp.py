@@ -21,15 +21,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_data import CONTEXT, TRAIN_LENGTHS, VAL_LENGTHS, N, ramp_clips, schedule, take
+from test_training import CONFIGS, QUICKSTART, cli_command, cli_env
 
-from afx_lightning.blackbox import GradientEstimator, PerturbationStream, default_num_workers
+from afx_lightning.blackbox import FxConfig, GradientEstimator, PerturbationStream, default_num_workers
 from afx_lightning.data import AudioFxDataModule
 from afx_lightning.data.streams import SlotStream, shard_frame_counts
 from afx_lightning.encoders import SmallEncoder
 from afx_lightning.module import DeepAFx
 from afx_lightning.testing import reference_chain
-from test_data import CONTEXT, N, TRAIN_LENGTHS, VAL_LENGTHS, ramp_clips, schedule, take
-from test_training import CONFIGS, QUICKSTART, cli_command, cli_env
 
 # ------------------------------------------------------------------------------------------------ in-process parts
 
@@ -164,12 +164,16 @@ def test_a_rank_zero_checkpoint_resumes_every_ranks_spsa_stream(resumed_world_si
 
 
 def test_the_model_restores_its_spsa_stream_and_warns_on_a_shared_legacy_generator():
-    model = DeepAFx(chain=reference_chain, encoder=functools.partial(SmallEncoder, width=4), num_slots=2,
-                    num_eval_slots=1, spsa_seed=3)
+    model = DeepAFx(
+        encoder=functools.partial(SmallEncoder, width=4), fx=FxConfig(chain=reference_chain, seed=3), num_slots=2,
+        num_eval_slots=1,
+    )
     model.on_load_checkpoint({PerturbationStream.CHECKPOINT_KEY: {"seed": 3, "draws": 11}})
     assert model.fx.directions.state_dict() == {"seed": 3, "draws": 11}
-    fresh = DeepAFx(chain=reference_chain, encoder=functools.partial(SmallEncoder, width=4), num_slots=2,
-                    num_eval_slots=1, spsa_seed=3)
+    fresh = DeepAFx(
+        encoder=functools.partial(SmallEncoder, width=4), fx=FxConfig(chain=reference_chain, seed=3), num_slots=2,
+        num_eval_slots=1,
+    )
     with pytest.warns(UserWarning, match="single SPSA generator shared by all ranks"):
         fresh.on_load_checkpoint({"afx_spsa_generator": torch.Generator().manual_seed(3).get_state()})
     assert fresh.fx.directions.state_dict() == {"seed": 3, "draws": 0}
@@ -247,7 +251,7 @@ def test_two_cpu_ranks_train_on_disjoint_streams_and_resume_them(tmp_path):
         train_clips[rank] = {c for r in train.values() for c in r["clip"]}
         val_clips[rank] = {c for r in val for c in r["clip"]}
         assert val, f"rank {rank} did not validate"
-        # each rank runs its own pool, sized to its share of the CPUs (fx_workers is not set)
+        # each rank runs its own pool, sized to its share of the CPUs (model.fx.workers is not set)
         workers = {r["fx_workers"] for r in train.values() if r["step"] > 0}
         assert workers == {max(1, cpus // WORLD)}, (rank, workers, cpus)
     assert train_clips[0] and train_clips[1] and not train_clips[0] & train_clips[1], train_clips

@@ -256,7 +256,7 @@ def test_scales_and_ranges_can_be_overridden_and_inline_mappings_work():
                         {"pedalboard": "Gain", "name": "trim",
                          "train": {"gain_db": {"range": [-6, 6], "scale": "linear", "default": 0}}},
                         {"pedalboard": "Compressor", "train": {"ratio": {"range": [1, 8], "scale": "linear"}}}]}
-    chain = registry.build_chain(decl, SR, BLOCK)  # a mapping, as model.chain inline in a recipe
+    chain = registry.build_chain(decl, SR, BLOCK)  # a mapping, as model.fx.chain inline in a recipe
     try:
         specs = {p.name: p for p in chain.params}
         cutoff = specs["lowpassfilter.cutoff_frequency_hz"]
@@ -394,7 +394,7 @@ def test_the_yaml_chain_trains_through_afx_fit_and_its_checkpoint_processes_with
     short = ["--trainer.max_steps", "4", "--data.steps_per_epoch", "2", "--data.batch_size", "2",
              "--data.val_batch_size", "1", "--data.demo_clips", "2", "--data.demo_val_clips", "1",
              "--data.demo_seconds", "0.5", "--trainer.logger", "false"]
-    fit = _afx("fit", "--config", QUICKSTART, "--config", SHORT, "--model.chain", "chain.yaml",
+    fit = _afx("fit", "--config", QUICKSTART, "--config", SHORT, "--model.fx.chain", "chain.yaml",
                "--data.demo_chain", "chain.yaml", *short, cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr[-3000:]
     assert "Traceback" not in fit.stderr

@@ -179,12 +179,15 @@ def test_evaluation_and_inference_play_the_most_likely_values_and_training_steps
     """An encoder fixed at θ (zero head weights): the layer's eval forward and ``afx process``'s Processor render
     the argmax values, and the automation holds them, not the scores. A training step of the LightningModule's
     loss sends gradient to every column, the discrete scores' included (through ``fx.discrete_term``)."""
+    from afx_lightning.blackbox import FxConfig
     from afx_lightning.encoders import SmallEncoder
     from afx_lightning.inference import Processor
     from afx_lightning.module import DeepAFx
 
-    model = DeepAFx(chain=switched_filter_chain, encoder=functools.partial(SmallEncoder, width=4), num_slots=8,
-                    num_eval_slots=1, fx_workers=1, frame_size=1024)
+    model = DeepAFx(
+        encoder=functools.partial(SmallEncoder, width=4), fx=FxConfig(chain=switched_filter_chain, workers=1),
+        num_slots=8, num_eval_slots=1, frame_size=1024,
+    )
     theta = torch.tensor([0.3, 0.2, 0.6, 0.4, 0.7, 0.45])  # bandpass (argmax), cutoff, gain, drive off (0.45 < 0.5)
     assert model.fx.num_params == 6 and model.defaults.shape == (6,)
     model.encoder.init_output_bias(theta, weight_scale=0.0)

@@ -86,12 +86,15 @@ def test_missing_target_and_bad_audio_name_the_file(tmp_path):
 def _pure_delay_model(num_eval_slots: int = 2):
     import functools
 
+    from afx_lightning.blackbox import FxConfig
     from afx_lightning.encoders import SmallEncoder
     from afx_lightning.module import DeepAFx
     from afx_lightning.testing import pure_delay_chain
 
-    return DeepAFx(chain=pure_delay_chain, encoder=functools.partial(SmallEncoder, width=4), num_slots=1,
-                   num_eval_slots=num_eval_slots, fx_workers=1, plateau_patience=0)
+    return DeepAFx(
+        encoder=functools.partial(SmallEncoder, width=4), fx=FxConfig(chain=pure_delay_chain, workers=1),
+        num_slots=1, num_eval_slots=num_eval_slots, plateau_patience=0,
+    )
 
 
 def test_validation_scores_a_pure_delay_like_the_identity_once_its_latency_is_compensated():

@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from afx_lightning.blackbox import FxConfig
 from afx_lightning.cli import main as afx_main
 from afx_lightning.encoders import SmallEncoder
 from afx_lightning.inference import (
@@ -50,8 +51,8 @@ def trained(tmp_path_factory):
         context_size=8192, seed=1, demo_clips=2, demo_val_clips=1, demo_test_clips=0, demo_seconds=0.5,
     )
     model = DeepAFx(
-        chain="pb_mb_compressor", encoder=functools.partial(SmallEncoder, width=8), num_slots=2, num_eval_slots=1,
-        fx_workers=1, plateau_patience=0, lr=1e-2,
+        encoder=functools.partial(SmallEncoder, width=8), fx=FxConfig(chain="pb_mb_compressor", workers=1),
+        num_slots=2, num_eval_slots=1, plateau_patience=0, lr=1e-2,
     )
     trainer = Trainer(
         max_steps=2, logger=False, enable_checkpointing=False, callbacks=[], enable_progress_bar=False,
@@ -149,13 +150,16 @@ def test_three_minute_stereo_file_keeps_length_rate_channels_and_exports_automat
 @pytest.mark.parametrize("sr,channels", [(22050, 1), (44100, 2)])
 def test_latency_is_compensated_and_output_is_aligned(sr, channels, tmp_path):
     """delay_chain outputs the previous 1024-sample block (latency 1024): output must line up with the input."""
-    model = DeepAFx(chain=delay_chain, encoder=functools.partial(SmallEncoder, width=8), num_slots=1,
-                    num_eval_slots=1, fx_workers=1)
+    model = DeepAFx(
+        encoder=functools.partial(SmallEncoder, width=8), fx=FxConfig(chain=delay_chain, workers=1), num_slots=1,
+        num_eval_slots=1,
+    )
     assert model.fx.latency == 1024
     # also through a checkpoint: a chain factory from afx_lightning.testing is an allowed global
     ckpt = tmp_path / "delay.ckpt"
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
-                "afx_encoder": model.encoder_spec}, ckpt)
+    # a checkpoint from before the afx_model description: flat hyper-parameters (the chain among them)
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": {**dict(model.hparams), "chain": delay_chain},
+                "afx_encoder": model.encoder.get_config()}, ckpt)
     model = load_model(ckpt)
     rng = np.random.default_rng(1)
     x = (0.3 * rng.standard_normal((channels, int(2.5 * sr)))).astype(np.float32)
@@ -259,8 +263,10 @@ def test_a_failing_plugin_frame_is_passed_through_dry_and_counted():
     """Frames whose first sample is a trigger make the plugin raise / segfault (in its worker process)."""
     from afx_lightning.testing import TRIGGER_CRASH, TRIGGER_EXCEPTION, faulty_chain
 
-    model = DeepAFx(chain=faulty_chain, encoder=functools.partial(SmallEncoder, width=8), num_slots=1,
-                    num_eval_slots=1, fx_workers=1)
+    model = DeepAFx(
+        encoder=functools.partial(SmallEncoder, width=8), fx=FxConfig(chain=faulty_chain, workers=1), num_slots=1,
+        num_eval_slots=1,
+    )
     x = (0.1 * np.random.default_rng(2).standard_normal((1, 8 * 1024))).astype(np.float32)
     x[0, 3 * 1024], x[0, 5 * 1024] = TRIGGER_EXCEPTION, TRIGGER_CRASH
     processor = Processor(model, context_size=2048)
@@ -279,8 +285,10 @@ def test_a_dropped_frame_in_a_chain_with_latency_lands_where_the_wet_one_would_h
     from afx_lightning.testing import TRIGGER_EXCEPTION, faulty_delay_chain
 
     n, latency = 1024, 300
-    model = DeepAFx(chain=faulty_delay_chain, encoder=functools.partial(SmallEncoder, width=8), num_slots=1,
-                    num_eval_slots=1, fx_workers=1)
+    model = DeepAFx(
+        encoder=functools.partial(SmallEncoder, width=8), fx=FxConfig(chain=faulty_delay_chain, workers=1),
+        num_slots=1, num_eval_slots=1,
+    )
     assert model.fx.latency == latency
     with torch.no_grad():
         model.encoder.init_output_bias(torch.tensor([0.75]))  # gain 1.5 for any input: wet and dry differ
@@ -316,8 +324,10 @@ def _delay_model(preprocessing=None) -> DeepAFx:
     """A model whose chain only delays (latency 480, compensated): what it renders is exactly what it was fed."""
     from afx_lightning.testing import pure_delay_chain
 
-    model = DeepAFx(chain=pure_delay_chain, encoder=functools.partial(SmallEncoder, width=4), num_slots=1,
-                    num_eval_slots=1, fx_workers=1)
+    model = DeepAFx(
+        encoder=functools.partial(SmallEncoder, width=4), fx=FxConfig(chain=pure_delay_chain, workers=1),
+        num_slots=1, num_eval_slots=1,
+    )
     model.preprocessing = preprocessing
     return model
 
@@ -327,8 +337,9 @@ def _checkpoint(model: DeepAFx, path, drop_preprocessing: bool = False, legacy: 
     model.on_save_checkpoint(checkpoint)
     if drop_preprocessing:  # a description written before it carried the preprocessing
         checkpoint["afx_model"].pop("preprocessing", None)
-    if legacy:  # a checkpoint from before the description
+    if legacy:  # a checkpoint from before the description (its hyper-parameters were flat, the chain among them)
         del checkpoint["afx_model"]
+        checkpoint["hyper_parameters"]["chain"] = model.fx_config.chain
     torch.save(checkpoint, path)
     return path
 
@@ -469,8 +480,8 @@ def test_the_file_log_mel_gives_the_theta_of_per_context_encoding(context, secon
     longer than the file (every frame at an edge), one FFT window, and every 3rd frame. Tolerance 1e-5 (float
     rounding of the batched FFT / mel projection; θ in (0, 1))."""
     torch.manual_seed(0)
-    model = DeepAFx(chain="pb_mb_compressor", encoder=functools.partial(SmallEncoder, width=4), num_slots=1,
-                    num_eval_slots=1, fx_workers=1)
+    model = DeepAFx(fx=FxConfig(chain="pb_mb_compressor", workers=1), encoder=functools.partial(SmallEncoder, width=4), num_slots=1,
+                    num_eval_slots=1)
     try:
         with torch.no_grad():  # a non-trivial front-end norm, as after training
             model.encoder.frontend.norm.running_mean.fill_(-3.0)
@@ -493,8 +504,8 @@ def test_the_file_log_mel_gives_the_theta_of_per_context_encoding(context, secon
 
 
 def test_a_centred_front_end_falls_back_to_per_context_encoding():
-    model = DeepAFx(chain="pb_mb_compressor", encoder=functools.partial(SmallEncoder, width=4), num_slots=1,
-                    num_eval_slots=1, fx_workers=1)
+    model = DeepAFx(fx=FxConfig(chain="pb_mb_compressor", workers=1), encoder=functools.partial(SmallEncoder, width=4), num_slots=1,
+                    num_eval_slots=1)
     try:
         model.encoder.frontend.mel.spectrogram.center = True
         assert not Processor(model, context_size=4096).shares_log_mel

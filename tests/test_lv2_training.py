@@ -82,7 +82,7 @@ def test_amp_lv2_recipe_trains_with_the_plugins_in_worker_processes(tmp_path, mo
             "--data.demo_seconds", "2.0",
             "--data.batch_size", "4", "--data.val_batch_size", "2", "--data.steps_per_epoch", "3",
             "--model.encoder", "afx_lightning.encoders.SmallEncoder",
-            "--model.fx_workers", "2",
+            "--model.fx.workers", "2",
             "--trainer.max_steps", "6", "--trainer.limit_val_batches", "4", "--trainer.num_sanity_val_steps", "1",
             "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
             "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"),
@@ -92,7 +92,7 @@ def test_amp_lv2_recipe_trains_with_the_plugins_in_worker_processes(tmp_path, mo
         ],
         run=False,
     )
-    assert cli.model.hparams.chain == "calf_mb_compressor" and cli.model.fx.num_params == 21
+    assert cli.model.fx_config.chain == "calf_mb_compressor" and cli.model.fx.num_params == 21
     assert cli.model.loss.max_shift == 100  # the recipe's (paper) alignment search; Calf adds no latency
     probe = PluginWhereabouts()
     probe.wrap(monkeypatch)

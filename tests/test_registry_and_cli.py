@@ -75,3 +75,20 @@ def test_the_console_scripts_are_installed():
         assert (bin_dir / script).exists(), f"console script {script!r} missing next to {sys.executable}"
     listing = subprocess.run([str(bin_dir / "afx"), "effects", "list"], capture_output=True, text=True, timeout=120)
     assert listing.returncode == 0 and "pb_mastering" in listing.stdout
+
+
+def test_a_recipe_with_the_flat_model_options_names_their_new_keys(tmp_path):
+    """Recipes written before the model was composed from parts fail in one line naming the new key."""
+    from afx_lightning.lightning_cli import check_moved_options, run_lightning_cli
+
+    old = tmp_path / "old.yaml"
+    old.write_text("model:\n  encoder:\n    class_path: afx_lightning.encoders.SmallEncoder\n  lr: 0.001\n"
+                   "  max_shift: 300\n")
+    with pytest.raises(ValueError, match=r"^model\.max_shift moved to model\.loss\.max_shift \(.*old\.yaml\)$"):
+        check_moved_options(["fit", "--config", str(old)])
+    with pytest.raises(ValueError, match=r"^model\.spsa_seed moved to model\.fx\.seed"):
+        check_moved_options(["fit", "--model.spsa_seed=3"])
+    check_moved_options(["fit", "--model.fx.seed", "3", "--model.lr", "0.1"])  # the new keys and unmoved ones pass
+    for name in registry.recipe_names():  # every shipped recipe uses the new layout
+        check_moved_options(["fit", "--config", str(registry.recipe_path(name))])
+    assert run_lightning_cli(["fit", "--config", str(old), "--print_config"]) == 1

@@ -10,7 +10,8 @@ import pytest
 import torch
 from lightning.pytorch import Callback, Trainer
 
-from afx_lightning.data import AudioFxDataModule, ArrayClips, Clip
+from afx_lightning.blackbox import FxConfig
+from afx_lightning.data import ArrayClips, AudioFxDataModule, Clip
 from afx_lightning.encoders import SmallEncoder
 from afx_lightning.module import DeepAFx
 from afx_lightning.schedule import EpsilonOnPlateau, GreedyStages
@@ -19,10 +20,13 @@ from afx_lightning.testing import two_plugin_chain
 SR, N = 22050, 512
 
 
-def _model(**kwargs) -> DeepAFx:
+def _model(epsilon: float = 0.01, **kwargs) -> DeepAFx:
     torch.manual_seed(0)
-    return DeepAFx(chain=two_plugin_chain, encoder=functools.partial(SmallEncoder, width=4), frame_size=N,
-                   num_slots=2, num_eval_slots=1, fx_workers=1, lr=1e-2, plateau_patience=0, **kwargs)
+    return DeepAFx(
+        encoder=functools.partial(SmallEncoder, width=4),
+        fx=FxConfig(chain=two_plugin_chain, workers=1, epsilon=epsilon), frame_size=N, num_slots=2,
+        num_eval_slots=1, lr=1e-2, plateau_patience=0, **kwargs,
+    )
 
 
 def _data() -> AudioFxDataModule:

@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from afx_lightning.blackbox import FxConfig
 from afx_lightning.cli import main as afx_main
 from afx_lightning.encoders import SmallEncoder
 from afx_lightning.inference import InferenceError, Processor, _array_source
@@ -21,8 +22,10 @@ SR = 22050
 
 def _model(chain="pb_mb_compressor") -> DeepAFx:
     torch.manual_seed(0)
-    return DeepAFx(chain=chain, encoder=functools.partial(SmallEncoder, width=8), num_slots=1, num_eval_slots=1,
-                   fx_workers=1)
+    return DeepAFx(
+        encoder=functools.partial(SmallEncoder, width=8), fx=FxConfig(chain=chain, workers=1), num_slots=1,
+        num_eval_slots=1,
+    )
 
 
 def _music(seconds: float, sr: int, freq: float, seed: int) -> np.ndarray:
@@ -40,8 +43,9 @@ def _db(a: np.ndarray, b: np.ndarray) -> float:
 def test_a_hard_panned_stereo_file_stays_hard_panned_through_afx_process(tmp_path):
     model = _model()
     ckpt = tmp_path / "model.ckpt"
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
-                "afx_encoder": model.encoder_spec, "datamodule_hyper_parameters": {"context_size": 4096}}, ckpt)
+    legacy_hparams = {**dict(model.hparams), "chain": "pb_mb_compressor"}  # from before afx_model: flat
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": legacy_hparams,
+                "afx_encoder": model.encoder.get_config(), "datamodule_hyper_parameters": {"context_size": 4096}}, ckpt)
     left = _music(2.0, 44100, 220.0, seed=1)
     src, out = tmp_path / "left_only.wav", tmp_path / "out.wav"
     sf.write(src, np.stack([left, np.zeros_like(left)], axis=1), 44100, subtype="FLOAT")
@@ -169,8 +173,10 @@ def test_stereo_pairs_train_a_mono_chain_per_channel_and_a_mismatched_model_fail
     message = str(err.value)
     assert "data.channels is 2" in message and "pb_mb_compressor" in message and "\n" not in message
     torch.manual_seed(0)
-    model = DeepAFx(chain="pb_mb_compressor", encoder=functools.partial(SmallEncoder, width=8), channels=2,
-                    num_slots=2, num_eval_slots=1, fx_workers=1)
+    model = DeepAFx(
+        encoder=functools.partial(SmallEncoder, width=8), fx=FxConfig(chain="pb_mb_compressor", workers=1),
+        channels=2, num_slots=2, num_eval_slots=1,
+    )
     trainer = fit(model)
     assert trainer.global_step == 2 and np.isfinite(float(trainer.callback_metrics["val/loss"]))
     clip = next(iter(model.evaluated_clips().values()))
@@ -187,7 +193,10 @@ def test_a_two_channel_chain_refuses_three_channels_and_duplicates_mono_in():
     assert "data.channels is 3" in str(err.value) and "'cross_feed' processes 2 channels" in str(err.value)
     assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match="data.channels is 3"):  # and the same through the model's constructor
-        DeepAFx(chain=stereo_chain, encoder=functools.partial(SmallEncoder, width=4), channels=3, num_slots=1)
+        DeepAFx(
+            encoder=functools.partial(SmallEncoder, width=4), fx=FxConfig(chain=stereo_chain), channels=3,
+            num_slots=1,
+        )
     layer = BlackBoxLayer(stereo_chain, block_size=256, channels=1, num_slots=1, num_eval_slots=1, num_workers=1).eval()
     try:
         x = torch.randn(1, 1, 256)
@@ -267,8 +276,10 @@ def test_a_model_trained_on_stereo_keeps_a_hard_panned_file_hard_panned(tmp_path
     from afx_lightning.inference import load_model
 
     torch.manual_seed(0)
-    model = DeepAFx(chain="pb_mb_compressor", encoder=functools.partial(SmallEncoder, width=8), channels=2,
-                    num_slots=1, num_eval_slots=1, fx_workers=1)
+    model = DeepAFx(
+        encoder=functools.partial(SmallEncoder, width=8), fx=FxConfig(chain="pb_mb_compressor", workers=1),
+        channels=2, num_slots=1, num_eval_slots=1,
+    )
     ckpt = tmp_path / "stereo.ckpt"
     model.context_size = 4096
     torch.save({"state_dict": model.state_dict(), "afx_model": model.get_config()}, ckpt)

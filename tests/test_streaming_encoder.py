@@ -10,6 +10,7 @@ import torch
 
 from afx_lightning.encoders import TemporalConvEncoder, count_parameters, declared_encoders
 from afx_lightning.inference import Processor, _array_source
+from afx_lightning.blackbox import FxConfig
 from afx_lightning.module import DeepAFx
 
 
@@ -43,7 +44,7 @@ def test_one_pass_over_the_file_gives_each_contexts_own_outputs() -> None:
 def test_afx_process_with_the_streaming_encoder_matches_per_context_encoding() -> None:
     torch.manual_seed(0)
     factory = functools.partial(TemporalConvEncoder, channels=16, dilations=(1, 2, 4))
-    model = DeepAFx(chain="pb_mb_compressor", encoder=factory, num_slots=1, num_eval_slots=1, fx_workers=1)
+    model = DeepAFx(fx=FxConfig(chain="pb_mb_compressor", workers=1), encoder=factory, num_slots=1, num_eval_slots=1)
     try:
         _randomised(model.encoder)
         rng = np.random.default_rng(0)
@@ -79,8 +80,8 @@ def test_a_compiled_encoder_gives_the_same_theta_on_padded_batches() -> None:
     from afx_lightning.encoders import SmallEncoder
 
     torch.manual_seed(0)
-    model = DeepAFx(chain="pb_mb_compressor", encoder=functools.partial(SmallEncoder, width=4), num_slots=1,
-                    num_eval_slots=1, fx_workers=1)
+    model = DeepAFx(fx=FxConfig(chain="pb_mb_compressor", workers=1), encoder=functools.partial(SmallEncoder, width=4), num_slots=1,
+                    num_eval_slots=1)
     try:
         with torch.no_grad():
             model.encoder.head.weight.normal_(0.0, 30.0)

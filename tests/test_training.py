@@ -152,6 +152,7 @@ def test_known_answer_training_beats_identity_and_the_untrained_model():
     """
     from lightning.pytorch import Trainer, seed_everything
 
+    from afx_lightning.blackbox import FxConfig
     from afx_lightning.data import AudioFxDataModule
     from afx_lightning.encoders import SmallEncoder
     from afx_lightning.module import DeepAFx
@@ -165,8 +166,8 @@ def test_known_answer_training_beats_identity_and_the_untrained_model():
         demo_variation=0.0, demo_spread=1.0,
     )
     model = DeepAFx(
-        chain="pb_mb_compressor", encoder=functools.partial(SmallEncoder, width=8), num_slots=batch,
-        num_eval_slots=2, lr=2e-3, plateau_patience=0, fx_workers=2, spsa_seed=0,
+        encoder=functools.partial(SmallEncoder, width=8), fx=FxConfig(chain="pb_mb_compressor", workers=2, seed=0),
+        num_slots=batch, num_eval_slots=2, lr=2e-3, plateau_patience=0,
     )
     trainer = Trainer(
         max_steps=steps, logger=False, enable_checkpointing=False, callbacks=[], enable_progress_bar=False,
@@ -211,6 +212,7 @@ def _small_fit(callback, max_steps: int, steps_per_epoch: int, limit_val_batches
     """An in-process fit of ``chain`` on two short pb_mb_compressor demo clips, ``callback`` watching it."""
     from lightning.pytorch import Trainer, seed_everything
 
+    from afx_lightning.blackbox import FxConfig
     from afx_lightning.data import AudioFxDataModule
     from afx_lightning.encoders import SmallEncoder
     from afx_lightning.module import DeepAFx
@@ -221,8 +223,10 @@ def _small_fit(callback, max_steps: int, steps_per_epoch: int, limit_val_batches
         context_size=4096, seed=1, demo_clips=2, demo_val_clips=1, demo_test_clips=0, demo_seconds=0.5,
         demo_spread=1.0,
     )
-    model = DeepAFx(chain=chain, encoder=functools.partial(SmallEncoder, width=8), num_slots=2,
-                    num_eval_slots=1, fx_workers=1, **model_options)
+    model = DeepAFx(
+        encoder=functools.partial(SmallEncoder, width=8), fx=FxConfig(chain=chain, workers=1), num_slots=2,
+        num_eval_slots=1, **model_options,
+    )
     trainer = Trainer(
         max_steps=max_steps, logger=False, enable_checkpointing=False, callbacks=[callback], enable_progress_bar=False,
         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=limit_val_batches,
@@ -423,11 +427,12 @@ def error_line(result: subprocess.CompletedProcess) -> str:
 
 
 BAD_CONFIGS = {
-    "unknown chain": (["--model.chain", "nope"], ["unknown chain 'nope'", "registered chains:", "pb_mb_compressor"]),
+    "unknown chain": (["--model.fx.chain", "nope"], ["unknown chain 'nope'", "registered chains:", "pb_mb_compressor"]),
     "unknown encoder": (["--model.encoder.class_path", "nope_pkg.NopeEncoder"], ["model.encoder", "nope_pkg"]),
     "parameter count": (
         ["--model.encoder", "afx_test_callbacks.WrongSizeEncoder"], ["model.encoder predicts 5 parameters", "has 21"],
     ),
+    "moved option": (["--model.fx_workers", "2"], ["model.fx_workers moved to model.fx.workers"]),
 }
 
 
@@ -459,7 +464,7 @@ def test_files_at_another_sample_rate_are_converted(tmp_path):
 
 @pytest.mark.slow
 def test_a_folder_recipe_whose_chain_differs_from_the_data_default_trains(tmp_path):
-    """recipes/breath.yaml sets model.chain but not data.chain (unused by folder data): both must coexist."""
+    """recipes/breath.yaml sets model.fx.chain but not data.chain (unused by folder data): both must coexist."""
     root = write_pairs(tmp_path / "pairs", 22050)
     result = run_cli(
         "fit", "--recipe", "breath", "--data.dataset", "folder", "--data.root", root,

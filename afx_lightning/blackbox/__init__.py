@@ -4,6 +4,7 @@ Importing this package stays torch-free (worker processes import ``.worker`` thr
 load on first access.
 """
 
+from .config import FxConfig
 from .messages import FaultKind
 from .pool import BuildStats, FaultEvent, FaultStats, FxWorkerPool, RenderResult, SlotGroup, default_num_workers
 
@@ -14,6 +15,7 @@ __all__ = [
     "FaultEvent",
     "FaultKind",
     "FaultStats",
+    "FxConfig",
     "FxWorkerPool",
     "GradientEstimator",
     "PerturbationStream",

@@ -556,7 +556,7 @@ def format_info(info: PluginInfo) -> str:
     if info.hidden:
         lines.append(f"not settable (meters, host parameters; not listed): {', '.join(info.hidden)}")
     lines += [f"note: {n}" for n in info.notes]
-    lines += ["", "# a chain declaration: save as my_chain.yaml, then afx fit ... --model.chain my_chain.yaml "
+    lines += ["", "# a chain declaration: save as my_chain.yaml, then afx fit ... --model.fx.chain my_chain.yaml "
                   "--data.demo_chain my_chain.yaml", snippet(info)]
     return "\n".join(lines)
 

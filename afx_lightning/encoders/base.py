@@ -13,7 +13,8 @@ class ParameterEncoder(nn.Module):
 
     Subclasses build ``self.body`` (log-mel ``[B, 1, n_mels, frames]`` -> features ``[B, F]``) and call
     :meth:`_build_head` with ``F``. The constructor convention ``(num_params, sample_rate, ...)`` with typed keyword
-    arguments is what lets LightningCLI / jsonargparse expose every encoder the same way.
+    arguments is what lets LightningCLI / jsonargparse expose every encoder the same way. :meth:`get_config` is
+    what a checkpoint stores to rebuild it: a subclass with options of its own adds them in :meth:`config_args`.
     """
 
     def __init__(self, num_params: int, sample_rate: int = 22050, n_mels: int = 128, dropout: float = 0.0) -> None:
@@ -22,10 +23,27 @@ class ParameterEncoder(nn.Module):
             raise ValueError(f"num_params must be >= 1, got {num_params}")
         self.num_params = num_params
         self.sample_rate = sample_rate
+        self.n_mels, self.dropout_p = n_mels, float(dropout)
         self.frontend = LogMelFrontend(sample_rate=sample_rate, n_mels=n_mels)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.body: nn.Module = nn.Identity()
         self.head: nn.Linear | None = None
+
+    def config_args(self) -> dict:
+        """The constructor's options (all but ``num_params``) as plain data."""
+        return {"sample_rate": int(self.sample_rate), "n_mels": int(self.n_mels), "dropout": self.dropout_p}
+
+    def get_config(self) -> dict:
+        """``{"class_path", "init_args"}``: how to rebuild this encoder, as plain data (checkpoints store it)."""
+        import inspect
+
+        cls = type(self)
+        init_args = {**self.config_args(), "num_params": int(self.num_params)}
+        missing = [n for n, p in inspect.signature(cls.__init__).parameters.items()
+                   if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in init_args]
+        if missing:  # a checkpoint would rebuild it with their defaults: wrong, silently or at load time
+            raise TypeError(f"{cls.__qualname__}.config_args() does not return its option(s) {', '.join(missing)}")
+        return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": init_args}
 
     def _build_head(self, in_features: int) -> None:
         self.head = nn.Linear(in_features, self.num_params)

@@ -60,6 +60,7 @@ class InceptionEncoder(ParameterEncoder):
         dropout: float = 0.0,
     ) -> None:
         super().__init__(num_params, sample_rate=sample_rate, n_mels=n_mels, dropout=dropout)
+        self.width, self.num_stages = width, num_stages
         layers: list[nn.Module] = [conv_bn_relu(1, width, 5), nn.MaxPool2d(3, stride=2, padding=1)]
         ch = width
         for _ in range(num_stages):
@@ -71,3 +72,6 @@ class InceptionEncoder(ParameterEncoder):
         layers += [nn.Conv2d(ch, embed, 1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         self.body = nn.Sequential(*layers)
         self._build_head(embed)
+
+    def config_args(self) -> dict:
+        return {**super().config_args(), "width": self.width, "num_stages": self.num_stages}

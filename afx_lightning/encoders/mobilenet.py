@@ -24,6 +24,7 @@ class MobileNetV2Encoder(ParameterEncoder):
         dropout: float = 0.0,
     ) -> None:
         super().__init__(num_params, sample_rate=sample_rate, n_mels=n_mels, dropout=dropout)
+        self.width_mult = width_mult
         from torchvision.models import mobilenet_v2  # imported here: torchvision is slow to import, needed only here
 
         net = mobilenet_v2(weights=None, width_mult=width_mult)
@@ -34,3 +35,6 @@ class MobileNetV2Encoder(ParameterEncoder):
         nn.init.kaiming_normal_(net.features[0][0].weight, mode="fan_out")
         self.body = nn.Sequential(net.features, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self._build_head(net.last_channel)
+
+    def config_args(self) -> dict:
+        return {**super().config_args(), "width_mult": self.width_mult}

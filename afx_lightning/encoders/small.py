@@ -45,6 +45,7 @@ class SmallEncoder(ParameterEncoder):
         centre: bool = False,
     ) -> None:
         super().__init__(num_params, sample_rate=sample_rate, n_mels=n_mels, dropout=dropout)
+        self.width = width
         chans = [1, width, 2 * width, 4 * width, 6 * width]
         layers: list[nn.Module] = []
         for cin, cout in zip(chans[:-1], chans[1:]):
@@ -53,3 +54,7 @@ class SmallEncoder(ParameterEncoder):
         layers.append(_MeanMaxPool(centre))
         self.body = nn.Sequential(*layers)
         self._build_head((4 if centre else 2) * chans[-1])
+        self.centre = centre
+
+    def config_args(self) -> dict:
+        return {**super().config_args(), "width": self.width, "centre": self.centre}

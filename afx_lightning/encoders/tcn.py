@@ -98,6 +98,11 @@ class TemporalConvEncoder(ParameterEncoder):
         self.body = nn.Sequential(_Columns(n_mels, channels, kernel_size, [int(d) for d in dilations], int(stride)),
                                   _Pool())
         self._build_head(2 * channels)
+        self._options = {"channels": int(channels), "kernel_size": int(kernel_size),
+                         "dilations": [int(d) for d in dilations], "stride": int(stride)}
+
+    def config_args(self) -> dict:
+        return {**super().config_args(), **self._options}
 
     @property
     def columns(self) -> _Columns:
