@@ -15,13 +15,15 @@ event edit, and Calf's EQ + multiband limiter), built once into ``~/.cache/afx-l
 Per task ``T`` in amp, breath, mastering::
 
     afx fit --config recipes/T.yaml --data.dataset folder --data.root <set> \\
-        --model.encoder afx_lightning.encoders.SmallEncoder --model.lr 0.002 --data.batch_size 16 \\
-        --data.steps_per_epoch 100 --trainer.max_time <budget> --trainer.max_epochs -1 ...
+        --model.encoder afx_lightning.encoders.SmallEncoder --model.encoder.centre true --model.lr 0.002 \\
+        --data.batch_size 16 --data.steps_per_epoch 100 --trainer.max_time <budget> --trainer.max_epochs -1 ...
     afx evaluate --ckpt <best val/loss checkpoint> --data <set> --split test --json ...
     afx match --chain <the recipe's chain> <test input> <test target> --json ...      (each test file)
 
 The training settings are the quickstart's CPU settings (SmallEncoder, batch 16, lr 2e-3; Inception at batch 100
-takes 13 s a step on 2 cores) with a validation every 100 steps; everything else is the recipe's, so a recipe
+takes 13 s a step on 2 cores), the encoder with its centre features on (``centre=True``: a per-frame decision such
+as gating a breath needs to know what is in the frame, not only somewhere in the 1.9 s context), with a
+validation every 100 steps; everything else is the recipe's, so a recipe
 change shows up here. The budget is wall-clock (``--trainer.max_time``: start-up and validation included).
 
 Usage::
@@ -169,7 +171,7 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict:
     fit = afx_command() + [
         "fit", "--config", str(recipe),
         "--data.dataset", "folder", "--data.root", str(data), "--data.cache_dir", str(task_work / "cache"),
-        "--model.encoder", SMALL_ENCODER, "--model.lr", str(args.lr),
+        "--model.encoder", SMALL_ENCODER, "--model.encoder.centre", "true", "--model.lr", str(args.lr),
         "--data.batch_size", str(args.batch_size), "--data.steps_per_epoch", str(args.steps_per_epoch),
         "--trainer.max_epochs", "-1", "--trainer.max_time", max_time(args.budget_s),
         "--trainer.default_root_dir", str(run_dir), "--trainer.logger.save_dir", str(run_dir),
@@ -210,7 +212,7 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict:
         "train": {"budget_s": args.budget_s, "wall_s": round(train_wall, 1), "steps": progress["global_step"],
                   "epochs": progress["epoch"] + 1, "best_checkpoint": best.name,
                   "best_step": best_progress["global_step"], "batch_size": args.batch_size, "lr": args.lr,
-                  "encoder": SMALL_ENCODER, "steps_per_epoch": args.steps_per_epoch},
+                  "encoder": f"{SMALL_ENCODER}(centre=True)", "steps_per_epoch": args.steps_per_epoch},
         "evaluate_s": round(eval_wall, 1),
         "test_files": len(evaluation["files"]),
         "oracle": orc,
