@@ -13,15 +13,15 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, TextIO
+from typing import Any, TextIO
 
 import lightning.pytorch as pl
+import matplotlib
 import numpy as np
 import soundfile as sf
 import torch
-
-import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -30,9 +30,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 
 def run_folder(trainer: pl.Trainer) -> Path:
     """This run's own folder: W&B's run files folder, else the first logger's version folder."""
-    from lightning.pytorch.loggers import WandbLogger
-
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
@@ -54,17 +52,29 @@ def spectrogram_db(audio: np.ndarray, n_fft: int = 1024, hop: int = 256) -> np.n
     return (db - db.max()).clamp(min=-90).numpy()
 
 
-def clip_figure(clip: Dict[str, torch.Tensor], param_names: Sequence[str], sample_rate: int, title: str):
+def clip_figure(clip: dict[str, torch.Tensor], param_names: Sequence[str], sample_rate: int, title: str):
     """Spectrograms of input/target/output above a heat map of the automation (rows = parameter names)."""
     fig, axes = plt.subplots(4, 1, figsize=(10, 10), gridspec_kw={"height_ratios": [1, 1, 1, 1.4]})
     seconds = clip["input"].shape[-1] / sample_rate
     for ax, key in zip(axes[:3], ("input", "target", "output")):
-        ax.imshow(spectrogram_db(clip[key].mean(0).numpy()), origin="lower", aspect="auto",
-                  extent=(0, seconds, 0, sample_rate / 2000), cmap="magma")
+        ax.imshow(
+            spectrogram_db(clip[key].mean(0).numpy()),
+            origin="lower",
+            aspect="auto",
+            extent=(0, seconds, 0, sample_rate / 2000),
+            cmap="magma",
+        )
         ax.set_ylabel(f"{key}\nkHz")
     theta = clip["theta"].numpy().T
-    axes[3].imshow(theta, aspect="auto", vmin=0, vmax=1, cmap="viridis", extent=(0, seconds, len(param_names), 0),
-                   interpolation="nearest")
+    axes[3].imshow(
+        theta,
+        aspect="auto",
+        vmin=0,
+        vmax=1,
+        cmap="viridis",
+        extent=(0, seconds, len(param_names), 0),
+        interpolation="nearest",
+    )
     axes[3].set_yticks(np.arange(len(param_names)) + 0.5)
     axes[3].set_yticklabels(param_names, fontsize=max(4, 9 - len(param_names) // 10))
     axes[3].set_xlabel("seconds")
@@ -118,7 +128,7 @@ class MediaLogger(pl.Callback):
         names = pl_module.param_names
         folder = run_folder(trainer) / "media_files" / f"step_{trainer.global_step:07d}"
         folder.mkdir(parents=True, exist_ok=True)
-        media: List[tuple] = []
+        media: list[tuple] = []
         for clip_id, clip in clips:
             for key in ("input", "target", "output"):
                 path = folder / f"clip{clip_id}_{key}.wav"
@@ -137,7 +147,7 @@ class MediaLogger(pl.Callback):
         self._send(trainer, media, sr)
         plt.close("all")
 
-    def _send(self, trainer: pl.Trainer, media: List[tuple], sample_rate: int) -> None:
+    def _send(self, trainer: pl.Trainer, media: list[tuple], sample_rate: int) -> None:
         from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
         step = trainer.global_step
@@ -172,12 +182,19 @@ class LatestCheckpoint(ModelCheckpoint):
     no version counter), next to the recipe's best-val checkpoints.
     """
 
-    def __init__(self, dirpath: Optional[str] = None):
-        super().__init__(dirpath=dirpath, filename=self.CHECKPOINT_NAME_LAST, monitor=None, save_top_k=1,
-                         save_last=False, enable_version_counter=False, auto_insert_metric_name=False)
+    def __init__(self, dirpath: str | None = None):
+        super().__init__(
+            dirpath=dirpath,
+            filename=self.CHECKPOINT_NAME_LAST,
+            monitor=None,
+            save_top_k=1,
+            save_last=False,
+            enable_version_counter=False,
+            auto_insert_metric_name=False,
+        )
 
 
-def demo_parameter_error(trainer: pl.Trainer, pl_module: pl.LightningModule) -> Optional[Dict[str, float]]:
+def demo_parameter_error(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float] | None:
     """For the demo's known-answer task: mean |theta - hidden theta| (normalised, over the last validation's frames),
     of the model and of the chain defaults; None for any other data.
 
@@ -215,7 +232,7 @@ def _shown(path: str | Path) -> str:
         return str(path)
 
 
-def _viewing(trainer: pl.Trainer) -> List[str]:
+def _viewing(trainer: pl.Trainer) -> list[str]:
     """How to look at this run, one line per logger."""
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
@@ -247,17 +264,17 @@ class FitSummary(pl.Callback):
         stream: where to print (default: standard output).
     """
 
-    def __init__(self, stream: Optional[TextIO] = None):
+    def __init__(self, stream: TextIO | None = None):
         self.stream = stream
-        self.best: Optional[Dict[str, float]] = None
-        self.last: Optional[Dict[str, float]] = None
+        self.best: dict[str, float] | None = None
+        self.last: dict[str, float] | None = None
         self._started = 0.0
-        self._lines: List[str] = []
+        self._lines: list[str] = []
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "last": self.last}
 
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best, self.last = state_dict.get("best"), state_dict.get("last")
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -285,7 +302,7 @@ class FitSummary(pl.Callback):
         if trainer.is_global_zero and self._lines:
             print("\n".join(self._lines), file=self.stream or sys.stdout, flush=True)
 
-    def summary(self, trainer: pl.Trainer) -> List[str]:
+    def summary(self, trainer: pl.Trainer) -> list[str]:
         """The summary's lines (logger runs still open: the W&B run folder is asked for)."""
         wall = time.monotonic() - self._started if self._started else 0.0
         lines = [f"afx fit: {trainer.global_step} steps in {wall:.0f} s"]
@@ -315,7 +332,7 @@ class FitSummary(pl.Callback):
         return lines
 
     @staticmethod
-    def _checkpoints(trainer: pl.Trainer) -> tuple[Optional[str], Optional[str]]:
+    def _checkpoints(trainer: pl.Trainer) -> tuple[str | None, str | None]:
         """(the checkpoint to use, last.ckpt): the best on val/loss when one was kept, else the last written."""
         best = last = None
         for cb in trainer.checkpoint_callbacks:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from . import registry
 from .constants import FRAME_SIZE, PREDICT_SMOOTHING_HZ, SAMPLE_RATE
@@ -85,12 +86,23 @@ def _effects_inspect(args: argparse.Namespace) -> int:
 
 def _effects_show(args: argparse.Namespace) -> int:
     chain = registry.build_chain(args.name, sample_rate=args.sample_rate, block_size=FRAME_SIZE)
-    print(f"{args.name}: {chain.num_params} trainable parameters, latency {chain.latency} samples at {args.sample_rate} Hz")
+    print(
+        f"{args.name}: {chain.num_params} trainable parameters, latency {chain.latency} samples at {args.sample_rate} Hz"
+    )
     rows = []
     for p in chain.params:
         fixed = "" if p.fixed is None else f"fixed={p.fixed:g}"
-        rows.append((p.name, f"{p.min:g}", f"{p.max:g}", f"{p.default:g}", p.scale.value, p.unit,
-                     "; ".join(text for text in (fixed, p.description) if text)))
+        rows.append(
+            (
+                p.name,
+                f"{p.min:g}",
+                f"{p.max:g}",
+                f"{p.default:g}",
+                p.scale.value,
+                p.unit,
+                "; ".join(text for text in (fixed, p.description) if text),
+            )
+        )
     _table(("parameter", "min", "max", "default", "scale", "unit", "note"), rows)
     chain.close()
     return 0
@@ -115,12 +127,24 @@ def _process_parser() -> argparse.ArgumentParser:
     parser.add_argument("output", help="where to write the result (refused if it exists, unless --overwrite)")
     parser.add_argument("--automation", help="write the per-frame parameters to this .csv or .json file")
     parser.add_argument("--plot", help="write input/output spectrograms and the automation to this .png")
-    parser.add_argument("--smoothing-hz", type=float, default=PREDICT_SMOOTHING_HZ, help="low-pass cutoff of the parameter curves (0: off)")
-    parser.add_argument("--predict-hop", type=int, default=1,
-                        help="predict every N-th frame and interpolate (N=4: ~4x faster with an Inception encoder)")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the encoder (~3x faster Inception on CPU after a compilation of a minute "
-                             "or more: for long files)")
+    parser.add_argument(
+        "--smoothing-hz",
+        type=float,
+        default=PREDICT_SMOOTHING_HZ,
+        help="low-pass cutoff of the parameter curves (0: off)",
+    )
+    parser.add_argument(
+        "--predict-hop",
+        type=int,
+        default=1,
+        help="predict every N-th frame and interpolate (N=4: ~4x faster with an Inception encoder)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the encoder (~3x faster Inception on CPU after a compilation of a minute "
+        "or more: for long files)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--device", default="cpu", help="where the encoder runs (default: cpu)")
@@ -133,16 +157,29 @@ def _process(argv: Sequence[str]) -> int:
 
     try:
         model = load_model(args.ckpt)
-        processor = Processor(model, smoothing_hz=args.smoothing_hz, device=args.device, predict_hop=args.predict_hop,
-                              compile=args.compile)
+        processor = Processor(
+            model,
+            smoothing_hz=args.smoothing_hz,
+            device=args.device,
+            predict_hop=args.predict_hop,
+            compile=args.compile,
+        )
         stats = processor.process_file(
-            args.input, args.output, automation=args.automation, plot=args.plot, overwrite=args.overwrite,
+            args.input,
+            args.output,
+            automation=args.automation,
+            plot=args.plot,
+            overwrite=args.overwrite,
             progress=not args.no_progress,
         )
     except AfxError as exc:
         print(f"afx process: {exc}", file=sys.stderr)
         return 2
-    note = f"; {stats.dropped_frames} frame(s) failed in the plugin and were passed through dry" if stats.dropped_frames else ""
+    note = (
+        f"; {stats.dropped_frames} frame(s) failed in the plugin and were passed through dry"
+        if stats.dropped_frames
+        else ""
+    )
     clip = f"; {stats.clipped_samples} sample(s) clipped to [-1, 1]" if stats.clipped_samples else ""
     prep = f"; {stats.preprocessing}" if stats.preprocessing else ""
     print(
@@ -160,13 +197,22 @@ COMMANDS = (
     ("test", "score a checkpoint on the test split: afx test --config X.yaml --ckpt_path C.ckpt"),
     ("predict", "process data.predict_files with a checkpoint through Lightning (same as afx process)"),
     ("effects list [--installed]", "registered effect chains: backend, P, status (--installed: VST3/LV2 plugins here)"),
-    ("effects show NAME|FILE", "a chain's parameter table (registered, or declared in FILE.yaml): ranges, scales, units"),
-    ("effects inspect TARGET", "a VST3/AU file, LV2 URI or pedalboard class: parameters, latency, a YAML chain to paste"),
+    (
+        "effects show NAME|FILE",
+        "a chain's parameter table (registered, or declared in FILE.yaml): ranges, scales, units",
+    ),
+    (
+        "effects inspect TARGET",
+        "a VST3/AU file, LV2 URI or pedalboard class: parameters, latency, a YAML chain to paste",
+    ),
     ("recipes list", "registered recipes: chain, P, and the data each expects"),
     ("recipes show NAME", "a recipe's YAML file: its path and contents"),
     ("process", "apply a trained model to a whole file: afx process --ckpt C.ckpt in.wav out.wav"),
     ("evaluate", "d_MFCC, STFT and loudness distances of a checkpoint on a data split, next to identity"),
-    ("match", "best static settings of a chain for one input/target pair (CMA-ES): afx match --chain C in.wav target.wav"),
+    (
+        "match",
+        "best static settings of a chain for one input/target pair (CMA-ES): afx match --chain C in.wav target.wav",
+    ),
 )
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
@@ -209,8 +255,14 @@ def _recipes_list(_: argparse.Namespace) -> int:
             continue
         model, data = config.get("model") or {}, config.get("data") or {}
         chain = (model.get("fx") or {}).get("chain", registry.DEFAULT_CHAIN)
-        rows.append((name, registry.chain_label(chain), _num_params(chain, data.get("sample_rate", SAMPLE_RATE)),
-                     _data_description(data)))
+        rows.append(
+            (
+                name,
+                registry.chain_label(chain),
+                _num_params(chain, data.get("sample_rate", SAMPLE_RATE)),
+                _data_description(data),
+            )
+        )
     _table(("recipe", "chain", "P", "data"), rows)
     return 0
 
@@ -240,8 +292,9 @@ def _registry_parser(kind: str) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     if kind == "effects":
         listing = sub.add_parser("list", help="chains with backend and parameter count")
-        listing.add_argument("--installed", action="store_true",
-                             help="list the VST3 bundles and LV2 plugins installed here instead")
+        listing.add_argument(
+            "--installed", action="store_true", help="list the VST3 bundles and LV2 plugins installed here instead"
+        )
         listing.set_defaults(run=_effects_list)
         inspect = sub.add_parser("inspect", help="what a plugin offers, and a chain declaration for it")
         inspect.add_argument("target", help="a VST3/AU file (or bundle name), an LV2 URI or a pedalboard class name")
@@ -271,7 +324,7 @@ def _registry_command(kind: str, argv: Sequence[str]) -> int:
         return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(help_text())

@@ -15,9 +15,9 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from .metrics import loudness_lufs, mfcc_distance, multi_resolution_stft_distanc
 Render = Callable[[np.ndarray, int], np.ndarray]  # (audio [C, T], sample rate) -> output [C, T] at that rate
 
 
-def score(output: np.ndarray, target: np.ndarray, sample_rate: int) -> Dict[str, float]:
+def score(output: np.ndarray, target: np.ndarray, sample_rate: int) -> dict[str, float]:
     """Metrics of ``output`` against ``target`` (both [C, T] at ``sample_rate``; trimmed to the shorter)."""
     n = min(output.shape[-1], target.shape[-1])
     out = torch.from_numpy(np.ascontiguousarray(output[..., :n], dtype=np.float32)).mean(0, keepdim=True)
@@ -39,7 +39,9 @@ def score(output: np.ndarray, target: np.ndarray, sample_rate: int) -> Dict[str,
     return {
         "d_mfcc": float(mfcc_distance(out, tgt, sample_rate, over="coefficients")[0]),
         "mrstft": float(multi_resolution_stft_distance(out, tgt)[0]),
-        "loudness_diff_lu": abs(loudness_lufs(out[0].numpy(), sample_rate) - loudness_lufs(tgt[0].numpy(), sample_rate)),
+        "loudness_diff_lu": abs(
+            loudness_lufs(out[0].numpy(), sample_rate) - loudness_lufs(tgt[0].numpy(), sample_rate)
+        ),
     }
 
 
@@ -47,17 +49,17 @@ def score(output: np.ndarray, target: np.ndarray, sample_rate: int) -> Dict[str,
 class FileResult:
     name: str
     seconds: float
-    model: Dict[str, float]
-    identity: Dict[str, float]
-    input_gain_db: Optional[float] = None  # loudness-normalisation gain the model's input got (None: none)
+    model: dict[str, float]
+    identity: dict[str, float]
+    input_gain_db: float | None = None  # loudness-normalisation gain the model's input got (None: none)
 
 
 @dataclass
 class EvaluationReport:
-    files: List[FileResult] = field(default_factory=list)
+    files: list[FileResult] = field(default_factory=list)
     preprocessing: str = "none"  # what the model's inputs went through (Preprocessing.describe)
 
-    def mean(self, which: str) -> Dict[str, float]:
+    def mean(self, which: str) -> dict[str, float]:
         keys = self.files[0].model.keys() if self.files else []
         return {k: float(np.nanmean([getattr(f, which)[k] for f in self.files])) for k in keys}
 
@@ -65,7 +67,7 @@ class EvaluationReport:
         header = f"{'file':<28} {'d_MFCC':>8} {'(ident.)':>9} {'MR-STFT':>8} {'(ident.)':>9} {'dLU':>6} {'(ident.)':>9}"
         rows = [header, "-" * len(header)]
 
-        def line(name: str, m: Dict[str, float], i: Dict[str, float]) -> str:
+        def line(name: str, m: dict[str, float], i: dict[str, float]) -> str:
             return (
                 f"{name[:28]:<28} {m['d_mfcc']:8.4f} {i['d_mfcc']:9.4f} {m['mrstft']:8.3f} {i['mrstft']:9.3f} "
                 f"{m['loudness_diff_lu']:6.2f} {i['loudness_diff_lu']:9.2f}"
@@ -91,7 +93,9 @@ class EvaluationReport:
         }
 
 
-def paired_files(root: Path, split: Optional[str], input_dir: str = "input", target_dir: str = "target") -> List[Tuple[Path, Path]]:
+def paired_files(
+    root: Path, split: str | None, input_dir: str = "input", target_dir: str = "target"
+) -> list[tuple[Path, Path]]:
     base = root / split if split and (root / split).is_dir() else root
     inputs = sorted((base / input_dir).glob("*.wav"))
     if not inputs:
@@ -105,8 +109,12 @@ def paired_files(root: Path, split: Optional[str], input_dir: str = "input", tar
     return pairs
 
 
-def evaluate(pairs: Iterable[Tuple[Path, Path]], render: Render,
-             input_gain_db: Optional[Callable[[], Optional[float]]] = None, preprocessing: str = "none") -> EvaluationReport:
+def evaluate(
+    pairs: Iterable[tuple[Path, Path]],
+    render: Render,
+    input_gain_db: Callable[[], float | None] | None = None,
+    preprocessing: str = "none",
+) -> EvaluationReport:
     """Score ``render`` on each pair; ``input_gain_db`` (called after each render) tells the gain it applied."""
     report = EvaluationReport(preprocessing=preprocessing)
     for input_path, target_path in pairs:
@@ -116,13 +124,18 @@ def evaluate(pairs: Iterable[Tuple[Path, Path]], render: Render,
             target = np.stack([resample(channel, target_rate, rate) for channel in target])
         output = render(audio, rate)
         report.files.append(
-            FileResult(input_path.name, audio.shape[-1] / rate, score(output, target, rate), score(audio, target, rate),
-                       input_gain_db() if input_gain_db is not None else None)
+            FileResult(
+                input_path.name,
+                audio.shape[-1] / rate,
+                score(output, target, rate),
+                score(audio, target, rate),
+                input_gain_db() if input_gain_db is not None else None,
+            )
         )
     return report
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="afx evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True, help="trained checkpoint")
     parser.add_argument("--data", required=True, type=Path, help="folder with [<split>/]input/*.wav and target/*.wav")
@@ -135,9 +148,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         pairs = paired_files(args.data, args.split)
         processor = Processor(load_model(args.ckpt), smoothing_hz=args.smoothing_hz)
-        report = evaluate(pairs, lambda audio, rate: processor.process_array(audio, rate)[0],
-                          input_gain_db=lambda: processor.last_stats.input_gain_db,
-                          preprocessing=processor.preprocessing.describe())
+        report = evaluate(
+            pairs,
+            lambda audio, rate: processor.process_array(audio, rate)[0],
+            input_gain_db=lambda: processor.last_stats.input_gain_db,
+            preprocessing=processor.preprocessing.describe(),
+        )
     except AfxError as exc:
         print(f"afx evaluate: {exc}", file=sys.stderr)
         return 2

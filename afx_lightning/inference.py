@@ -47,9 +47,10 @@ import pathlib
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -59,7 +60,7 @@ from .data.preprocess import LoudnessMeter, Preprocessing
 from .effects.params import ParamSpec
 from .errors import AfxError
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 DEFAULT_CONTEXT = 40960
 READ_BLOCK = 65536  # input samples per read (per channel)
@@ -72,7 +73,7 @@ class InferenceError(AfxError):
 # ====================================================================================== loading
 
 
-def _allowed_factory(qualname: str) -> Optional[Callable]:
+def _allowed_factory(qualname: str) -> Callable | None:
     """A chain factory named in a checkpoint may be unpickled only if it is a registered chain or a test chain."""
     module, _, name = qualname.rpartition(".")
     if not module:
@@ -95,10 +96,16 @@ def _allowed_factory(qualname: str) -> Optional[Callable]:
     return obj if callable(obj) and not isinstance(obj, type) else None
 
 
-SAFE_GLOBALS: List[Any] = [functools.partial, pathlib.PosixPath, pathlib.PurePosixPath, pathlib.WindowsPath, pathlib.PureWindowsPath]
+SAFE_GLOBALS: list[Any] = [
+    functools.partial,
+    pathlib.PosixPath,
+    pathlib.PurePosixPath,
+    pathlib.WindowsPath,
+    pathlib.PureWindowsPath,
+]
 
 
-def _safe_load(path: Path) -> Dict[str, Any]:
+def _safe_load(path: Path) -> dict[str, Any]:
     """``torch.load(weights_only=True)`` plus the few globals a DeepAFx checkpoint may legitimately hold."""
     allowed = list(SAFE_GLOBALS)
     try:
@@ -124,7 +131,9 @@ def _safe_load(path: Path) -> Dict[str, Any]:
                 f"this checkpoint needs unsafe unpickling: {path} holds objects that are not plain data ({what}); "
                 "refusing to load it (only weights, plain hyper-parameters and registered chain factories are allowed)"
             ) from None
-        raise InferenceError(f"cannot read checkpoint {path}: {text.strip().splitlines()[0] if text else type(exc).__name__}") from None
+        raise InferenceError(
+            f"cannot read checkpoint {path}: {text.strip().splitlines()[0] if text else type(exc).__name__}"
+        ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise InferenceError(f"{path} is not a Lightning checkpoint (no state_dict)")
     return checkpoint
@@ -151,7 +160,9 @@ def _encoder_factory(spec: Any, path: Path) -> Callable[[int], Any]:
         for part in attr.split("."):
             cls = getattr(cls, part)
     except Exception as exc:  # a declared but broken plugin package
-        raise InferenceError(f"checkpoint {path}: cannot import encoder {class_path!r} ({type(exc).__name__}: {exc})") from None
+        raise InferenceError(
+            f"checkpoint {path}: cannot import encoder {class_path!r} ({type(exc).__name__}: {exc})"
+        ) from None
     if not (isinstance(cls, type) and issubclass(cls, ParameterEncoder)):
         raise InferenceError(
             f"checkpoint {path}: encoder class {class_path!r} is not a subclass of "
@@ -192,7 +203,7 @@ def _chain_source(chain: Any, path: Path) -> Any:
     return factory
 
 
-def _legacy_config(checkpoint: Dict[str, Any], path: Path) -> Dict[str, Any]:
+def _legacy_config(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
     """The ``afx_model`` description of a checkpoint written before it existed (``afx_encoder`` key only).
 
     Takes just the chain and the audio format from the saved hyper-parameters, and only as plain values;
@@ -215,13 +226,15 @@ def _legacy_config(checkpoint: Dict[str, Any], path: Path) -> Dict[str, Any]:
         "encoder": spec,
         "sample_rate": hparams.get("sample_rate", 22050),
         "frame_size": hparams.get("frame_size", 1024),
-        "data": {"context_size": dm.get("context_size"),
-                 **{k: dm[k] for k in ("highpass_hz", "loudness_lufs") if isinstance(dm.get(k), (int, float))}},
+        "data": {
+            "context_size": dm.get("context_size"),
+            **{k: dm[k] for k in ("highpass_hz", "loudness_lufs") if isinstance(dm.get(k), (int, float))},
+        },
         "options": {},
     }
 
 
-def model_preprocessing(config: Dict[str, Any], path: Path) -> Preprocessing:
+def model_preprocessing(config: dict[str, Any], path: Path) -> Preprocessing:
     """What the model's inputs went through in training: the description's ``preprocessing``; for descriptions
     written before it, the data facts they recorded (``data.highpass_hz`` / ``data.loudness_lufs``); none if
     neither is there (such a checkpoint processes as it always did)."""
@@ -239,7 +252,7 @@ def model_preprocessing(config: Dict[str, Any], path: Path) -> Preprocessing:
     return preprocessing
 
 
-def model_config(checkpoint: Dict[str, Any], path: Path) -> Dict[str, Any]:
+def model_config(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
     """The checkpoint's plain-data model description (:meth:`DeepAFx.get_config`), checked for shape."""
     from .module import CONFIG_FORMAT, CONFIG_KEY, READABLE_FORMATS
 
@@ -256,7 +269,7 @@ def model_config(checkpoint: Dict[str, Any], path: Path) -> Dict[str, Any]:
     return config
 
 
-def build_model(config: Dict[str, Any], path: Path) -> "DeepAFx":  # noqa: F821
+def build_model(config: dict[str, Any], path: Path) -> DeepAFx:  # noqa: F821
     """An untrained :class:`~afx_lightning.module.DeepAFx` for inference (one slot, one worker) from a description."""
     from .module import DeepAFx
 
@@ -265,7 +278,9 @@ def build_model(config: Dict[str, Any], path: Path) -> "DeepAFx":  # noqa: F821
     try:
         int(config["sample_rate"]), int(config["frame_size"])
     except (KeyError, TypeError, ValueError):
-        raise InferenceError(f"checkpoint {path}: the model description lacks an integer sample_rate/frame_size") from None
+        raise InferenceError(
+            f"checkpoint {path}: the model description lacks an integer sample_rate/frame_size"
+        ) from None
     try:
         model = DeepAFx.from_config(config, chain=chain, encoder=factory)
     except ValueError as exc:
@@ -278,7 +293,7 @@ def build_model(config: Dict[str, Any], path: Path) -> "DeepAFx":  # noqa: F821
     return model
 
 
-def load_model(ckpt_path: PathLike) -> "DeepAFx":  # noqa: F821
+def load_model(ckpt_path: PathLike) -> DeepAFx:  # noqa: F821
     """Rebuild a :class:`~afx_lightning.module.DeepAFx` from a checkpoint, loading it weights-only (no arbitrary code).
 
     Only the checkpoint's own description (``afx_model``, see :meth:`DeepAFx.get_config`) is used, never the
@@ -305,7 +320,9 @@ def load_model(ckpt_path: PathLike) -> "DeepAFx":  # noqa: F821
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as exc:
-        raise InferenceError(f"checkpoint {path}: weights do not fit the rebuilt model: {str(exc).splitlines()[0]}") from None
+        raise InferenceError(
+            f"checkpoint {path}: weights do not fit the rebuilt model: {str(exc).splitlines()[0]}"
+        ) from None
     model.eval()
     return model
 
@@ -339,7 +356,7 @@ class StreamingResampler:
     def output_length(self, input_length: int) -> int:
         return -(-input_length * self.n // self.o)
 
-    def _run(self, a: int, b: int, keep_from: int, keep_to: Optional[int]) -> np.ndarray:
+    def _run(self, a: int, b: int, keep_from: int, keep_to: int | None) -> np.ndarray:
         seg = torch.from_numpy(np.ascontiguousarray(self._buf[a - self._buf_start : b - self._buf_start]))
         with torch.no_grad():
             y = self._resample(seg).numpy()
@@ -384,7 +401,7 @@ class _Ring:
     def __init__(self) -> None:
         self.buf = np.zeros(0, dtype=np.float32)
         self.start = 0
-        self.total: Optional[int] = None  # known once the stream ends
+        self.total: int | None = None  # known once the stream ends
 
     @property
     def end(self) -> int:
@@ -410,7 +427,7 @@ class _Ring:
 # ====================================================================================== automation
 
 
-def smooth_automation(theta: np.ndarray, frame_rate: float, cutoff_hz: Optional[float], order: int = 2) -> np.ndarray:
+def smooth_automation(theta: np.ndarray, frame_rate: float, cutoff_hz: float | None, order: int = 2) -> np.ndarray:
     """Zero-phase Butterworth low-pass of each θ curve (``filtfilt`` over frames), then clip to [0, 1].
 
     ``cutoff_hz`` <= 0 / None, or at or above the frame rate's Nyquist, disables smoothing. Short files get a
@@ -437,14 +454,14 @@ def max_step(theta: np.ndarray) -> float:
 class Automation:
     """Per-frame parameters: ``normalized`` [frames, P] in [0, 1] (smoothed), ``raw`` as predicted."""
 
-    params: Tuple[ParamSpec, ...]
+    params: tuple[ParamSpec, ...]
     normalized: np.ndarray
     frame_rate: float
-    raw: Optional[np.ndarray] = None
-    input_gain_db: Optional[float] = None  # loudness gain the input got before prediction (render applies it too)
+    raw: np.ndarray | None = None
+    input_gain_db: float | None = None  # loudness gain the input got before prediction (render applies it too)
 
     @property
-    def names(self) -> List[str]:
+    def names(self) -> list[str]:
         return [p.name for p in self.params]
 
     @property
@@ -455,9 +472,9 @@ class Automation:
     @property
     def values(self) -> np.ndarray:
         """In plugin units as the ranges are written (``ParamSpec.to_display``: dB stays dB)."""
-        return np.array([[p.to_display(u) for p, u in zip(self.params, row)] for row in self.normalized], dtype=np.float64).reshape(
-            len(self.normalized), len(self.params)
-        )
+        return np.array(
+            [[p.to_display(u) for p, u in zip(self.params, row)] for row in self.normalized], dtype=np.float64
+        ).reshape(len(self.normalized), len(self.params))
 
     def save(self, path: PathLike) -> None:
         path = Path(path)
@@ -473,7 +490,8 @@ class Automation:
             data = {
                 "frame_rate": self.frame_rate,
                 "params": [
-                    {"name": p.name, "unit": p.unit, "min": p.min, "max": p.max, "scale": p.scale.value} for p in self.params
+                    {"name": p.name, "unit": p.unit, "min": p.min, "max": p.max, "scale": p.scale.value}
+                    for p in self.params
                 ],
                 "normalized": np.round(self.normalized.astype(np.float64), 6).tolist(),
                 "values": np.round(self.values, 6).tolist(),
@@ -497,7 +515,7 @@ class _Source:
     blocks: Callable[[], Iterator[np.ndarray]]
 
 
-def _file_source(path: Path) -> Tuple[_Source, Any]:
+def _file_source(path: Path) -> tuple[_Source, Any]:
     if not path.exists():
         raise InferenceError(f"input {path} does not exist")
     try:
@@ -536,7 +554,7 @@ def _array_source(audio: np.ndarray, sample_rate: int) -> _Source:
 _FORMATS = {"AIF": "AIFF", "OGA": "OGG", "OPUS": "OGG"}
 
 
-def _output_format(path: Path, input_subtype: Optional[str]) -> Tuple[str, Optional[str]]:
+def _output_format(path: Path, input_subtype: str | None) -> tuple[str, str | None]:
     ext = path.suffix.lstrip(".").upper()
     fmt = _FORMATS.get(ext, ext)
     if fmt not in sf.available_formats():
@@ -551,7 +569,7 @@ def _output_format(path: Path, input_subtype: Optional[str]) -> Tuple[str, Optio
     return fmt, want
 
 
-def _check_output(path: Path, in_path: Optional[Path], overwrite: bool, what: str = "output") -> None:
+def _check_output(path: Path, in_path: Path | None, overwrite: bool, what: str = "output") -> None:
     if in_path is not None and path.resolve() == in_path.resolve():
         raise InferenceError(f"{what} {path} is the input file; choose another name")
     if path.exists() and not overwrite:
@@ -577,8 +595,8 @@ class ProcessStats:
     wall_s: float = 0.0
     predict_s: float = 0.0
     render_s: float = 0.0
-    faults: Dict[str, int] = field(default_factory=dict)
-    input_gain_db: Optional[float] = None  # the loudness-normalisation gain applied to the input, if any
+    faults: dict[str, int] = field(default_factory=dict)
+    input_gain_db: float | None = None  # the loudness-normalisation gain applied to the input, if any
     preprocessing: str = ""  # what the input went through before the model saw it ("" when nothing)
 
     @property
@@ -650,11 +668,11 @@ class Processor:
         self,
         model,
         smoothing_hz: float = 2.0,
-        device: Union[str, torch.device] = "cpu",
-        context_size: Optional[int] = None,
+        device: str | torch.device = "cpu",
+        context_size: int | None = None,
         batch_size: int = 64,
         predict_hop: int = 1,
-        preprocessing: Optional[Preprocessing] = None,
+        preprocessing: Preprocessing | None = None,
         share_log_mel: bool = True,
         compile: bool = False,
     ):
@@ -677,7 +695,7 @@ class Processor:
         self._encoder = _compiled(model.encoder) if compile else model.encoder
         self.fx = model.fx
         self.latency = int(self.fx.latency)
-        self.last_stats: Optional[ProcessStats] = None
+        self.last_stats: ProcessStats | None = None
         from .data import DataError
 
         try:
@@ -690,7 +708,7 @@ class Processor:
         return self.sample_rate / self.frame_size
 
     # ------------------------------------------------------------------ streams
-    def _model_rate(self, source: _Source, check_finite: bool, gain_db: Optional[float] = None) -> Iterator[np.ndarray]:
+    def _model_rate(self, source: _Source, check_finite: bool, gain_db: float | None = None) -> Iterator[np.ndarray]:
         """Mono model-rate chunks of the source as the model sees them: downmix by channel mean, resample, then
         the training preprocessing (the high-pass, its state carried from chunk to chunk, and ``gain_db``)."""
         rs = StreamingResampler(source.sample_rate, self.sample_rate)
@@ -716,7 +734,7 @@ class Processor:
         if len(out):
             yield prepared(out)
 
-    def _model_rate_channels(self, source: _Source, gain_db: Optional[float] = None) -> Iterator[np.ndarray]:
+    def _model_rate_channels(self, source: _Source, gain_db: float | None = None) -> Iterator[np.ndarray]:
         """[C, n] model-rate chunks of every channel, preprocessed as :meth:`_model_rate` does the downmix (the
         high-pass and ``gain_db`` are linear, so their mean over channels is the downmix's stream)."""
         rs = [StreamingResampler(source.sample_rate, self.sample_rate) for _ in range(source.channels)]
@@ -735,7 +753,7 @@ class Processor:
         if out.shape[1]:
             yield prepared(out)
 
-    def render_layout(self, channels: int) -> Tuple[int, int]:
+    def render_layout(self, channels: int) -> tuple[int, int]:
         """How a ``channels``-channel input meets the chain: (instances per frame, channels per instance).
 
         The rule training uses too (:class:`~afx_lightning.blackbox.channels.ChannelLayout`): a mono chain, one
@@ -753,7 +771,7 @@ class Processor:
         except ValueError as exc:
             raise InferenceError(str(exc)) from None
 
-    def input_gain_db(self, source: _Source) -> Optional[float]:
+    def input_gain_db(self, source: _Source) -> float | None:
         """Pass 0: the gain (dB) that brings the whole input, high-passed as the model sees it, to the trained
         ``loudness_lufs`` (the same meter as training's). None without loudness normalisation, and for a file
         too short (< 0.4 s) or too quiet (every block gated) to measure: it gets no gain."""
@@ -768,13 +786,16 @@ class Processor:
         loudness = meter.integrated()
         return float(target - loudness) if np.isfinite(loudness) else None
 
-    def _preprocessing_note(self, gain_db: Optional[float]) -> str:
+    def _preprocessing_note(self, gain_db: float | None) -> str:
         p, parts = self.preprocessing, []
         if p.highpass_hz is not None:
             parts.append(f"high-passed at {p.highpass_hz:g} Hz")
         if p.loudness_lufs is not None:
-            parts.append(f"normalised to {p.loudness_lufs:g} LUFS ({gain_db:+.1f} dB gain)" if gain_db is not None
-                         else f"not normalised to {p.loudness_lufs:g} LUFS (too short or quiet to measure)")
+            parts.append(
+                f"normalised to {p.loudness_lufs:g} LUFS ({gain_db:+.1f} dB gain)"
+                if gain_db is not None
+                else f"not normalised to {p.loudness_lufs:g} LUFS (too short or quiet to measure)"
+            )
         return "input " + " and ".join(parts) if parts else ""
 
     def _model_length(self, source: _Source) -> int:
@@ -783,8 +804,15 @@ class Processor:
     def _bar(self, total: int, desc: str, progress: bool):
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=desc, unit="frame", file=sys.stderr, leave=False,
-                    disable=not progress or total < 400, mininterval=0.5)
+        return tqdm(
+            total=total,
+            desc=desc,
+            unit="frame",
+            file=sys.stderr,
+            leave=False,
+            disable=not progress or total < 400,
+            mininterval=0.5,
+        )
 
     # ------------------------------------------------------------------ pass 1
     @torch.no_grad()
@@ -810,7 +838,9 @@ class Processor:
         smoothed = smooth_automation(theta, self.frame_rate, self.smoothing_hz)
         # discrete parameters at their most likely values (a no-op for continuous ones; see effects.discrete)
         plugin_theta = self.fx.codec.decode(smoothed)
-        return Automation(self.fx.info.trainable_params, plugin_theta, self.frame_rate, raw=theta, input_gain_db=gain_db)
+        return Automation(
+            self.fx.info.trainable_params, plugin_theta, self.frame_rate, raw=theta, input_gain_db=gain_db
+        )
 
     @property
     def shares_log_mel(self) -> bool:
@@ -820,18 +850,23 @@ class Processor:
         from .encoders import LogMelStream, ParameterEncoder
 
         encoder = self.model.encoder
-        if not self.share_log_mel or not isinstance(encoder, ParameterEncoder) or not LogMelStream.supports(encoder.frontend):
+        if (
+            not self.share_log_mel
+            or not isinstance(encoder, ParameterEncoder)
+            or not LogMelStream.supports(encoder.frontend)
+        ):
             return False
         return self.frame_size % encoder.frontend.mel.hop_length == 0 and self.context_size >= encoder.frontend.n_fft
 
-    def _predict_contexts(self, encoder, stream: Iterator[np.ndarray], theta: np.ndarray, predicted: List[int],
-                          bar) -> None:
+    def _predict_contexts(
+        self, encoder, stream: Iterator[np.ndarray], theta: np.ndarray, predicted: list[int], bar
+    ) -> None:
         """θ of every wanted frame from its own context, cut out of the stream and zero-padded at the file's ends."""
         n, width, before = self.frame_size, self.context_size, self.context_before
         ring = _Ring()
         batch = np.zeros((self.batch_size, 1, width), dtype=np.float32)
         filled = 0
-        pending: List[int] = []  # frame indices of the contexts in ``batch``
+        pending: list[int] = []  # frame indices of the contexts in ``batch``
         wanted = set(predicted)
 
         def run(count: int) -> None:
@@ -862,8 +897,9 @@ class Processor:
         if filled:
             run(filled)
 
-    def _predict_from_log_mel(self, encoder, stream: Iterator[np.ndarray], theta: np.ndarray, predicted: List[int],
-                              bar) -> None:
+    def _predict_from_log_mel(
+        self, encoder, stream: Iterator[np.ndarray], theta: np.ndarray, predicted: list[int], bar
+    ) -> None:
         """θ of the wanted frames from the file's log-mel, computed once: the stream is preceded by the
         ``context_before`` zeros the first context pads with and followed by zeros to the last context's end,
         so context ``i`` is log-mel frames ``i·N/hop ...`` of it, the frames it would give on its own."""
@@ -904,8 +940,14 @@ class Processor:
         bar.update(len(theta) - shown)
 
     # ------------------------------------------------------------------ pass 2
-    def render(self, source: _Source, automation: Automation, write: Callable[[np.ndarray], None],
-               progress: bool = False, keep: Optional[list] = None) -> ProcessStats:
+    def render(
+        self,
+        source: _Source,
+        automation: Automation,
+        write: Callable[[np.ndarray], None],
+        progress: bool = False,
+        keep: list | None = None,
+    ) -> ProcessStats:
         """Render every channel of the source through fresh plugins with ``automation`` (linked: the same θ on
         every channel, see :meth:`render_layout`); ``write`` gets [C, k] input-rate chunks. ``keep`` collects the
         model-rate input and output downmixes (for the plot)."""
@@ -917,14 +959,23 @@ class Processor:
         length = self._model_length(source)
         theta = automation.normalized
         total_frames = -(-(length + lat) // n)
-        stats = ProcessStats(frames=len(theta), seconds=source.frames / source.sample_rate,
-                             input_gain_db=automation.input_gain_db,
-                             preprocessing=self._preprocessing_note(automation.input_gain_db))
+        stats = ProcessStats(
+            frames=len(theta),
+            seconds=source.frames / source.sample_rate,
+            input_gain_db=automation.input_gain_db,
+            preprocessing=self._preprocessing_note(automation.input_gain_db),
+        )
         pool = FxWorkerPool(  # one worker per channel instance (up to the CPUs): a crash in one leaves the others
-            self.fx.chain_factory, {"process": SlotGroup(instances, 1)}, channels=width, block_size=n,
-            num_params=self.fx.info.num_params, sample_rate=self.sample_rate,
+            self.fx.chain_factory,
+            {"process": SlotGroup(instances, 1)},
+            channels=width,
+            block_size=n,
+            num_params=self.fx.info.num_params,
+            sample_rate=self.sample_rate,
             num_workers=max(1, min(instances, os.cpu_count() or 1)),
-            timeout_s=self.fx.timeout_s, max_retries=self.fx.max_retries, build_timeout_s=self.fx.build_timeout_s,
+            timeout_s=self.fx.timeout_s,
+            max_retries=self.fx.max_retries,
+            build_timeout_s=self.fx.build_timeout_s,
         )
         slots = list(range(instances))
         dry = [_DryFallback(lat) for _ in range(c)]
@@ -982,13 +1033,13 @@ class Processor:
         return stats
 
     # ------------------------------------------------------------------ public API
-    def process_array(self, audio: np.ndarray, sample_rate: int) -> Tuple[np.ndarray, Automation]:
+    def process_array(self, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, Automation]:
         """``audio`` [C, T] float32 at any rate -> (output [C, T] at that rate, automation)."""
         source = _array_source(audio, sample_rate)
         t0 = time.perf_counter()
         automation = self.predict(source)
         t1 = time.perf_counter()
-        chunks: List[np.ndarray] = []
+        chunks: list[np.ndarray] = []
         stats = self.render(source, automation, chunks.append)
         out = np.concatenate(chunks, axis=1) if chunks else np.zeros((source.channels, 0), dtype=np.float32)
         stats.predict_s, stats.render_s, stats.wall_s = t1 - t0, time.perf_counter() - t1, time.perf_counter() - t0
@@ -999,8 +1050,8 @@ class Processor:
         self,
         in_path: PathLike,
         out_path: PathLike,
-        automation: Optional[PathLike] = None,
-        plot: Optional[PathLike] = None,
+        automation: PathLike | None = None,
+        plot: PathLike | None = None,
         overwrite: bool = False,
         progress: bool = True,
     ) -> ProcessStats:
@@ -1025,12 +1076,17 @@ class Processor:
         keep = ([], []) if plot is not None else None
         clip = not subtype.startswith(("FLOAT", "DOUBLE"))
         clipped = 0
-        fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".part" + out_path.suffix,
-                                   dir=str(out_path.parent if str(out_path.parent) else "."))
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{out_path.name}.",
+            suffix=".part" + out_path.suffix,
+            dir=str(out_path.parent if str(out_path.parent) else "."),
+        )
         os.close(fd)
         try:
-            with sf.SoundFile(tmp, "w", samplerate=source.sample_rate, channels=source.channels, format=fmt,
-                              subtype=subtype) as f:
+            with sf.SoundFile(
+                tmp, "w", samplerate=source.sample_rate, channels=source.channels, format=fmt, subtype=subtype
+            ) as f:
+
                 def write(y: np.ndarray) -> None:
                     nonlocal clipped
                     if clip:
@@ -1068,8 +1124,15 @@ def _new_file_mode(path: Path) -> int:
     return 0o666 & ~umask
 
 
-def plot_automation(inp: np.ndarray, out: np.ndarray, automation: Automation, sample_rate: int, path: PathLike,
-                    title: str = "", max_columns: int = 3000) -> None:
+def plot_automation(
+    inp: np.ndarray,
+    out: np.ndarray,
+    automation: Automation,
+    sample_rate: int,
+    path: PathLike,
+    title: str = "",
+    max_columns: int = 3000,
+) -> None:
     """Input and output spectrograms (``callbacks.spectrogram_db``) above a heat map of the automation."""
     import matplotlib
 
@@ -1090,8 +1153,15 @@ def plot_automation(inp: np.ndarray, out: np.ndarray, automation: Automation, sa
             spec = spec[:, :cols].reshape(spec.shape[0], -1, k).max(axis=2)
         ax.imshow(spec, origin="lower", aspect="auto", extent=(0, seconds, 0, sample_rate / 2000), cmap="magma")
         ax.set_ylabel(f"{label}\nkHz")
-    axes[2].imshow(automation.normalized.T, aspect="auto", vmin=0, vmax=1, cmap="viridis", interpolation="nearest",
-                   extent=(0, len(automation.normalized) / automation.frame_rate, len(names), 0))
+    axes[2].imshow(
+        automation.normalized.T,
+        aspect="auto",
+        vmin=0,
+        vmax=1,
+        cmap="viridis",
+        interpolation="nearest",
+        extent=(0, len(automation.normalized) / automation.frame_rate, len(names), 0),
+    )
     axes[2].set_yticks(np.arange(len(names)) + 0.5)
     axes[2].set_yticklabels(names, fontsize=max(4, 9 - len(names) // 10))
     axes[2].set_xlabel("seconds")

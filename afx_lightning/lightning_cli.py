@@ -15,8 +15,9 @@ import shutil
 import sys
 import traceback
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Sequence
+from typing import Any
 
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
@@ -31,8 +32,9 @@ DEFAULT_LOGGER = {
 }
 
 
-def default_callbacks(given: Sequence[Callback] = (), trainer_config: Optional[Mapping[str, Any]] = None,
-                      subcommand: Optional[str] = None) -> list:
+def default_callbacks(
+    given: Sequence[Callback] = (), trainer_config: Mapping[str, Any] | None = None, subcommand: str | None = None
+) -> list:
     """The CLI's callbacks, one per type that ``given`` (the run's own) lacks, so a recipe's settings win.
 
     LearningRateMonitor (when there is a logger), MediaLogger, FitSummary, and (unless checkpointing is off) a
@@ -130,7 +132,7 @@ def check_moved_options(args: Any) -> None:
     args = [str(a) for a in args]
     for i, arg in enumerate(args):
         if arg.startswith("--model."):
-            message = moved_option_message(arg[len("--model."):].split("=", 1)[0].split(".", 1)[0], arg)
+            message = moved_option_message(arg[len("--model.") :].split("=", 1)[0].split(".", 1)[0], arg)
             if message:
                 raise ValueError(message)
         if arg == "--config" and i + 1 < len(args) or arg.startswith("--config="):
@@ -186,9 +188,9 @@ class AfxCLI(LightningCLI):
             getattr(dm, f"{split}_clips", None)
 
 
-def expand_recipe(argv: Sequence[str]) -> List[str]:
+def expand_recipe(argv: Sequence[str]) -> list[str]:
     """``--recipe NAME`` -> ``--config <its registered YAML>``."""
-    out: List[str] = []
+    out: list[str] = []
     args = list(argv)
     i = 0
     while i < len(args):
@@ -205,7 +207,7 @@ def expand_recipe(argv: Sequence[str]) -> List[str]:
     return out
 
 
-def make_cli(argv: Optional[Sequence[str]] = None, run: bool = True) -> AfxCLI:
+def make_cli(argv: Sequence[str] | None = None, run: bool = True) -> AfxCLI:
     # We always pass the (recipe-expanded) arguments explicitly; LightningCLI warns about that when
     # sys.argv holds the same words.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")

@@ -32,8 +32,9 @@ Distances on the aligned pair (``C`` channels, ``M = N - tau`` valid samples):
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Dict, Literal, Mapping
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -187,18 +188,21 @@ class LossConfig:
     normalized_xcorr: bool = True
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "LossConfig":
+    def from_config(cls, config: Mapping[str, Any]) -> LossConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(config) - names)
         if unknown:
             raise ValueError(f"model.loss has no option {', '.join(unknown)} (options: {', '.join(sorted(names))})")
         return cls(**config)
 
-    def get_config(self) -> Dict[str, Any]:
+    def get_config(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def build(self, latency: int = 0) -> DelayInvariantLoss:
         return DelayInvariantLoss(
-            int(self.max_shift) + int(latency), self.time_weight, self.freq_weight,
-            spectral_distance=self.spectral_distance, normalized_xcorr=self.normalized_xcorr,
+            int(self.max_shift) + int(latency),
+            self.time_weight,
+            self.freq_weight,
+            spectral_distance=self.spectral_distance,
+            normalized_xcorr=self.normalized_xcorr,
         )

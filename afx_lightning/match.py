@@ -51,9 +51,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -76,7 +76,9 @@ UNLIMITED = 10**12  # "no evaluation limit" (only --max-seconds)
 MIN_SEGMENT_SECONDS = 0.25  # the 2048-point STFT of the objective needs a few frames per segment
 TOL_X = 1e-3  # CMA-ES has converged once its steps are this small in θ (0.06 dB on a 60 dB range): restart
 OBJECTIVES = ("mrstft+mfcc", "mrstft", "loss")
-MFCC_WEIGHT = 3.0  # d_MFCC (0..1) against MR-STFT (~0.3..4 here): weight 3 makes a timbre gain count like a spectral one
+MFCC_WEIGHT = (
+    3.0  # d_MFCC (0..1) against MR-STFT (~0.3..4 here): weight 3 makes a timbre gain count like a spectral one
+)
 
 
 class MatchError(AfxError, ValueError):
@@ -124,10 +126,10 @@ class ChainRenderer:
         chain: ChainSource,
         sample_rate: int,
         num_slots: int,
-        num_workers: Optional[int] = None,
+        num_workers: int | None = None,
         block_size: int = BLOCK_SIZE,
         timeout_s: float = 30.0,
-        info: Optional[ChainInfo] = None,
+        info: ChainInfo | None = None,
     ):
         self.factory = resolve_chain(chain)
         self.info = info or describe_chain(self.factory, sample_rate, block_size)
@@ -139,8 +141,14 @@ class ChainRenderer:
         self.num_workers = max(1, min(int(num_workers or default_num_workers()), self.num_slots))
         self.failed_rows = 0
         self.pool = FxWorkerPool(
-            self.factory, {"match": SlotGroup(self.num_slots, 1)}, channels=self.channels, block_size=self.block_size,
-            num_params=self.num_params, sample_rate=self.sample_rate, num_workers=self.num_workers, timeout_s=timeout_s,
+            self.factory,
+            {"match": SlotGroup(self.num_slots, 1)},
+            channels=self.channels,
+            block_size=self.block_size,
+            num_params=self.num_params,
+            sample_rate=self.sample_rate,
+            num_workers=self.num_workers,
+            timeout_s=timeout_s,
         )
 
     def render(
@@ -187,7 +195,7 @@ class ChainRenderer:
     def close(self) -> None:
         self.pool.close()
 
-    def __enter__(self) -> "ChainRenderer":
+    def __enter__(self) -> ChainRenderer:
         return self
 
     def __exit__(self, *_) -> None:
@@ -204,8 +212,8 @@ class SearchOutcome:
     start_value: float
     evaluations: int
     stop_reason: str
-    trace: List[float]  # the objective of every evaluation, in order
-    generation_ends: List[int]  # evaluations done after x0 and after each generation
+    trace: list[float]  # the objective of every evaluation, in order
+    generation_ends: list[int]  # evaluations done after x0 and after each generation
 
 
 def cma_search(
@@ -215,8 +223,8 @@ def cma_search(
     budget: int,
     deadline: float,
     seed: int,
-    popsize: Optional[int] = None,
-    anchors: Optional[np.ndarray] = None,
+    popsize: int | None = None,
+    anchors: np.ndarray | None = None,
 ) -> SearchOutcome:
     """Bounded CMA-ES on [0, 1]^P from ``mean0``; ``evaluate`` gets a population ``[M, P]``. At most ``budget`` calls.
 
@@ -235,15 +243,30 @@ def cma_search(
     if len(mean0) == 1:
         # cma 4.5 fails in one dimension once a step size meets its limit (DiagonalDecoding "not yet
         # initialized"); an inert second coordinate keeps it on its well-trodden path.
-        outcome = cma_search(lambda c: evaluate(c[:, :1]), np.append(mean0, 0.5), sigma0, budget, deadline, seed,
-                             popsize, np.pad(anchors, ((0, 0), (0, 1)), constant_values=0.5))
+        outcome = cma_search(
+            lambda c: evaluate(c[:, :1]),
+            np.append(mean0, 0.5),
+            sigma0,
+            budget,
+            deadline,
+            seed,
+            popsize,
+            np.pad(anchors, ((0, 0), (0, 1)), constant_values=0.5),
+        )
         outcome.best = outcome.best[:1]
         return outcome
     lam = int(popsize or 4 + int(3 * math.log(max(len(mean0), 1))))
 
-    def strategy(mean: np.ndarray, population: int, run: int) -> "cma.CMAEvolutionStrategy":
-        options = {"bounds": [0.0, 1.0], "seed": int(seed) * 1000 + run + 1, "popsize": population,
-                   "tolx": TOL_X, "verbose": -9, "verb_log": 0, "verb_disp": 0}
+    def strategy(mean: np.ndarray, population: int, run: int) -> cma.CMAEvolutionStrategy:
+        options = {
+            "bounds": [0.0, 1.0],
+            "seed": int(seed) * 1000 + run + 1,
+            "popsize": population,
+            "tolx": TOL_X,
+            "verbose": -9,
+            "verb_log": 0,
+            "verb_disp": 0,
+        }
         return cma.CMAEvolutionStrategy(mean, float(sigma0), options)
 
     rng = np.random.default_rng(seed)
@@ -289,8 +312,8 @@ class SegmentSetting:
 
     start_s: float
     end_s: float
-    normalized: Dict[str, float]
-    values: Dict[str, float]  # in the units the ranges are written in (dB stays dB)
+    normalized: dict[str, float]
+    values: dict[str, float]  # in the units the ranges are written in (dB stays dB)
 
 
 @dataclass
@@ -300,11 +323,11 @@ class MatchResult:
     chain: str
     sample_rate: int
     objective: str
-    units: Dict[str, str]
-    searched: List[str]  # the parameters the search moved (the rest held their starting values)
-    segments: List[SegmentSetting]
-    scores: Dict[str, Dict[str, float]]  # "match", "identity", "defaults" -> afx evaluate's metrics
-    objective_values: Dict[str, float]  # the search objective of the same three, at the chain rate
+    units: dict[str, str]
+    searched: list[str]  # the parameters the search moved (the rest held their starting values)
+    segments: list[SegmentSetting]
+    scores: dict[str, dict[str, float]]  # "match", "identity", "defaults" -> afx evaluate's metrics
+    objective_values: dict[str, float]  # the search objective of the same three, at the chain rate
     evaluations: int
     budget: int
     search_s: float  # CMA-ES and its renders, from the moment the workers were up
@@ -312,15 +335,15 @@ class MatchResult:
     seconds_per_evaluation: float
     workers: int
     popsize: int
-    stop_reasons: List[str]
-    history: List[Dict[str, float]]  # per generation: segment, evaluations so far, best so far
-    trace: List[float] = field(repr=False)  # the objective of every evaluation, in order
+    stop_reasons: list[str]
+    history: list[dict[str, float]]  # per generation: segment, evaluations so far, best so far
+    trace: list[float] = field(repr=False)  # the objective of every evaluation, in order
     failed_renders: int = 0
-    output: Optional[np.ndarray] = field(default=None, repr=False)  # [C, T] at output_rate (the input's)
+    output: np.ndarray | None = field(default=None, repr=False)  # [C, T] at output_rate (the input's)
     output_rate: int = 0
 
     @property
-    def params(self) -> Dict[str, float]:
+    def params(self) -> dict[str, float]:
         """The (first segment's) setting by name, in range units."""
         return self.segments[0].values
 
@@ -342,7 +365,7 @@ def _mono(audio: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(audio.mean(axis=0), dtype=np.float32)
 
 
-def _read(path: Union[str, Path, np.ndarray], sample_rate: Optional[int], what: str) -> tuple:
+def _read(path: str | Path | np.ndarray, sample_rate: int | None, what: str) -> tuple:
     if isinstance(path, np.ndarray):
         if sample_rate is None:
             raise MatchError(f"an array {what} needs its sample rate")
@@ -353,23 +376,23 @@ def _read(path: Union[str, Path, np.ndarray], sample_rate: Optional[int], what: 
 
 def match_static(
     chain: ChainSource,
-    input: Union[str, Path, np.ndarray],
-    target: Union[str, Path, np.ndarray],
+    input: str | Path | np.ndarray,
+    target: str | Path | np.ndarray,
     *,
-    input_rate: Optional[int] = None,
-    target_rate: Optional[int] = None,
-    budget: Optional[int] = None,
-    max_seconds: Optional[float] = None,
+    input_rate: int | None = None,
+    target_rate: int | None = None,
+    budget: int | None = None,
+    max_seconds: float | None = None,
     seed: int = 0,
     sigma0: float = 0.25,
-    popsize: Optional[int] = None,
-    segment_seconds: Optional[float] = None,
+    popsize: int | None = None,
+    segment_seconds: float | None = None,
     warmup_seconds: float = 1.0,
     objective: str = "mrstft+mfcc",
     sample_rate: int = DEFAULT_SAMPLE_RATE,
-    num_workers: Optional[int] = None,
-    start: Optional[Dict[str, float]] = None,
-    search: Optional[Sequence[str]] = None,
+    num_workers: int | None = None,
+    start: dict[str, float] | None = None,
+    search: Sequence[str] | None = None,
     init: str = "center",
 ) -> MatchResult:
     """Search the settings of ``chain`` (a registered name or a factory) that turn ``input`` into ``target``.
@@ -395,7 +418,9 @@ def match_static(
     y = resample(_mono(y_in), y_rate, sample_rate)
     length = min(len(x), len(y))
     if length < int(MIN_SEGMENT_SECONDS * sample_rate):
-        raise MatchError(f"input and target overlap for only {length / sample_rate:.3f} s; need at least {MIN_SEGMENT_SECONDS} s")
+        raise MatchError(
+            f"input and target overlap for only {length / sample_rate:.3f} s; need at least {MIN_SEGMENT_SECONDS} s"
+        )
     y = y[:length]
     bounds, ends = _segments(length, sample_rate, segment_seconds)
     if budget < len(bounds):
@@ -417,10 +442,10 @@ def match_static(
         raise MatchError("--params names no parameter to search")
     lam = int(popsize or 4 + int(3 * math.log(len(searched))))  # CMA-ES's default population
     warmup = int(round(warmup_seconds * sample_rate / n)) * n
-    chosen: List[np.ndarray] = []  # full θ per segment
-    stop_reasons: List[str] = []
-    history: List[Dict[str, float]] = []
-    trace: List[float] = []
+    chosen: list[np.ndarray] = []  # full θ per segment
+    stop_reasons: list[str] = []
+    history: list[dict[str, float]] = []
+    trace: list[float] = []
     renderer = ChainRenderer(chain, sample_rate, num_slots=max(lam, 2), num_workers=num_workers, info=info)
     t_start = time.monotonic()  # the search clock starts once the workers are up
     deadline = t_start + max_seconds if max_seconds else math.inf
@@ -446,14 +471,18 @@ def match_static(
             mean = base[searched]
             if k == 0 and init == "center":  # the box's centre, except where the user gave a starting value
                 mean = np.array([base[i] if names[i] in (start or {}) else 0.5 for i in searched])
-            outcome = cma_search(evaluate, mean, sigma0, seg_budget, seg_deadline, seed + k, lam, anchors=base[searched][None])
+            outcome = cma_search(
+                evaluate, mean, sigma0, seg_budget, seg_deadline, seed + k, lam, anchors=base[searched][None]
+            )
             best = base.copy()
             best[searched] = outcome.best
             chosen.append(best)
             stop_reasons.append(outcome.stop_reason)
             running = np.minimum.accumulate(outcome.trace)
-            history += [{"segment": k, "evaluations": len(trace) + e, "best": float(running[e - 1])}
-                        for e in outcome.generation_ends]
+            history += [
+                {"segment": k, "evaluations": len(trace) + e, "best": float(running[e - 1])}
+                for e in outcome.generation_ends
+            ]
             trace += outcome.trace
         search_s = time.monotonic() - t_start
         defaults = np.repeat(info.normalized()[None, None], len(bounds), axis=1)
@@ -523,8 +552,15 @@ def _tidy(value: float, spec: ParamSpec) -> float:
     return float(round(value / step) * step)
 
 
-def _check_options(budget: int, max_seconds: Optional[float], sigma0: float, seed: int, popsize: Optional[int],
-                   segment_seconds: Optional[float], warmup_seconds: float) -> None:
+def _check_options(
+    budget: int,
+    max_seconds: float | None,
+    sigma0: float,
+    seed: int,
+    popsize: int | None,
+    segment_seconds: float | None,
+    warmup_seconds: float,
+) -> None:
     if budget < 1:
         raise MatchError(f"--budget must be at least 1, got {budget}")
     if max_seconds is not None and not max_seconds > 0:
@@ -541,7 +577,7 @@ def _check_options(budget: int, max_seconds: Optional[float], sigma0: float, see
         raise MatchError(f"--warmup-seconds must be >= 0, got {warmup_seconds}")
 
 
-def _segments(length: int, sample_rate: int, segment_seconds: Optional[float]) -> tuple:
+def _segments(length: int, sample_rate: int, segment_seconds: float | None) -> tuple:
     """Segment start and end samples, starts on frame boundaries; a short remainder joins the segment before."""
     if not segment_seconds:
         return [0], [length]
@@ -584,7 +620,7 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
         raise
 
 
-def write_audio(path: Path, audio: np.ndarray, sample_rate: int, like: Optional[Path] = None) -> int:
+def write_audio(path: Path, audio: np.ndarray, sample_rate: int, like: Path | None = None) -> int:
     """Write ``audio`` [C, T] atomically, in the sample format of ``like`` where the format allows; returns the
     number of samples clipped to [-1, 1] (integer formats only)."""
     import soundfile as sf
@@ -609,15 +645,25 @@ def write_audio(path: Path, audio: np.ndarray, sample_rate: int, like: Optional[
 def format_report(result: MatchResult) -> str:
     """The parameter table (one value column per segment) and the scores beside identity and defaults."""
     names = list(result.units)
-    headers = ["parameter"] + (
-        ["value"] if len(result.segments) == 1 else [f"{s.start_s:.2f}-{s.end_s:.2f}s" for s in result.segments]
-    ) + ["unit", ""]
+    headers = (
+        ["parameter"]
+        + (["value"] if len(result.segments) == 1 else [f"{s.start_s:.2f}-{s.end_s:.2f}s" for s in result.segments])
+        + ["unit", ""]
+    )
     searched = set(result.searched)
-    rows = [[name] + [f"{s.values[name]:.4g}" for s in result.segments] + [result.units[name], "" if name in searched else "(held)"]
-            for name in names]
+    rows = [
+        [name]
+        + [f"{s.values[name]:.4g}" for s in result.segments]
+        + [result.units[name], "" if name in searched else "(held)"]
+        for name in names
+    ]
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) if i == 0 or i >= len(headers) - 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-             for r in [headers, *rows]]
+    lines = [
+        "  ".join(
+            c.ljust(w) if i == 0 or i >= len(headers) - 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+        ).rstrip()
+        for r in [headers, *rows]
+    ]
     lines.append("")
     searched_by = f"{result.objective} (search)"
     width = len(searched_by)
@@ -649,29 +695,57 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path, help="write the matched render here (input's rate, channels, length)")
     parser.add_argument("--json", type=Path, help="write the settings, scores and search history here")
     parser.add_argument("--overwrite", action="store_true", help="replace existing --output / --json files")
-    parser.add_argument("--budget", type=int,
-                        help=f"most objective evaluations, all segments together (default {DEFAULT_BUDGET}, "
-                        "or no limit when only --max-seconds is given)")
+    parser.add_argument(
+        "--budget",
+        type=int,
+        help=f"most objective evaluations, all segments together (default {DEFAULT_BUDGET}, "
+        "or no limit when only --max-seconds is given)",
+    )
     parser.add_argument("--max-seconds", type=float, help="wall-clock limit of the search (after the workers start)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sigma0", type=float, default=0.25, help="initial CMA-ES step, in normalised units (default 0.25)")
+    parser.add_argument(
+        "--sigma0", type=float, default=0.25, help="initial CMA-ES step, in normalised units (default 0.25)"
+    )
     parser.add_argument("--popsize", type=int, help="CMA-ES population (default 4 + 3 ln P)")
-    parser.add_argument("--objective", choices=OBJECTIVES, default="mrstft+mfcc",
-                        help=f"what the search minimises (default: MR-STFT + {MFCC_WEIGHT:g} x d_MFCC)")
-    parser.add_argument("--params", help="comma-separated names to search (default: all); the rest keep their start values")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="start value of a parameter, in its unit (repeatable); with --params, a pinned value")
-    parser.add_argument("--init", choices=("center", "defaults"), default="center",
-                        help="where the CMA-ES mean starts (default: the centre of the normalised box)")
-    parser.add_argument("--segment-seconds", type=float, help="one setting per this many seconds (piecewise-constant automation)")
-    parser.add_argument("--warmup-seconds", type=float, default=1.0,
-                        help="segment mode: seconds of the previous settings each candidate plays through first (default 1)")
-    parser.add_argument("--sample-rate", type=int, default=DEFAULT_SAMPLE_RATE, help="rate the chain runs at (default 22050)")
+    parser.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default="mrstft+mfcc",
+        help=f"what the search minimises (default: MR-STFT + {MFCC_WEIGHT:g} x d_MFCC)",
+    )
+    parser.add_argument(
+        "--params", help="comma-separated names to search (default: all); the rest keep their start values"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="start value of a parameter, in its unit (repeatable); with --params, a pinned value",
+    )
+    parser.add_argument(
+        "--init",
+        choices=("center", "defaults"),
+        default="center",
+        help="where the CMA-ES mean starts (default: the centre of the normalised box)",
+    )
+    parser.add_argument(
+        "--segment-seconds", type=float, help="one setting per this many seconds (piecewise-constant automation)"
+    )
+    parser.add_argument(
+        "--warmup-seconds",
+        type=float,
+        default=1.0,
+        help="segment mode: seconds of the previous settings each candidate plays through first (default 1)",
+    )
+    parser.add_argument(
+        "--sample-rate", type=int, default=DEFAULT_SAMPLE_RATE, help="rate the chain runs at (default 22050)"
+    )
     parser.add_argument("--workers", type=int, help="plugin worker processes (default: the CPUs available)")
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a malformed option (already printed as one line)
@@ -699,10 +773,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise MatchError(f"--set {item!r}: expected NAME=VALUE with a number, e.g. --set level_out=-6")
         search = [n.strip() for n in args.params.split(",") if n.strip()] if args.params is not None else None
         result = match_static(
-            args.chain, args.input, args.target, budget=args.budget, max_seconds=args.max_seconds, seed=args.seed,
-            sigma0=args.sigma0, popsize=args.popsize, segment_seconds=args.segment_seconds,
-            warmup_seconds=args.warmup_seconds, objective=args.objective, sample_rate=args.sample_rate,
-            num_workers=args.workers, start=start, search=search, init=args.init,
+            args.chain,
+            args.input,
+            args.target,
+            budget=args.budget,
+            max_seconds=args.max_seconds,
+            seed=args.seed,
+            sigma0=args.sigma0,
+            popsize=args.popsize,
+            segment_seconds=args.segment_seconds,
+            warmup_seconds=args.warmup_seconds,
+            objective=args.objective,
+            sample_rate=args.sample_rate,
+            num_workers=args.workers,
+            start=start,
+            search=search,
+            init=args.init,
         )
         clipped = 0
         if args.output is not None:

@@ -130,7 +130,9 @@ def multi_resolution_stft_distance(
             return spec.abs().clamp_min(eps)
 
         p, t = magnitude(pred), magnitude(target)
-        convergence = torch.linalg.vector_norm(t - p, dim=(1, 2)) / torch.linalg.vector_norm(t, dim=(1, 2)).clamp_min(eps)
+        convergence = torch.linalg.vector_norm(t - p, dim=(1, 2)) / torch.linalg.vector_norm(t, dim=(1, 2)).clamp_min(
+            eps
+        )
         log_distance = (t.log() - p.log()).abs().mean(dim=(1, 2))
         total = total + convergence + log_distance
     return total / len(fft_sizes)

@@ -6,7 +6,8 @@ metrics in ``metrics.py``. This file decides what is logged and how the parts ar
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -31,11 +32,19 @@ _PLAIN = (bool, int, float, str, type(None))
 
 #: Options that moved into a part, old flat name -> new key under ``model.`` (recipes written before the parts fail
 #: with a one-line message naming the new key; checkpoint descriptions of format 1 are read through it).
-MOVED_OPTIONS: Dict[str, str] = {
-    "chain": "fx.chain", "gradient": "fx.gradient", "epsilon": "fx.epsilon",
-    "num_perturbations": "fx.num_perturbations", "fx_workers": "fx.workers", "fx_timeout_s": "fx.timeout_s",
-    "fx_max_retries": "fx.max_retries", "fx_build_timeout_s": "fx.build_timeout_s", "spsa_seed": "fx.seed",
-    "max_shift": "loss.max_shift", "time_weight": "loss.time_weight", "freq_weight": "loss.freq_weight",
+MOVED_OPTIONS: dict[str, str] = {
+    "chain": "fx.chain",
+    "gradient": "fx.gradient",
+    "epsilon": "fx.epsilon",
+    "num_perturbations": "fx.num_perturbations",
+    "fx_workers": "fx.workers",
+    "fx_timeout_s": "fx.timeout_s",
+    "fx_max_retries": "fx.max_retries",
+    "fx_build_timeout_s": "fx.build_timeout_s",
+    "spsa_seed": "fx.seed",
+    "max_shift": "loss.max_shift",
+    "time_weight": "loss.time_weight",
+    "freq_weight": "loss.freq_weight",
 }
 
 
@@ -45,13 +54,13 @@ def _plain(value: Any) -> bool:
     return isinstance(value, _PLAIN)
 
 
-def moved_option_message(name: str, where: str = "") -> Optional[str]:
+def moved_option_message(name: str, where: str = "") -> str | None:
     """``model.<name> moved to model.<new>`` for an option that moved into a part, else None."""
     new = MOVED_OPTIONS.get(name)
     return None if new is None else f"model.{name} moved to model.{new}" + (f" ({where})" if where else "")
 
 
-def chain_reference_name(chain: Any) -> Optional[str]:
+def chain_reference_name(chain: Any) -> str | None:
     """A chain as plain data: its registered name, or ``module:function`` for a module-level factory.
 
     ``functools.partial(build_chain, name)`` (``registry.chain_reference``) is its name; anything else that has
@@ -104,12 +113,20 @@ class DeepAFx(pl.LightningModule):
     """
 
     #: the module's own options (the optimisation), stored in checkpoints under ``options``
-    OPTIONS = ("lr", "pretrain_steps", "pretrain_lr", "plateau_factor", "plateau_patience", "min_lr",
-               "start_at_defaults", "prior_weight")
+    OPTIONS = (
+        "lr",
+        "pretrain_steps",
+        "pretrain_lr",
+        "plateau_factor",
+        "plateau_patience",
+        "min_lr",
+        "start_at_defaults",
+        "prior_weight",
+    )
 
     def __init__(
         self,
-        encoder: Optional[EncoderFactory] = None,
+        encoder: EncoderFactory | None = None,
         fx: FxConfig = DEFAULT_FX,
         loss: LossConfig = DEFAULT_LOSS,
         sample_rate: int = 22050,
@@ -142,28 +159,28 @@ class DeepAFx(pl.LightningModule):
                 f"{self.fx.num_params}"
             )
         if getattr(self.encoder, "sample_rate", sample_rate) != sample_rate:
-            raise ValueError(
-                f"model.encoder runs at {self.encoder.sample_rate} Hz but the data is at {sample_rate} Hz"
-            )
-        self.context_size: Optional[int] = None  # the encoder context of the data it was trained on (get_config)
+            raise ValueError(f"model.encoder runs at {self.encoder.sample_rate} Hz but the data is at {sample_rate} Hz")
+        self.context_size: int | None = None  # the encoder context of the data it was trained on (get_config)
         # what its inputs went through in training (the data module's, or the checkpoint's); None: not known
-        self.preprocessing: Optional[Preprocessing] = None
-        self.register_buffer("defaults", torch.from_numpy(self.fx.codec.defaults), persistent=False)  # one per encoder output
+        self.preprocessing: Preprocessing | None = None
+        self.register_buffer(
+            "defaults", torch.from_numpy(self.fx.codec.defaults), persistent=False
+        )  # one per encoder output
         if start_at_defaults:
             self.encoder.init_output_bias(self.defaults, weight_scale=0.1)
         self.loss = loss.build(self.fx.latency)
         self._force_fresh = False
-        self._held: Optional[Tensor] = None  # encoder outputs held at the defaults (hold_at_defaults)
+        self._held: Tensor | None = None  # encoder outputs held at the defaults (hold_at_defaults)
         self._processor = None  # afx predict: one inference.Processor per run
-        self._val_outputs: Dict[int, Dict[int, tuple]] = {}
+        self._val_outputs: dict[int, dict[int, tuple]] = {}
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], chain: Any, encoder: EncoderFactory) -> "DeepAFx":
+    def from_config(cls, config: Mapping[str, Any], chain: Any, encoder: EncoderFactory) -> DeepAFx:
         """An untrained model for inference (one slot, one worker) from a checkpoint's description
         (:meth:`get_config`; format 1's flat options are read through :data:`MOVED_OPTIONS`). ``chain`` and
         ``encoder`` are the description's, already checked by the caller (``inference.build_model``)."""
         fx, loss = dict(config.get("fx") or {}), dict(config.get("loss") or {})
-        options: Dict[str, Any] = {}
+        options: dict[str, Any] = {}
         for name, value in (config.get("options") or {}).items():
             part, _, key = MOVED_OPTIONS.get(name, "").partition(".")
             if part:
@@ -172,22 +189,27 @@ class DeepAFx(pl.LightningModule):
                 options[name] = value
         fx.pop("chain", None)
         return cls(
-            encoder=encoder, fx=FxConfig.from_config(fx, chain=chain, workers=1), loss=LossConfig.from_config(loss),
-            sample_rate=int(config["sample_rate"]), frame_size=int(config["frame_size"]),
+            encoder=encoder,
+            fx=FxConfig.from_config(fx, chain=chain, workers=1),
+            loss=LossConfig.from_config(loss),
+            sample_rate=int(config["sample_rate"]),
+            frame_size=int(config["frame_size"]),
             channels=int(config.get("channels") or 1),  # of the training audio (older descriptions: mono)
-            num_slots=1, num_eval_slots=1, **options,
+            num_slots=1,
+            num_eval_slots=1,
+            **options,
         )
 
     # ------------------------------------------------------------------ parts
     @property
-    def param_names(self) -> List[str]:
+    def param_names(self) -> list[str]:
         return self.fx.info.param_names
 
     def forward(self, context: Tensor) -> Tensor:
         """Context audio [M, C, T] -> normalised parameters [M, P]."""
         return self.encoder(context)
 
-    def hold_at_defaults(self, columns: Optional[Tensor]) -> None:
+    def hold_at_defaults(self, columns: Tensor | None) -> None:
         """Hold some encoder outputs (bool ``[W]``) at the chain's defaults in :meth:`render` (training and
         evaluation): their θ is exactly the default and gets no gradient. None releases them. Used by
         ``schedule.GreedyStages`` to train a chain plugin by plugin."""
@@ -195,7 +217,7 @@ class DeepAFx(pl.LightningModule):
             raise ValueError(f"held columns must be shaped {tuple(self.defaults.shape)}, got {tuple(columns.shape)}")
         self._held = None if columns is None or not bool(columns.any()) else columns.to(self.defaults.device)
 
-    def render(self, batch: Dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    def render(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Predict parameters and render the batch's frames through the plugins: (output, theta)."""
         theta = self(batch["context"])
         if self._held is not None:
@@ -216,7 +238,7 @@ class DeepAFx(pl.LightningModule):
         return per_item.mean()
 
     # ------------------------------------------------------------------ steps
-    def training_step(self, batch: Dict[str, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         m = batch["frame"].shape[0]
         if self.global_step < self.hparams.pretrain_steps:
             theta = self(batch["context"])
@@ -239,13 +261,13 @@ class DeepAFx(pl.LightningModule):
             self.log(f"fx/{key}", float(value), batch_size=m)
         return loss
 
-    def validation_step(self, batch: Dict[str, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")
 
-    def test_step(self, batch: Dict[str, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
-    def _eval_step(self, batch: Dict[str, Tensor], stage: str) -> None:
+    def _eval_step(self, batch: dict[str, Tensor], stage: str) -> None:
         out, theta = self.render(batch)
         m = out.shape[0]
         self.log(f"{stage}/loss", self._loss(out, batch["target"]), prog_bar=True, batch_size=m, sync_dist=True)
@@ -254,7 +276,10 @@ class DeepAFx(pl.LightningModule):
         for row in range(m):
             clip, pos = int(batch["clip"][row]), int(batch["position"][row])
             clips.setdefault(clip, {})[pos] = (
-                batch["frame"][row].cpu(), batch["target"][row].cpu(), out[row].cpu(), theta[row].detach().cpu()
+                batch["frame"][row].cpu(),
+                batch["target"][row].cpu(),
+                out[row].cpu(),
+                theta[row].detach().cpu(),
             )
 
     def on_validation_epoch_start(self) -> None:
@@ -268,7 +293,7 @@ class DeepAFx(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_clip_metrics("test")
 
-    def evaluated_clips(self) -> Dict[int, Dict[str, Tensor]]:
+    def evaluated_clips(self) -> dict[int, dict[str, Tensor]]:
         """The last evaluation's clips reassembled: input, target, output [C, T - L] and theta [frames, P].
 
         The output is latency-compensated as ``afx process`` does it: its first ``L = fx.latency`` samples are
@@ -299,9 +324,12 @@ class DeepAFx(pl.LightningModule):
         sr = self.hparams.sample_rate
         # per-coefficient cosine distance over time: the official code's (and Table 1's) d_MFCC
         # clips are [C, T]: one distance per channel, averaged (a downmix would not see a channel gone wrong)
-        model = torch.stack([mfcc_distance(c["output"], c["target"], sr, over="coefficients").mean() for c in clips.values()])
-        identity = torch.stack([mfcc_distance(c["input"], c["target"], sr, over="coefficients").mean()
-                                for c in clips.values()])
+        model = torch.stack(
+            [mfcc_distance(c["output"], c["target"], sr, over="coefficients").mean() for c in clips.values()]
+        )
+        identity = torch.stack(
+            [mfcc_distance(c["input"], c["target"], sr, over="coefficients").mean() for c in clips.values()]
+        )
         self.log(f"{stage}/d_mfcc", model.mean(), sync_dist=True)  # ranks validate disjoint clips
         self.log(f"{stage}/d_mfcc_identity", identity.mean(), sync_dist=True)
 
@@ -326,7 +354,7 @@ class DeepAFx(pl.LightningModule):
         for group in self.trainer.optimizers[0].param_groups:
             group["lr"] = lr
 
-    def get_config(self) -> Dict[str, Any]:
+    def get_config(self) -> dict[str, Any]:
         """The model as plain data, from its parts' ``get_config()``: everything ``afx process`` / ``afx evaluate``
         need to rebuild it (:meth:`from_config`).
 
@@ -345,7 +373,7 @@ class DeepAFx(pl.LightningModule):
             chain = chain_reference_name(self.fx_config.chain)
         if chain is None:
             chain = self.fx.info.name  # not reloadable unless registered under this name: load_model says so
-        data: Dict[str, Any] = {"context_size": self.context_size}
+        data: dict[str, Any] = {"context_size": self.context_size}
         value = getattr(self._datamodule(), "context_size", None)
         if value is not None and _plain(value):
             data["context_size"] = value
@@ -369,7 +397,7 @@ class DeepAFx(pl.LightningModule):
     def _datamodule(self) -> Any:
         return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
 
-    def _trained_preprocessing(self, prefer_data: bool) -> Optional[Preprocessing]:
+    def _trained_preprocessing(self, prefer_data: bool) -> Preprocessing | None:
         """The preprocessing of this model's inputs: while training, the data module's (``prefer_data``); for
         inference, the one it was trained with (restored from its checkpoint), else the data module's."""
         data = getattr(self._datamodule(), "preprocessing", None)
@@ -378,7 +406,7 @@ class DeepAFx(pl.LightningModule):
             return data if data is not None else self.preprocessing
         return self.preprocessing if self.preprocessing is not None else data
 
-    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the perturbation stream continues where it stopped on resume (plugin state cannot be saved: the
         # slots' instances restart fresh mid-clip, a short transient)
         self.fx.directions.save_to(checkpoint)  # one draw count resumes every rank's own stream
@@ -386,7 +414,7 @@ class DeepAFx(pl.LightningModule):
         checkpoint[CONFIG_KEY] = self.get_config()
         checkpoint["afx_encoder"] = self.encoder.get_config()  # read by afx-lightning before the afx_model description
 
-    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.fx.directions.load_from(checkpoint)
         config = checkpoint.get(CONFIG_KEY)
         if isinstance(config, dict) and "preprocessing" in config:
@@ -397,7 +425,8 @@ class DeepAFx(pl.LightningModule):
 
                 warnings.warn(
                     f"the checkpoint was trained on inputs preprocessed with {self.preprocessing.describe()}, the data "
-                    f"module preprocesses with {data.describe()} (data.highpass_hz / data.loudness_lufs)", stacklevel=2,
+                    f"module preprocesses with {data.describe()} (data.highpass_hz / data.loudness_lufs)",
+                    stacklevel=2,
                 )
 
     # ------------------------------------------------------------------ predict (``afx predict``)
@@ -420,15 +449,27 @@ class DeepAFx(pl.LightningModule):
         if self._processor is None:
             options = dm.predict_options if dm is not None else PredictOptions()
             self._processor = Processor(
-                self, device=self.device, context_size=dm.context_size if dm is not None else None,
-                preprocessing=self._trained_preprocessing(prefer_data=False), **options.processor_args(),
+                self,
+                device=self.device,
+                context_size=dm.context_size if dm is not None else None,
+                preprocessing=self._trained_preprocessing(prefer_data=False),
+                **options.processor_args(),
             )
         audio, rate = read_audio(path)
         out, _ = self._processor.process_array(audio, rate)
         stats = self._processor.last_stats
-        return FilePrediction(str(path), out, rate, sf.info(str(path)).subtype, seconds=stats.seconds,
-                              dropped_frames=stats.dropped_frames, wall_s=stats.wall_s,
-                              input_gain_db=stats.input_gain_db, preprocessing=stats.preprocessing, faults=stats.faults)
+        return FilePrediction(
+            str(path),
+            out,
+            rate,
+            sf.info(str(path)).subtype,
+            seconds=stats.seconds,
+            dropped_frames=stats.dropped_frames,
+            wall_s=stats.wall_s,
+            input_gain_db=stats.input_gain_db,
+            preprocessing=stats.preprocessing,
+            faults=stats.faults,
+        )
 
     def on_predict_end(self) -> None:
         self._processor = None  # it holds no plugin: each file renders in its own, closed, one-slot pool

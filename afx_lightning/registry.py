@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any
 
 from .constants import FRAME_SIZE
 from .effects.base import Chain, ChainFactory
@@ -68,12 +69,12 @@ def recipe_names() -> list[str]:
     return sorted(_entry_points(RECIPE_GROUP))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _registered_factory(name: str) -> ChainFactory:
     return _lookup(CHAIN_GROUP, "chain", name).load()
 
 
-def declared_chain(chain: Any) -> Optional[DeclaredChain]:
+def declared_chain(chain: Any) -> DeclaredChain | None:
     """The :class:`DeclaredChain` a chain argument declares (a ``*.yaml`` path or a mapping), else None."""
     if isinstance(chain, DeclaredChain):
         return chain
@@ -111,7 +112,7 @@ def chain_label(chain: Any) -> str:
     return str(chain)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _recipe_target(name: str) -> object:
     return _lookup(RECIPE_GROUP, "recipe", name).load()
 
@@ -155,11 +156,10 @@ def chain_reference(name: ChainName) -> Callable[..., Chain]:
     return functools.partial(build_chain, name)
 
 
-def chain_declaration(chain: Any, sample_rate: int, block_size: int = FRAME_SIZE) -> Optional[dict]:
+def chain_declaration(chain: Any, sample_rate: int, block_size: int = FRAME_SIZE) -> dict | None:
     """A declared chain (argument or factory) as plain data with its ranges written out (what a checkpoint
     stores); None for registered chains and code factories."""
     declared = chain if isinstance(chain, DeclaredChain) else None
     if declared is None and (isinstance(chain, Mapping) or is_declaration_path(chain)):
         declared = declared_chain(chain)
     return declared.resolved(sample_rate, block_size) if declared is not None else None
-

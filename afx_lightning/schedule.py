@@ -17,7 +17,7 @@ estimate like any other gradient: it is the encoder's parameter gradients that g
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -44,14 +44,14 @@ class GreedyStages(Callback):
         stage_steps: training steps per stage.
     """
 
-    def __init__(self, stages: Optional[List[List[str]]] = None, stage_steps: int = 1000):
+    def __init__(self, stages: list[list[str]] | None = None, stage_steps: int = 1000):
         if stage_steps < 1:
             raise ValueError(f"GreedyStages: stage_steps must be at least 1, got {stage_steps}")
         self.stages = [list(s) for s in stages] if stages is not None else None
         self.stage_steps = int(stage_steps)
-        self._held: Optional[List[torch.Tensor]] = None  # per stage, the encoder columns held at their defaults
+        self._held: list[torch.Tensor] | None = None  # per stage, the encoder columns held at their defaults
 
-    def held_columns(self, pl_module: LightningModule) -> List[torch.Tensor]:
+    def held_columns(self, pl_module: LightningModule) -> list[torch.Tensor]:
         """Per stage, a bool mask over the encoder's outputs: True where the output is held at its default."""
         if self._held is None:
             fx = pl_module.fx
@@ -76,7 +76,7 @@ class GreedyStages(Callback):
             self._held = held
         return self._held
 
-    def stage(self, pl_module: LightningModule, global_step: int) -> Optional[int]:
+    def stage(self, pl_module: LightningModule, global_step: int) -> int | None:
         """The stage at a global step (None: pretraining, or every stage done)."""
         step = global_step - int(pl_module.hparams.get("pretrain_steps", 0))
         k = step // self.stage_steps
@@ -108,19 +108,28 @@ class EpsilonOnPlateau(Callback):
     checkpoints and restored on resume. ``fx/epsilon`` is logged with the training steps.
     """
 
-    def __init__(self, monitor: str = "val/loss", factor: float = 0.5, patience: int = 10, min_epsilon: float = 1e-3,
-                 threshold: float = 1e-4, mode: str = "min"):
+    def __init__(
+        self,
+        monitor: str = "val/loss",
+        factor: float = 0.5,
+        patience: int = 10,
+        min_epsilon: float = 1e-3,
+        threshold: float = 1e-4,
+        mode: str = "min",
+    ):
         if not 0 < factor < 1:
             raise ValueError(f"EpsilonOnPlateau: factor must lie in (0, 1), got {factor}")
         if patience < 0 or min_epsilon <= 0:
-            raise ValueError(f"EpsilonOnPlateau: patience must be >= 0 and min_epsilon > 0, got {patience}, {min_epsilon}")
+            raise ValueError(
+                f"EpsilonOnPlateau: patience must be >= 0 and min_epsilon > 0, got {patience}, {min_epsilon}"
+            )
         if mode not in ("min", "max"):
             raise ValueError(f"EpsilonOnPlateau: mode must be 'min' or 'max', got {mode!r}")
         self.monitor, self.factor, self.patience = monitor, float(factor), int(patience)
         self.min_epsilon, self.threshold, self.mode = float(min_epsilon), float(threshold), mode
         self.best = math.inf if mode == "min" else -math.inf
         self.wait = 0
-        self.epsilon: Optional[float] = None  # the current ε once changed or restored; None: the model's own
+        self.epsilon: float | None = None  # the current ε once changed or restored; None: the model's own
 
     @property
     def state_key(self) -> str:
@@ -137,8 +146,9 @@ class EpsilonOnPlateau(Callback):
         if self.epsilon is not None:  # restored from a checkpoint
             pl_module.fx.set_epsilon(self.epsilon)
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         pl_module.log("fx/epsilon", float(pl_module.fx.estimator.epsilon), batch_size=1)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -158,10 +168,10 @@ class EpsilonOnPlateau(Callback):
             self.epsilon = max(old * self.factor, self.min_epsilon)
             pl_module.fx.set_epsilon(self.epsilon)
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         return {"epsilon": self.epsilon, "best": self.best, "wait": self.wait}
 
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.epsilon = state_dict.get("epsilon")
         self.best = float(state_dict.get("best", self.best))
         self.wait = int(state_dict.get("wait", 0))

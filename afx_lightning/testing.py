@@ -9,8 +9,9 @@ from __future__ import annotations
 import ctypes
 import functools
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any
 
 import numpy as np
 from scipy.signal import lfilter
@@ -25,7 +26,7 @@ REFERENCE_PARAMS = (
 )
 
 
-def _reference_numpy(audio: np.ndarray, values: Dict[str, float], state: Dict[str, Any]) -> np.ndarray:
+def _reference_numpy(audio: np.ndarray, values: dict[str, float], state: dict[str, Any]) -> np.ndarray:
     a = values["smoothing"]
     zi = state.get("zi", np.zeros((audio.shape[0], 1)))
     smoothed, state["zi"] = lfilter([1.0 - a], [1.0, -a], audio, axis=-1, zi=zi)
@@ -71,7 +72,7 @@ TRIGGER_CRASH = 7.0
 TRIGGER_HANG = 8.0
 
 
-def _faulty(audio: np.ndarray, values: Dict[str, float], state: Dict[str, Any]) -> np.ndarray:
+def _faulty(audio: np.ndarray, values: dict[str, float], state: dict[str, Any]) -> np.ndarray:
     trigger = float(audio[0, 0])
     if trigger == TRIGGER_EXCEPTION:
         raise RuntimeError("plugin raised on purpose")
@@ -91,7 +92,7 @@ def faulty_chain(sample_rate: int, block_size: int) -> Chain:
     return Chain([FunctionEffect("faulty", _faulty, params, sample_rate)], name="faulty")
 
 
-def _previous_block(audio: np.ndarray, values: Dict[str, float], state: Dict[str, Any]) -> np.ndarray:
+def _previous_block(audio: np.ndarray, values: dict[str, float], state: dict[str, Any]) -> np.ndarray:
     out = state.get("previous", np.zeros_like(audio)) * values["gain"]
     state["previous"] = audio.copy()
     return out.astype(np.float32)
@@ -104,7 +105,7 @@ def delay_chain(sample_rate: int, block_size: int) -> Chain:
     return Chain([effect], name="block_delay")
 
 
-def _cross_feed(audio: np.ndarray, values: Dict[str, float], state: Dict[str, Any]) -> np.ndarray:
+def _cross_feed(audio: np.ndarray, values: dict[str, float], state: dict[str, Any]) -> np.ndarray:
     mix = values["mix"]
     return ((1.0 - mix) * audio + mix * audio[::-1]).astype(np.float32)
 
@@ -115,7 +116,7 @@ def stereo_chain(sample_rate: int, block_size: int) -> Chain:
     return Chain([FunctionEffect("cross_feed", _cross_feed, params, sample_rate, channels=2)], name="cross_feed")
 
 
-def _gain(audio: np.ndarray, values: Dict[str, float], state: Dict[str, Any]) -> np.ndarray:
+def _gain(audio: np.ndarray, values: dict[str, float], state: dict[str, Any]) -> np.ndarray:
     return (audio * values["gain"]).astype(np.float32)
 
 
@@ -123,20 +124,24 @@ def two_plugin_chain(sample_rate: int, block_size: int) -> Chain:
     """Two plugins in series, :func:`reference_chain`'s effect then a plain gain: parameters ``reference.*`` and
     ``trim.gain``, for plugin-by-plugin training stages."""
     trim = FunctionEffect("trim", _gain, (ParamSpec("gain", 0.25, 2.0, 1.0, Scale.LOG),), sample_rate)
-    return Chain([FunctionEffect("reference", _reference_numpy, REFERENCE_PARAMS, sample_rate), trim], name="two_plugins")
+    return Chain(
+        [FunctionEffect("reference", _reference_numpy, REFERENCE_PARAMS, sample_rate), trim], name="two_plugins"
+    )
 
 
-def _delayed(latency: int, audio: np.ndarray, state: Dict[str, Any]) -> np.ndarray:
+def _delayed(latency: int, audio: np.ndarray, state: dict[str, Any]) -> np.ndarray:
     line = np.concatenate([state.get("line", np.zeros((audio.shape[0], latency), np.float32)), audio], axis=1)
     state["line"] = line[:, audio.shape[1] :]
     return line[:, : audio.shape[1]]
 
 
-def _faulty_then_delayed(latency: int, audio: np.ndarray, values: Dict[str, float], state: Dict[str, Any]) -> np.ndarray:
+def _faulty_then_delayed(
+    latency: int, audio: np.ndarray, values: dict[str, float], state: dict[str, Any]
+) -> np.ndarray:
     return _delayed(latency, _faulty(audio, values, state), state)
 
 
-def _pure_delay(latency: int, audio: np.ndarray, values: Dict[str, float], state: Dict[str, Any]) -> np.ndarray:
+def _pure_delay(latency: int, audio: np.ndarray, values: dict[str, float], state: dict[str, Any]) -> np.ndarray:
     return _delayed(latency, audio.astype(np.float32), state)
 
 
@@ -151,8 +156,9 @@ def pure_delay_chain(sample_rate: int, block_size: int, latency: int = 480) -> C
 def faulty_delay_chain(sample_rate: int, block_size: int, latency: int = 300) -> Chain:
     """:func:`faulty_chain` followed by a pure delay of ``latency`` samples (reported as the chain's latency)."""
     params = (ParamSpec("gain", 0.0, 2.0, 1.0),)
-    effect = FunctionEffect("faulty_delay", functools.partial(_faulty_then_delayed, latency), params, sample_rate,
-                            latency=latency)
+    effect = FunctionEffect(
+        "faulty_delay", functools.partial(_faulty_then_delayed, latency), params, sample_rate, latency=latency
+    )
     return Chain([effect], name="faulty_delay")
 
 
@@ -180,7 +186,9 @@ def _biquad(kind: str, cutoff: float, sample_rate: int) -> tuple[np.ndarray, np.
     return np.asarray(b) / a[0], a / a[0]
 
 
-def _switched_filter(sample_rate: int, audio: np.ndarray, values: Dict[str, float], state: Dict[str, Any]) -> np.ndarray:
+def _switched_filter(
+    sample_rate: int, audio: np.ndarray, values: dict[str, float], state: dict[str, Any]
+) -> np.ndarray:
     kind = FILTER_TYPES[min(max(int(round(values["type"])), 0), len(FILTER_TYPES) - 1)]
     b, a = _biquad(kind, values["cutoff"], sample_rate)
     zi = state.get("zi", np.zeros((audio.shape[0], 2)))
@@ -197,13 +205,21 @@ def switched_filter_chain(sample_rate: int, block_size: int, naive: bool = False
     ``naive=True`` declares the type and the toggle as continuous ranges that the DSP rounds, which is how a
     switch had to be written before parameter kinds (the baseline the relaxation is measured against)."""
     if naive:
-        discrete = (ParamSpec("type", 0.0, 2.0, 0.0, description="rounded: 0 lowpass, 1 highpass, 2 bandpass"),
-                    ParamSpec("drive", 0.0, 1.0, 0.0, description="rounded: saturation off/on"))
+        discrete = (
+            ParamSpec("type", 0.0, 2.0, 0.0, description="rounded: 0 lowpass, 1 highpass, 2 bandpass"),
+            ParamSpec("drive", 0.0, 1.0, 0.0, description="rounded: saturation off/on"),
+        )
     else:
-        discrete = (ParamSpec.choice("type", FILTER_TYPES, "lowpass"),
-                    ParamSpec.toggle("drive", False, description="tanh saturation after the filter"))
-    params = (discrete[0], ParamSpec("cutoff", 200.0, 5000.0, 1000.0, Scale.LOG, "Hz"),
-              ParamSpec("gain", -12.0, 12.0, 0.0, unit="dB"), discrete[1])
+        discrete = (
+            ParamSpec.choice("type", FILTER_TYPES, "lowpass"),
+            ParamSpec.toggle("drive", False, description="tanh saturation after the filter"),
+        )
+    params = (
+        discrete[0],
+        ParamSpec("cutoff", 200.0, 5000.0, 1000.0, Scale.LOG, "Hz"),
+        ParamSpec("gain", -12.0, 12.0, 0.0, unit="dB"),
+        discrete[1],
+    )
     effect = FunctionEffect("switched_filter", functools.partial(_switched_filter, sample_rate), params, sample_rate)
     return Chain([effect], name="switched_filter_naive" if naive else "switched_filter")
 
@@ -213,8 +229,8 @@ class KnownAnswerFit:
     """What :func:`fit_known_answer` found, per parameter name, next to the hidden truth (display units, or the
     value's label for a discrete parameter), and the evaluation loss (most likely values) before and after."""
 
-    found: Dict[str, Any]
-    truth: Dict[str, Any]
+    found: dict[str, Any]
+    truth: dict[str, Any]
     first_loss: float
     last_loss: float
     seconds: float
@@ -233,7 +249,7 @@ def fit_known_answer(
     block_size: int = FRAME_SIZE,
     sample_rate: int = SAMPLE_RATE,
     num_workers: int = 2,
-    start: Optional[np.ndarray] = None,
+    start: np.ndarray | None = None,
     channels: int = 1,
 ) -> KnownAnswerFit:
     """Train a small encoder through the black-box layer on audio made by ``chain`` at hidden, fixed settings
@@ -256,14 +272,26 @@ def fit_known_answer(
     rng = np.random.default_rng(seed)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: more threads only contend with the plugin workers
-    layer = BlackBoxLayer(chain, sample_rate=sample_rate, block_size=block_size, channels=channels, num_slots=batch,
-                          num_eval_slots=batch, num_workers=num_workers, seed=seed, discrete_epsilon=discrete_epsilon)
+    layer = BlackBoxLayer(
+        chain,
+        sample_rate=sample_rate,
+        block_size=block_size,
+        channels=channels,
+        num_slots=batch,
+        num_eval_slots=batch,
+        num_workers=num_workers,
+        seed=seed,
+        discrete_epsilon=discrete_epsilon,
+    )
     per_channel = channels if layer.info.channels == 1 else 1
-    references = [[chain(sample_rate=sample_rate, block_size=block_size) for _ in range(per_channel)] for _ in range(batch)]
+    references = [
+        [chain(sample_rate=sample_rate, block_size=block_size) for _ in range(per_channel)] for _ in range(batch)
+    ]
     goal = references[0][0].normalized(truth)
     encoder = SmallEncoder(layer.num_params, sample_rate=sample_rate, width=4)
-    encoder.init_output_bias(torch.from_numpy(layer.codec.defaults if start is None else np.asarray(start)),
-                             weight_scale=0.1)
+    encoder.init_output_bias(
+        torch.from_numpy(layer.codec.defaults if start is None else np.asarray(start)), weight_scale=0.1
+    )
     optimiser = torch.optim.Adam(encoder.parameters(), lr=lr)
     loss_fn = DelayInvariantLoss(max_shift=100 + layer.latency)
     clips = np.zeros((batch, channels, clip_frames * block_size), dtype=np.float32)
@@ -280,8 +308,12 @@ def fit_known_answer(
                 r.reset()
             position[s] = 0
         x = np.stack([clips[s, :, position[s] * block_size : (position[s] + 1) * block_size] for s in range(batch)])
-        y = np.stack([np.concatenate([r.process(part, goal) for r, part in zip(references[s], np.split(x[s], per_channel))])
-                      for s in range(batch)])
+        y = np.stack(
+            [
+                np.concatenate([r.process(part, goal) for r, part in zip(references[s], np.split(x[s], per_channel))])
+                for s in range(batch)
+            ]
+        )
         position[:] += 1
         return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(fresh)
 
@@ -321,7 +353,7 @@ def fit_known_answer(
             for r in slot:
                 r.close()
     votes = layer.codec.decode(theta)  # [rows, P]: each row's most likely values
-    found: Dict[str, Any] = {}
+    found: dict[str, Any] = {}
     for i, spec in enumerate(layer.info.trainable_params):
         if spec.discrete:
             labels = [spec.label(u) for u in votes[:, i]]
@@ -332,16 +364,21 @@ def fit_known_answer(
     return KnownAnswerFit(found, shown, first_loss, last_loss, time.perf_counter() - t0, np.stack(trace))
 
 
-def _discrete_toy(audio: np.ndarray, values: Dict[str, float], state: Dict[str, Any]) -> np.ndarray:
+def _discrete_toy(audio: np.ndarray, values: dict[str, float], state: dict[str, Any]) -> np.ndarray:
     basis = np.random.default_rng(7).standard_normal((6, audio.shape[-1])).astype(np.float32) / 2
     shape = basis[int(values["shape"])]
-    return (values["level"] * shape + values["flag"] * basis[3] + 0.25 * values["count"] * basis[4]
-            + 0.1 * audio).astype(np.float32)
+    return (
+        values["level"] * shape + values["flag"] * basis[3] + 0.25 * values["count"] * basis[4] + 0.1 * audio
+    ).astype(np.float32)
 
 
 def discrete_toy_chain(sample_rate: int, block_size: int) -> Chain:
     """Stateless: one of three fixed waveforms (a choice) times a continuous level, plus a toggled and an
     integer-weighted waveform. Every kind in one cheap chain, for checking the estimator against enumeration."""
-    params = (ParamSpec.choice("shape", ("a", "b", "c")), ParamSpec.toggle("flag"), ParamSpec.integer("count", 0, 3),
-              ParamSpec("level", 0.0, 1.0, 0.5))
+    params = (
+        ParamSpec.choice("shape", ("a", "b", "c")),
+        ParamSpec.toggle("flag"),
+        ParamSpec.integer("count", 0, 3),
+        ParamSpec("level", 0.0, 1.0, 0.5),
+    )
     return Chain([FunctionEffect("toy", _discrete_toy, params, sample_rate)], name="discrete_toy")

@@ -42,8 +42,11 @@ def run(mode: str, kind: str, drive: bool, seed: int, steps: int, lr: float, dis
     naive = mode.startswith("naive")
     chain = functools.partial(switched_filter_chain, naive=True) if naive else switched_filter_chain
     truth = {"cutoff": CUTOFF_HZ, "gain": GAIN_DB}
-    truth.update({"type": float(FILTER_TYPES.index(kind)), "drive": float(drive)} if naive
-                 else {"type": kind, "drive": "on" if drive else "off"})
+    truth.update(
+        {"type": float(FILTER_TYPES.index(kind)), "drive": float(drive)}
+        if naive
+        else {"type": kind, "drive": "on" if drive else "off"}
+    )
     start = None
     if mode == "naive_middle":
         start = np.array([0.5, 0.5, 0.5, 0.5], dtype=np.float32)
@@ -54,10 +57,17 @@ def run(mode: str, kind: str, drive: bool, seed: int, steps: int, lr: float, dis
     found_type = FILTER_TYPES[int(round(fit.found["type"]))] if naive else fit.found["type"]
     found_drive = (fit.found["drive"] >= 0.5) if naive else fit.found["drive"] == "on"
     return {
-        "mode": mode, "truth_type": kind, "truth_drive": drive, "seed": seed,
-        "found_type": found_type, "found_drive": bool(found_drive),
-        "cutoff_hz": round(float(fit.found["cutoff"]), 1), "gain_db": round(float(fit.found["gain"]), 2),
-        "first_loss": round(fit.first_loss, 3), "last_loss": round(fit.last_loss, 3), "seconds": round(fit.seconds, 1),
+        "mode": mode,
+        "truth_type": kind,
+        "truth_drive": drive,
+        "seed": seed,
+        "found_type": found_type,
+        "found_drive": bool(found_drive),
+        "cutoff_hz": round(float(fit.found["cutoff"]), 1),
+        "gain_db": round(float(fit.found["gain"]), 2),
+        "first_loss": round(fit.first_loss, 3),
+        "last_loss": round(fit.last_loss, 3),
+        "seconds": round(fit.seconds, 1),
     }
 
 
@@ -70,9 +80,14 @@ def summarise(runs: list[dict]) -> dict:
         "success_rate": round(len(both) / len(runs), 3),
         "type_rate": round(float(np.mean(type_ok)), 3),
         "toggle_rate": round(float(np.mean(drive_ok)), 3),
-        "median_cutoff_error_octaves": round(float(np.median([abs(np.log2(r["cutoff_hz"] / CUTOFF_HZ)) for r in both])), 3)
-        if both else None,
-        "median_gain_error_db": round(float(np.median([abs(r["gain_db"] - GAIN_DB) for r in both])), 2) if both else None,
+        "median_cutoff_error_octaves": round(
+            float(np.median([abs(np.log2(r["cutoff_hz"] / CUTOFF_HZ)) for r in both])), 3
+        )
+        if both
+        else None,
+        "median_gain_error_db": round(float(np.median([abs(r["gain_db"] - GAIN_DB) for r in both])), 2)
+        if both
+        else None,
         "seconds_per_run": round(float(np.mean([r["seconds"] for r in runs])), 1),
     }
 
@@ -98,9 +113,21 @@ def main() -> None:
             print(json.dumps(r), file=sys.stderr, flush=True)
         details += runs
         results[mode] = summarise(runs)
-    print(json.dumps({"task": "switched_filter known answer", "steps": args.steps, "lr": args.lr,
-                      "discrete_epsilon": args.discrete_epsilon, "truth": {"cutoff_hz": CUTOFF_HZ, "gain_db": GAIN_DB},
-                      "results": results, "runs": details, "wall_s": round(time.perf_counter() - t0, 1)}, indent=1))
+    print(
+        json.dumps(
+            {
+                "task": "switched_filter known answer",
+                "steps": args.steps,
+                "lr": args.lr,
+                "discrete_epsilon": args.discrete_epsilon,
+                "truth": {"cutoff_hz": CUTOFF_HZ, "gain_db": GAIN_DB},
+                "results": results,
+                "runs": details,
+                "wall_s": round(time.perf_counter() - t0, 1),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-import fidelity_data
+import fidelity_data  # noqa: E402 (a sibling module, importable once HERE is on sys.path)
 
 METRICS = ("d_mfcc", "mrstft", "loudness_diff_lu")
 SMALL_ENCODER = "afx_lightning.encoders.SmallEncoder"
@@ -90,7 +90,9 @@ def run(cmd: list[str], cwd: Path, timeout: float, log_file: Path) -> float:
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         tail = log_file.read_text(errors="replace").strip().splitlines()[-15:]
-        raise RuntimeError(f"exit status {proc.returncode}: {' '.join(cmd[:4])} ...; log {log_file}:\n" + "\n".join(tail))
+        raise RuntimeError(
+            f"exit status {proc.returncode}: {' '.join(cmd[:4])} ...; log {log_file}:\n" + "\n".join(tail)
+        )
     return wall
 
 
@@ -129,17 +131,42 @@ def oracle(chain: str, pairs: list[tuple], work: Path, budget: int, max_seconds:
     files, wall, objective = [], 0.0, None
     for inp, tgt in pairs:
         out = work / f"match_{inp.stem}.json"
-        cmd = afx_command() + ["match", "--chain", chain, str(inp), str(tgt), "--json", str(out), "--overwrite",
-                               "--budget", str(budget), "--max-seconds", str(max_seconds)]
+        cmd = afx_command() + [
+            "match",
+            "--chain",
+            chain,
+            str(inp),
+            str(tgt),
+            "--json",
+            str(out),
+            "--overwrite",
+            "--budget",
+            str(budget),
+            "--max-seconds",
+            str(max_seconds),
+        ]
         wall += run(cmd, ROOT, timeout, work / f"match_{inp.stem}.log")
         result = json.loads(out.read_text())
         match, objective = result["scores"]["match"], result.get("objective")
         for m in METRICS:
             scores[m].append(float("nan") if match.get(m) is None else float(match[m]))
-        files.append({"file": inp.name, "match": match, "identity": result["scores"]["identity"],
-                      "evaluations": result.get("evaluations"), "search_s": result.get("search_s")})
-    return {"mean": {m: float(np.nanmean(v)) for m, v in scores.items()}, "files": files, "budget": budget,
-            "max_seconds": max_seconds, "wall_s": round(wall, 1), "objective": objective}
+        files.append(
+            {
+                "file": inp.name,
+                "match": match,
+                "identity": result["scores"]["identity"],
+                "evaluations": result.get("evaluations"),
+                "search_s": result.get("search_s"),
+            }
+        )
+    return {
+        "mean": {m: float(np.nanmean(v)) for m, v in scores.items()},
+        "files": files,
+        "budget": budget,
+        "max_seconds": max_seconds,
+        "wall_s": round(wall, 1),
+        "objective": objective,
+    }
 
 
 def reused_oracle(path: Path, task: str, chain: str, manifest: dict, pairs: list[tuple]) -> dict | None:
@@ -147,8 +174,10 @@ def reused_oracle(path: Path, task: str, chain: str, manifest: dict, pairs: list
     data version (it does not depend on training, and takes most of the benchmark's time); else None."""
     earlier = json.loads(path.read_text()).get("tasks", {}).get(task, {})
     orc = earlier.get("oracle")
-    same_data = earlier.get("data", {}).get("counts") == manifest["counts"] and earlier.get("data", {}).get(
-        "processor") == manifest["processor"]
+    same_data = (
+        earlier.get("data", {}).get("counts") == manifest["counts"]
+        and earlier.get("data", {}).get("processor") == manifest["processor"]
+    )
     files = [f["file"] for f in (orc or {}).get("files", [])]
     if not orc or earlier.get("chain") != chain or not same_data or files != [p.name for p, _ in pairs]:
         log(f"{task}: {path} holds no oracle for this chain and test set: searching again")
@@ -169,13 +198,35 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict:
     run_dir = task_work / "run"
 
     fit = afx_command() + [
-        "fit", "--config", str(recipe),
-        "--data.dataset", "folder", "--data.root", str(data), "--data.cache_dir", str(task_work / "cache"),
-        "--model.encoder", SMALL_ENCODER, "--model.encoder.centre", "true", "--model.lr", str(args.lr),
-        "--data.batch_size", str(args.batch_size), "--data.steps_per_epoch", str(args.steps_per_epoch),
-        "--trainer.max_epochs", "-1", "--trainer.max_time", max_time(args.budget_s),
-        "--trainer.default_root_dir", str(run_dir), "--trainer.logger.save_dir", str(run_dir),
-        "--seed_everything", str(args.seed),
+        "fit",
+        "--config",
+        str(recipe),
+        "--data.dataset",
+        "folder",
+        "--data.root",
+        str(data),
+        "--data.cache_dir",
+        str(task_work / "cache"),
+        "--model.encoder",
+        SMALL_ENCODER,
+        "--model.encoder.centre",
+        "true",
+        "--model.lr",
+        str(args.lr),
+        "--data.batch_size",
+        str(args.batch_size),
+        "--data.steps_per_epoch",
+        str(args.steps_per_epoch),
+        "--trainer.max_epochs",
+        "-1",
+        "--trainer.max_time",
+        max_time(args.budget_s),
+        "--trainer.default_root_dir",
+        str(run_dir),
+        "--trainer.logger.save_dir",
+        str(run_dir),
+        "--seed_everything",
+        str(args.seed),
     ]
     if args.max_steps:
         fit += ["--trainer.max_steps", str(args.max_steps)]
@@ -189,9 +240,13 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict:
 
     eval_json = task_work / "evaluate.json"
     log(f"{task}: evaluating {best.name} on the test split")
-    eval_wall = run(afx_command() + ["evaluate", "--ckpt", str(best), "--data", str(data), "--split", "test",
-                                     "--json", str(eval_json)], task_work, args.startup_timeout_s + 600,
-                    task_work / "evaluate.log")
+    eval_wall = run(
+        afx_command()
+        + ["evaluate", "--ckpt", str(best), "--data", str(data), "--split", "test", "--json", str(eval_json)],
+        task_work,
+        args.startup_timeout_s + 600,
+        task_work / "evaluate.log",
+    )
     evaluation = json.loads(eval_json.read_text())
 
     pairs = [(p, data / "test" / "target" / p.name) for p in sorted((data / "test" / "input").glob("*.wav"))]
@@ -200,24 +255,46 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict:
     orc = reused_oracle(args.oracle_json, task, chain, manifest, pairs) if args.oracle_json else None
     if orc is None:
         log(f"{task}: oracle (afx match --chain {chain}) on {len(pairs)} test file(s)")
-        orc = oracle(chain, pairs, task_work, args.oracle_budget, args.oracle_max_seconds,
-                     args.startup_timeout_s + args.oracle_max_seconds * 3)
+        orc = oracle(
+            chain,
+            pairs,
+            task_work,
+            args.oracle_budget,
+            args.oracle_max_seconds,
+            args.startup_timeout_s + args.oracle_max_seconds * 3,
+        )
 
     model, identity = evaluation["mean"]["model"], evaluation["mean"]["identity"]
     scores = {m: {"model": model[m], "identity": identity[m], "oracle": orc["mean"][m]} for m in METRICS}
     vs_identity = {m: round(model[m] / identity[m] - 1.0, 4) if identity[m] else None for m in METRICS}
     return {
-        "task": task, "recipe": f"recipes/{task}.yaml", "chain": chain, "scores": scores,
+        "task": task,
+        "recipe": f"recipes/{task}.yaml",
+        "chain": chain,
+        "scores": scores,
         "model_vs_identity": vs_identity,
-        "train": {"budget_s": args.budget_s, "wall_s": round(train_wall, 1), "steps": progress["global_step"],
-                  "epochs": progress["epoch"] + 1, "best_checkpoint": best.name,
-                  "best_step": best_progress["global_step"], "batch_size": args.batch_size, "lr": args.lr,
-                  "encoder": f"{SMALL_ENCODER}(centre=True)", "steps_per_epoch": args.steps_per_epoch},
+        "train": {
+            "budget_s": args.budget_s,
+            "wall_s": round(train_wall, 1),
+            "steps": progress["global_step"],
+            "epochs": progress["epoch"] + 1,
+            "best_checkpoint": best.name,
+            "best_step": best_progress["global_step"],
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "encoder": f"{SMALL_ENCODER}(centre=True)",
+            "steps_per_epoch": args.steps_per_epoch,
+        },
         "evaluate_s": round(eval_wall, 1),
         "test_files": len(evaluation["files"]),
         "oracle": orc,
-        "data": {"path": str(data), "counts": manifest["counts"], "seconds": manifest["seconds"],
-                 "source": manifest["source"], "processor": manifest["processor"]},
+        "data": {
+            "path": str(data),
+            "counts": manifest["counts"],
+            "seconds": manifest["seconds"],
+            "source": manifest["source"],
+            "processor": manifest["processor"],
+        },
         "work_dir": str(task_work),
     }
 
@@ -264,8 +341,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--oracle-budget", type=int, default=600, help="afx match evaluations per test file")
     p.add_argument("--oracle-max-seconds", type=float, default=90.0, help="afx match search time per test file")
     p.add_argument("--oracle-files", type=int, help="match only the first N test files (default all)")
-    p.add_argument("--oracle-json", type=Path, help="reuse the oracle of an earlier run's JSON where chain and test "
-                   "files are the same (the oracle does not depend on training)")
+    p.add_argument(
+        "--oracle-json",
+        type=Path,
+        help="reuse the oracle of an earlier run's JSON where chain and test "
+        "files are the same (the oracle does not depend on training)",
+    )
     p.add_argument("--startup-timeout-s", type=float, default=300.0, help="slack over each subprocess' own work")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -295,8 +376,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = {
         "benchmark": "fidelity",
         "date": time.strftime("%Y-%m-%d"),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "loadavg": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None},
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "loadavg": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        },
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "tasks": results,
         "wall_s": round(time.perf_counter() - t0, 1),

@@ -78,7 +78,10 @@ CALF_MB_LIMITER = "http://calf.sourceforge.net/plugins/MultibandLimiter"
 #: task -> [(a file the build reads, the Debian package that ships it)]
 REQUIREMENTS: dict[str, list[tuple[Path, str]]] = {
     "amp": [(FREEPATS / "Tone_000" / "024_Nylon_Guitar.pat", "freepats"), (ZAMTUBE, "zam-plugins")],
-    "breath": [(POCKETSPHINX / "librivox", "pocketsphinx-testdata"), (FREEPATS / "Drum_000" / "026_Snap.pat", "freepats")],
+    "breath": [
+        (POCKETSPHINX / "librivox", "pocketsphinx-testdata"),
+        (FREEPATS / "Drum_000" / "026_Snap.pat", "freepats"),
+    ],
     "mastering": [(ASC_MUSIC / "frontiers.mp3", "asc-music"), (Path("/usr/lib/lv2/calf.lv2"), "calf-plugins")],
 }
 APT_PACKAGES = ("freepats", "pocketsphinx-testdata", "asc-music", "zam-plugins", "calf-plugins", "liblilv-0-0")
@@ -135,8 +138,9 @@ def write_pair(root: Path, split: str, name: str, inp: np.ndarray, tgt: np.ndarr
     for kind, audio in (("input", inp), ("target", tgt)):
         folder = root / split / kind
         folder.mkdir(parents=True, exist_ok=True)
-        sf.write(str(folder / f"{name}.wav"), np.clip(audio[:n], -1.0, 1.0).astype(np.float32), SAMPLE_RATE,
-                 subtype="FLOAT")
+        sf.write(
+            str(folder / f"{name}.wav"), np.clip(audio[:n], -1.0, 1.0).astype(np.float32), SAMPLE_RATE, subtype="FLOAT"
+        )
 
 
 # ============================================================================================ recordings
@@ -168,7 +172,7 @@ def read_pat(path: Path) -> list[PatSample]:
         root_mhz = struct.unpack_from("<I", data, offset + 30)[0]
         modes = data[offset + 55]
         offset += 96
-        raw = data[offset:offset + size]
+        raw = data[offset : offset + size]
         offset += size
         sixteen, unsigned = bool(modes & 1), bool(modes & 2)
         dtype = ("<u2" if unsigned else "<i2") if sixteen else ("u1" if unsigned else "i1")
@@ -185,8 +189,9 @@ def read_speech(path: Path) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
     if path.suffix == ".raw":
-        audio, rate = sf.read(str(path), samplerate=16000, channels=1, format="RAW", subtype="PCM_16",
-                              endian="LITTLE", dtype="float32")
+        audio, rate = sf.read(
+            str(path), samplerate=16000, channels=1, format="RAW", subtype="PCM_16", endian="LITTLE", dtype="float32"
+        )
     else:
         audio, rate = sf.read(str(path), dtype="float32")
     if audio.ndim == 2:
@@ -222,8 +227,8 @@ def render(proc: Processor, audio: np.ndarray) -> np.ndarray:
     padded = np.zeros(((n + delay + BLOCK - 1) // BLOCK) * BLOCK, np.float32)
     padded[:n] = audio
     chain.reset()
-    out = np.concatenate([chain.process(padded[None, i:i + BLOCK], theta)[0] for i in range(0, padded.size, BLOCK)])
-    return out[delay:delay + n]
+    out = np.concatenate([chain.process(padded[None, i : i + BLOCK], theta)[0] for i in range(0, padded.size, BLOCK)])
+    return out[delay : delay + n]
 
 
 def measure_delay(proc: Processor, max_lag: int = 2048) -> int:
@@ -243,8 +248,13 @@ def zamtube_amp() -> Processor:
     more, as an amp does), the Bassman stack with mids scooped and treble up."""
     from afx_lightning.effects import ParamSpec, plugin_file_effect
 
-    ranges = {"tube_drive": (0.1, 11.0), "bass": (0.0, 10.0), "mids": (0.0, 10.0), "treble": (0.0, 10.0),
-              "input_level": (-30.0, 30.0)}
+    ranges = {
+        "tube_drive": (0.1, 11.0),
+        "bass": (0.0, 10.0),
+        "mids": (0.0, 10.0),
+        "treble": (0.0, 10.0),
+        "input_level": (-30.0, 30.0),
+    }
     settings = {"tube_drive": 11.0, "bass": 6.0, "mids": 3.0, "treble": 7.5, "input_level": 12.0}
     params = [ParamSpec(k, lo, hi, settings[k]) for k, (lo, hi) in ranges.items()]
     return Processor(plugin_file_effect(ZAMTUBE, "zamtube", params, SAMPLE_RATE, BLOCK, latency=None), settings)
@@ -255,17 +265,42 @@ def calf_mastering() -> Processor:
     from afx_lightning.effects import Chain
     from afx_lightning.effects.lv2 import LV2Effect, lv2_params_from_ports
 
-    eq = {"ls_active": 1.0, "ls_level": db(3.0), "ls_freq": 90.0, "p1_active": 1.0, "p1_level": db(-3.0),
-          "p1_freq": 350.0, "p1_q": 1.0, "p2_active": 1.0, "p2_level": db(2.0), "p2_freq": 2500.0, "p2_q": 0.8,
-          "p3_active": 1.0, "p3_level": db(-1.5), "p3_freq": 6000.0, "p3_q": 1.5, "hs_active": 1.0,
-          "hs_level": db(4.0), "hs_freq": 8000.0}
-    limiter = {"level_in": db(12.0), "limit": db(-1.0), "attack": 4.0, "release": 60.0, "freq0": 120.0,
-               "freq1": 1000.0, "freq2": 6000.0, "auto_level": 0.0}
+    eq = {
+        "ls_active": 1.0,
+        "ls_level": db(3.0),
+        "ls_freq": 90.0,
+        "p1_active": 1.0,
+        "p1_level": db(-3.0),
+        "p1_freq": 350.0,
+        "p1_q": 1.0,
+        "p2_active": 1.0,
+        "p2_level": db(2.0),
+        "p2_freq": 2500.0,
+        "p2_q": 0.8,
+        "p3_active": 1.0,
+        "p3_level": db(-1.5),
+        "p3_freq": 6000.0,
+        "p3_q": 1.5,
+        "hs_active": 1.0,
+        "hs_level": db(4.0),
+        "hs_freq": 8000.0,
+    }
+    limiter = {
+        "level_in": db(12.0),
+        "limit": db(-1.0),
+        "attack": 4.0,
+        "release": 60.0,
+        "freq0": 120.0,
+        "freq1": 1000.0,
+        "freq2": 6000.0,
+        "auto_level": 0.0,
+    }
 
     def effect(uri: str, name: str, values: dict[str, float]) -> LV2Effect:
         specs = lv2_params_from_ports(uri, list(values), install_hint="calf-plugins", sample_rate=SAMPLE_RATE)
-        return LV2Effect(uri, name, SAMPLE_RATE, BLOCK, specs, channels=1, stereo_mode="dual_mono",
-                         install_hint="calf-plugins")
+        return LV2Effect(
+            uri, name, SAMPLE_RATE, BLOCK, specs, channels=1, stereo_mode="dual_mono", install_hint="calf-plugins"
+        )
 
     chain = Chain([effect(CALF_EQ5, "eq", eq), effect(CALF_MB_LIMITER, "limiter", limiter)], name="calf_master")
     settings = {f"eq.{k}": v for k, v in eq.items()} | {f"limiter.{k}": v for k, v in limiter.items()}
@@ -274,13 +309,35 @@ def calf_mastering() -> Processor:
 
 # ============================================================================================ tasks
 
-AMP_PATCHES = ("004_Electric_Piano_1_Rhodes", "007_Clavinet", "024_Nylon_Guitar", "025_Steel_Guitar",
-               "026_Jazz_Guitar", "027_Clean_Electric_Guitar", "028_Muted_Electric_Guitar", "032_Acoustic_Bass",
-               "033_Finger_Bass", "034_Pick_Bass", "035_Fretless_Bass", "036_Slap_Bass_1")
-BREATHS = ("Tone_000/122_Seashore", "Drum_000/069_Cabasa", "Drum_000/070_Maracas", "Drum_000/082_Shaker",
-           "Drum_000/074_Guiro_2_Long")
-CLICKS = ("Drum_000/026_Snap", "Drum_000/031_Sticks", "Drum_000/037_Stick_Rim", "Drum_000/075_Claves",
-          "Tone_000/120_Guitar_Fret_Noise", "Drum_000/033_Metronome_Click")
+AMP_PATCHES = (
+    "004_Electric_Piano_1_Rhodes",
+    "007_Clavinet",
+    "024_Nylon_Guitar",
+    "025_Steel_Guitar",
+    "026_Jazz_Guitar",
+    "027_Clean_Electric_Guitar",
+    "028_Muted_Electric_Guitar",
+    "032_Acoustic_Bass",
+    "033_Finger_Bass",
+    "034_Pick_Bass",
+    "035_Fretless_Bass",
+    "036_Slap_Bass_1",
+)
+BREATHS = (
+    "Tone_000/122_Seashore",
+    "Drum_000/069_Cabasa",
+    "Drum_000/070_Maracas",
+    "Drum_000/082_Shaker",
+    "Drum_000/074_Guiro_2_Long",
+)
+CLICKS = (
+    "Drum_000/026_Snap",
+    "Drum_000/031_Sticks",
+    "Drum_000/037_Stick_Rim",
+    "Drum_000/075_Claves",
+    "Tone_000/120_Guitar_Fret_Noise",
+    "Drum_000/033_Metronome_Click",
+)
 MASTERING_SONGS = {"frontiers": "train", "machine_wars": "val", "time_to_strike": "test"}
 
 
@@ -300,8 +357,11 @@ def build_amp(root: Path, quick: bool) -> dict:
         write_pair(root, split, name, audio, render(proc, audio))
         files.append({"name": name, "split": split, "seconds": audio.size / SAMPLE_RATE, "peak_dbfs": peak_db})
     proc.close()
-    return {"source": "freepats (Debian): recorded notes of " + ", ".join(AMP_PATCHES),
-            "processor": {"plugin": str(ZAMTUBE), "package": "zam-plugins", "settings": proc.settings}, "files": files}
+    return {
+        "source": "freepats (Debian): recorded notes of " + ", ".join(AMP_PATCHES),
+        "processor": {"plugin": str(ZAMTUBE), "package": "zam-plugins", "settings": proc.settings},
+        "files": files,
+    }
 
 
 def _frame_levels(audio: np.ndarray, hop: int) -> np.ndarray:
@@ -325,19 +385,20 @@ def _pauses(speech: np.ndarray, floor_db: float, above_db: float = 6.0, min_s: f
     return spans
 
 
-def _room_tone(speech: np.ndarray, length: int, floor_db: float, rng: np.random.Generator,
-               window: int = 2048) -> np.ndarray:
+def _room_tone(
+    speech: np.ndarray, length: int, floor_db: float, rng: np.random.Generator, window: int = 2048
+) -> np.ndarray:
     """``length`` samples of the recording's own background: its quietest ``window`` samples, overlap-added in
     Hann-windowed copies at random circular shifts (stationary, no loop period), at the noise floor's level."""
     hop = window // 4
     levels = _frame_levels(speech, hop)
     start = int(np.argmin(np.convolve(levels, np.ones(4), "valid"))) * hop  # the quietest whole window
-    piece = speech[start:start + window].astype(np.float64)
+    piece = speech[start : start + window].astype(np.float64)
     out = np.zeros(length + 2 * window)
     hann = np.hanning(window + 1)[:-1]  # periodic Hann: copies at 50 % overlap sum to one
     for at in range(0, length + window, window // 2):
-        out[at:at + window] += np.roll(piece, int(rng.integers(window))) * hann
-    out = out[window:window + length]
+        out[at : at + window] += np.roll(piece, int(rng.integers(window))) * hann
+    out = out[window : window + length]
     return (out * db(floor_db) / max(float(np.sqrt(np.mean(out**2))), 1e-12)).astype(np.float32)
 
 
@@ -354,7 +415,7 @@ def _event(path: str, kind: str, rng: np.random.Generator) -> np.ndarray:
     if kind == "breath":
         length = min(audio.size, int(rng.uniform(0.15, 0.45) * SAMPLE_RATE))
         start = int(rng.integers(0, audio.size - length + 1))
-        audio = audio[start:start + length] * np.hanning(length).astype(np.float32)
+        audio = audio[start : start + length] * np.hanning(length).astype(np.float32)
     return audio / max(float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))), 1e-9)
 
 
@@ -362,8 +423,13 @@ def build_breath(root: Path, quick: bool) -> dict:
     sources = sorted((POCKETSPHINX / "librivox").glob("*.wav")) + sorted((POCKETSPHINX / "cards").glob("*.wav"))
     sources += [POCKETSPHINX / n for n in ("goforward.raw", "numbers.raw", "something.raw")]
     sources += [POCKETSPHINX / "tidigits" / "dhd.2934z.raw"]
-    fixed = {"sense_and_sensibility_01_austen_64kb-0880": "val", "004": "val",
-             "sense_and_sensibility_01_austen_64kb-0930": "test", "003": "test", "numbers": "test"}
+    fixed = {
+        "sense_and_sensibility_01_austen_64kb-0880": "val",
+        "004": "val",
+        "sense_and_sensibility_01_austen_64kb-0930": "test",
+        "003": "test",
+        "numbers": "test",
+    }
     if quick:
         sources = sources[:3] + [POCKETSPHINX / "cards" / "003.wav", POCKETSPHINX / "cards" / "004.wav"]
     hop = SAMPLE_RATE // 50
@@ -390,20 +456,30 @@ def build_breath(root: Path, quick: bool) -> dict:
                 level = min(floor + float(rng.uniform(8.0, 18.0)), loudest - (20.0 if kind == "breath" else 15.0))
                 gain = min(db(level), db(-15.0) / float(np.abs(ev).max()))  # peaks 12 dB under the speech's
                 level = 20 * np.log10(gain)
-                events[t:t + ev.size] += ev * gain
-                placed.append({"at_s": round(t / SAMPLE_RATE, 3), "seconds": round(ev.size / SAMPLE_RATE, 3),
-                               "kind": kind, "recording": name, "db_above_floor": round(float(level - floor), 1),
-                               "db_below_speech": round(float(loudest - level), 1)})
+                events[t : t + ev.size] += ev * gain
+                placed.append(
+                    {
+                        "at_s": round(t / SAMPLE_RATE, 3),
+                        "seconds": round(ev.size / SAMPLE_RATE, 3),
+                        "kind": kind,
+                        "recording": name,
+                        "db_above_floor": round(float(level - floor), 1),
+                        "db_below_speech": round(float(loudest - level), 1),
+                    }
+                )
                 t += ev.size + int(rng.uniform(0.08, 0.5) * SAMPLE_RATE)
         stem = path.stem.replace("sense_and_sensibility_01_austen_64kb", "austen")
         name = f"{path.parent.name}_{stem}" if path.parent != POCKETSPHINX else stem
         write_pair(root, split, name, clean + events, clean)
-        files.append({"name": name, "split": split, "seconds": clean.size / SAMPLE_RATE, "source": str(path),
-                      "events": placed})
-    return {"source": "pocketsphinx-testdata (Debian): speech recordings; events: freepats recordings " +
-            ", ".join(BREATHS + CLICKS),
-            "processor": {"edit": "events mixed into pauses and room-tone margins at known times; target = speech"},
-            "files": files}
+        files.append(
+            {"name": name, "split": split, "seconds": clean.size / SAMPLE_RATE, "source": str(path), "events": placed}
+        )
+    return {
+        "source": "pocketsphinx-testdata (Debian): speech recordings; events: freepats recordings "
+        + ", ".join(BREATHS + CLICKS),
+        "processor": {"edit": "events mixed into pauses and room-tone margins at known times; target = speech"},
+        "files": files,
+    }
 
 
 def build_mastering(root: Path, quick: bool) -> dict:
@@ -422,20 +498,38 @@ def build_mastering(root: Path, quick: bool) -> dict:
         count = min(limits[split], (audio.size - 2 * skip) // excerpt)
         starts = np.linspace(skip, audio.size - skip - excerpt, count).astype(int)  # spread over the song
         for k, start in enumerate(starts):
-            x = audio[start:start + excerpt].astype(np.float64)
+            x = audio[start : start + excerpt].astype(np.float64)
             x = pyloudnorm.normalize.loudness(x, meter.integrated_loudness(x), -25.0).astype(np.float32)
             name = f"{song}_{k:02d}"
             target = render(proc, x)
             write_pair(root, split, name, x, target)
-            files.append({"name": name, "split": split, "seconds": excerpt / SAMPLE_RATE, "start_s": start / SAMPLE_RATE,
-                          "target_lufs": round(float(meter.integrated_loudness(target.astype(np.float64))), 2)})
+            files.append(
+                {
+                    "name": name,
+                    "split": split,
+                    "seconds": excerpt / SAMPLE_RATE,
+                    "start_s": start / SAMPLE_RATE,
+                    "target_lufs": round(float(meter.integrated_loudness(target.astype(np.float64))), 2),
+                }
+            )
     proc.close()
-    return {"source": "asc-music (Debian): three mixed songs by Michael Kievernagel, inputs at -25 LUFS",
-            "processor": {"chain": [CALF_EQ5, CALF_MB_LIMITER], "package": "calf-plugins", "settings": proc.settings,
-                          "delay_removed_samples": delay}, "files": files}
+    return {
+        "source": "asc-music (Debian): three mixed songs by Michael Kievernagel, inputs at -25 LUFS",
+        "processor": {
+            "chain": [CALF_EQ5, CALF_MB_LIMITER],
+            "package": "calf-plugins",
+            "settings": proc.settings,
+            "delay_removed_samples": delay,
+        },
+        "files": files,
+    }
 
 
-BUILDERS: dict[str, Callable[[Path, bool], dict]] = {"amp": build_amp, "breath": build_breath, "mastering": build_mastering}
+BUILDERS: dict[str, Callable[[Path, bool], dict]] = {
+    "amp": build_amp,
+    "breath": build_breath,
+    "mastering": build_mastering,
+}
 
 
 def task_dir(task: str, root: Path = DEFAULT_ROOT, quick: bool = False) -> Path:

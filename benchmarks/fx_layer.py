@@ -40,8 +40,8 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from multiprocessing.connection import wait as mp_wait
-from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -110,7 +110,9 @@ class PerSlotProcesses:
                     try:
                         message = c.recv()
                     except EOFError:
-                        raise RuntimeError(f"per-slot process {k} died at start (exit {self.procs[k].exitcode})")
+                        raise RuntimeError(
+                            f"per-slot process {k} died at start (exit {self.procs[k].exitcode})"
+                        ) from None
                     if message[0] != "ready":
                         raise RuntimeError(f"per-slot process {k} failed: {message[1]}")
         except BaseException:
@@ -156,16 +158,22 @@ class PerSlotProcesses:
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def _median(xs: Sequence[float]) -> Optional[float]:
+def _median(xs: Sequence[float]) -> float | None:
     return float(statistics.median(xs)) if xs else None
 
 
-def _spread(xs: Sequence[float]) -> Dict[str, float]:
+def _spread(xs: Sequence[float]) -> dict[str, float]:
     if not xs:
         return {}
     q = np.quantile(np.asarray(xs), [0.0, 0.25, 0.5, 0.75, 1.0])
-    return {"n": len(xs), "min": float(q[0]), "p25": float(q[1]), "median": float(q[2]), "p75": float(q[3]),
-            "max": float(q[4])}
+    return {
+        "n": len(xs),
+        "min": float(q[0]),
+        "p25": float(q[1]),
+        "median": float(q[2]),
+        "p75": float(q[3]),
+        "max": float(q[4]),
+    }
 
 
 def _sched_each(pids: Sequence[int]) -> np.ndarray:
@@ -194,30 +202,54 @@ def _log(msg: str) -> None:
     print(f"[fx_layer] {msg}", file=sys.stderr, flush=True)
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     from afx_lightning.blackbox import default_num_workers
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--chain", default="pb_mb_compressor", help="registered chain name (default: %(default)s)")
     ap.add_argument("--batch", "-M", type=int, default=100, help="batch size M = training slots (default: %(default)s)")
     ap.add_argument("--steps", type=int, default=20, help="measured steps of fx and plugin (default: %(default)s)")
-    ap.add_argument("--warmup", type=int, default=3, help="unmeasured steps first; the first creates instances (default: %(default)s)")
-    ap.add_argument("--workers", type=int, default=default_num_workers(), help="fx pool workers (default: all CPUs = %(default)s)")
-    ap.add_argument("--per-slot-steps", type=int, default=None, help="measured steps of the per-slot baseline (default: --steps)")
-    ap.add_argument("--per-slot-batch", type=int, default=None,
-                    help="measure the per-slot baseline at this M' <= M (3·M' processes) and scale its step time by M/M' (default: M)")
+    ap.add_argument(
+        "--warmup",
+        type=int,
+        default=3,
+        help="unmeasured steps first; the first creates instances (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--workers", type=int, default=default_num_workers(), help="fx pool workers (default: all CPUs = %(default)s)"
+    )
+    ap.add_argument(
+        "--per-slot-steps", type=int, default=None, help="measured steps of the per-slot baseline (default: --steps)"
+    )
+    ap.add_argument(
+        "--per-slot-batch",
+        type=int,
+        default=None,
+        help="measure the per-slot baseline at this M' <= M (3·M' processes) and scale its step time by M/M' (default: M)",
+    )
     ap.add_argument("--no-per-slot", action="store_true", help="skip the per-slot baseline")
     ap.add_argument("--rounds", type=int, default=None, help="interleaving rounds (default: min(steps, 5))")
     ap.add_argument("--epsilon", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="CI smoke run: M=6, 3 steps, 1 warm-up, 2 workers max")
-    ap.add_argument("--workers-sweep", default=None, metavar="W1,W2,...",
-                    help="also time the fx step of --chain at M with each pool size (adds 'worker_scaling')")
-    ap.add_argument("--fd-ratio", action="store_true",
-                    help="also time the fx step with gradient='fd' vs 'spsa' (adds 'fd_vs_spsa')")
+    ap.add_argument(
+        "--workers-sweep",
+        default=None,
+        metavar="W1,W2,...",
+        help="also time the fx step of --chain at M with each pool size (adds 'worker_scaling')",
+    )
+    ap.add_argument(
+        "--fd-ratio", action="store_true", help="also time the fx step with gradient='fd' vs 'spsa' (adds 'fd_vs_spsa')"
+    )
     ap.add_argument("--fd-chain", default="pb_mastering", help="chain of --fd-ratio (default: %(default)s)")
-    ap.add_argument("--fd-batch", type=int, default=4, help="M of --fd-ratio (FD renders (2P+1)·M blocks; default: %(default)s)")
-    ap.add_argument("--fd-steps", type=int, default=5, help="measured steps of each --fd-ratio method (default: %(default)s)")
+    ap.add_argument(
+        "--fd-batch", type=int, default=4, help="M of --fd-ratio (FD renders (2P+1)·M blocks; default: %(default)s)"
+    )
+    ap.add_argument(
+        "--fd-steps", type=int, default=5, help="measured steps of each --fd-ratio method (default: %(default)s)"
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.batch, args.steps, args.warmup = min(args.batch, 6), min(args.steps, 3), min(args.warmup, 1)
@@ -242,7 +274,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def _split(total: int, rounds: int) -> List[int]:
+def _split(total: int, rounds: int) -> list[int]:
     """``total`` steps over ``rounds`` rounds, as evenly as possible."""
     base, extra = divmod(total, rounds)
     return [base + (1 if r < extra else 0) for r in range(rounds)]
@@ -274,20 +306,44 @@ def run(args: argparse.Namespace) -> dict:
     slot = torch.arange(m)
     no_fresh = torch.zeros(m, dtype=torch.bool)
 
-    layer: Optional[BlackBoxLayer] = None
-    per_slot: Optional[PerSlotProcesses] = None
+    layer: BlackBoxLayer | None = None
+    per_slot: PerSlotProcesses | None = None
     chains: list = []
-    res: Dict[str, List[float]] = {k: [] for k in (
-        "fx_step", "fx_fwd", "fx_bwd", "fx_parent_cpu", "fx_worker_cpu", "fx_sched_cpu", "fx_wait", "fx_critical",
-        "plugin_cpu", "plugin_wall", "plugin_wait",
-        "per_slot_step", "per_slot_parent_cpu", "per_slot_sched_cpu", "per_slot_wait")}
+    res: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "fx_step",
+            "fx_fwd",
+            "fx_bwd",
+            "fx_parent_cpu",
+            "fx_worker_cpu",
+            "fx_sched_cpu",
+            "fx_wait",
+            "fx_critical",
+            "plugin_cpu",
+            "plugin_wall",
+            "plugin_wait",
+            "per_slot_step",
+            "per_slot_parent_cpu",
+            "per_slot_sched_cpu",
+            "per_slot_wait",
+        )
+    }
     counters = {"fx": 0, "plugin": 0, "per_slot": 0}
-    info: Dict[str, object] = {}
+    info: dict[str, object] = {}
     try:
         # ---- fx layer
         t0 = time.perf_counter()
-        layer = BlackBoxLayer(args.chain, SAMPLE_RATE, BLOCK_SIZE, 1, num_slots=m, epsilon=args.epsilon,
-                              num_workers=args.workers, seed=args.seed).train()
+        layer = BlackBoxLayer(
+            args.chain,
+            SAMPLE_RATE,
+            BLOCK_SIZE,
+            1,
+            num_slots=m,
+            epsilon=args.epsilon,
+            num_workers=args.workers,
+            seed=args.seed,
+        ).train()
         pool = layer.pool  # start the workers now, not inside the first step
         # parent + pool workers (private attribute, read only for the scheduler accounting)
         fx_pids = [os.getpid()] + [p.pid for p in getattr(pool, "_procs", []) if p is not None]
@@ -384,14 +440,16 @@ def run(args: argparse.Namespace) -> dict:
         plan = {name: _split(total, args.rounds) for name, (_, total) in methods.items()}
         order = list(methods)
         for r in range(args.rounds):
-            for name in order[r % len(order):] + order[: r % len(order)]:  # rotate who goes first
+            for name in order[r % len(order) :] + order[: r % len(order)]:  # rotate who goes first
                 fn = methods[name][0]
                 for _ in range(plan[name][r]):
                     fn(counters[name], True)
                     counters[name] += 1
-            _log(f"round {r + 1}/{args.rounds}: fx {_median(res['fx_step']):.4f} s, plugin cpu "
-                 f"{_median(res['plugin_cpu']):.4f} s"
-                 + (f", per-slot {_median(res['per_slot_step']):.4f} s" if res["per_slot_step"] else ""))
+            _log(
+                f"round {r + 1}/{args.rounds}: fx {_median(res['fx_step']):.4f} s, plugin cpu "
+                f"{_median(res['plugin_cpu']):.4f} s"
+                + (f", per-slot {_median(res['per_slot_step']):.4f} s" if res["per_slot_step"] else "")
+            )
         info["fx_fault_stats"] = layer.fault_stats.as_dict()
     finally:
         if layer is not None:
@@ -435,9 +493,11 @@ def run(args: argparse.Namespace) -> dict:
         "per_slot_M": mp_slots if per_slot is not None else None,
         "per_slot_steps": args.per_slot_steps if per_slot is not None else 0,
         "per_slot_scaling": (
-            None if per_slot is None else
-            "none: measured at the full M" if mp_slots == m else
-            f"measured with {mp_slots * instances} processes at M'={mp_slots}, step time scaled by M/M' = {scale:g}"
+            None
+            if per_slot is None
+            else "none: measured at the full M"
+            if mp_slots == m
+            else f"measured with {mp_slots * instances} processes at M'={mp_slots}, step time scaled by M/M' = {scale:g}"
         ),
         "details": {
             "fx_step_s": _spread(res["fx_step"]),
@@ -458,7 +518,8 @@ def run(args: argparse.Namespace) -> dict:
             # No faster than the parent's own serial CPU, nor than all its processes' CPU spread over the cores.
             "per_slot_step_s_idle_lower_bound": (
                 max(_median(res["per_slot_parent_cpu"]), _median(res["per_slot_sched_cpu"]) / ncpu) * scale
-                if res["per_slot_step"] else None
+                if res["per_slot_step"]
+                else None
             ),
             "per_slot_runqueue_wait_s": _median(res["per_slot_wait"]),
             **{k: v for k, v in info.items()},
@@ -490,8 +551,9 @@ def run(args: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------------------------------------- optional extras
 
 
-def time_layer_steps(chain: str, m: int, workers: int, gradient: str, steps: int, warmup: int, epsilon: float,
-                     seed: int) -> dict:
+def time_layer_steps(
+    chain: str, m: int, workers: int, gradient: str, steps: int, warmup: int, epsilon: float, seed: int
+) -> dict:
     """Median wall time of forward+backward of ``BlackBoxLayer(chain, gradient=...)`` in training mode at M=m."""
     import torch
 
@@ -500,12 +562,21 @@ def time_layer_steps(chain: str, m: int, workers: int, gradient: str, steps: int
     torch.set_num_threads(1)
     rng = np.random.default_rng(seed)
     layer = None
-    times: List[float] = []
+    times: list[float] = []
     try:
         t0 = time.perf_counter()
-        layer = BlackBoxLayer(chain, SAMPLE_RATE, BLOCK_SIZE, 1, num_slots=m, gradient=gradient, epsilon=epsilon,
-                              num_workers=workers, seed=seed).train()
-        layer.pool  # start the workers now
+        layer = BlackBoxLayer(
+            chain,
+            SAMPLE_RATE,
+            BLOCK_SIZE,
+            1,
+            num_slots=m,
+            gradient=gradient,
+            epsilon=epsilon,
+            num_workers=workers,
+            seed=seed,
+        ).train()
+        _ = layer.pool  # start the workers now
         startup_s = time.perf_counter() - t0
         p = layer.num_params
         instances = layer.estimator.num_instances(p)
@@ -526,18 +597,30 @@ def time_layer_steps(chain: str, m: int, workers: int, gradient: str, steps: int
     finally:
         if layer is not None:
             layer.close()
-    return {"fx_step_s": _median(times), "fx_step_s_spread": _spread(times), "instances_per_slot": instances,
-            "renders_per_step": instances * m, "startup_s": startup_s, "P": p,
-            "faults": {k: v for k, v in faults.items() if v}}
+    return {
+        "fx_step_s": _median(times),
+        "fx_step_s_spread": _spread(times),
+        "instances_per_slot": instances,
+        "renders_per_step": instances * m,
+        "startup_s": startup_s,
+        "P": p,
+        "faults": {k: v for k, v in faults.items() if v},
+    }
 
 
-def workers_sweep(args: argparse.Namespace) -> List[dict]:
+def workers_sweep(args: argparse.Namespace) -> list[dict]:
     out = []
     for w in args.workers_sweep:
         _log(f"workers sweep: {args.chain}, M={args.batch}, {w} worker(s)")
         r = time_layer_steps(args.chain, args.batch, w, "spsa", args.steps, args.warmup, args.epsilon, args.seed)
-        out.append({"workers": w, "fx_step_s": r["fx_step_s"], "fx_step_s_spread": r["fx_step_s_spread"],
-                    "faults": r["faults"]})
+        out.append(
+            {
+                "workers": w,
+                "fx_step_s": r["fx_step_s"],
+                "fx_step_s_spread": r["fx_step_s_spread"],
+                "faults": r["faults"],
+            }
+        )
     base = out[0]["fx_step_s"]
     for row in out:
         row["speedup_vs_first"] = base / row["fx_step_s"]
@@ -549,13 +632,19 @@ def fd_vs_spsa(args: argparse.Namespace) -> dict:
     res = {}
     for gradient in ("spsa", "fd"):
         _log(f"fd ratio: {args.fd_chain}, M={args.fd_batch}, gradient={gradient}")
-        res[gradient] = time_layer_steps(args.fd_chain, args.fd_batch, workers, gradient, args.fd_steps, 1,
-                                         args.epsilon, args.seed)
+        res[gradient] = time_layer_steps(
+            args.fd_chain, args.fd_batch, workers, gradient, args.fd_steps, 1, args.epsilon, args.seed
+        )
     p = res["fd"]["P"]
     theory = res["fd"]["instances_per_slot"] / res["spsa"]["instances_per_slot"]  # (2P+1)/3 at K=1
     return {
-        "chain": args.fd_chain, "M": args.fd_batch, "P": p, "workers": workers, "steps": args.fd_steps,
-        "spsa_step_s": res["spsa"]["fx_step_s"], "fd_step_s": res["fd"]["fx_step_s"],
+        "chain": args.fd_chain,
+        "M": args.fd_batch,
+        "P": p,
+        "workers": workers,
+        "steps": args.fd_steps,
+        "spsa_step_s": res["spsa"]["fx_step_s"],
+        "fd_step_s": res["fd"]["fx_step_s"],
         "fd_vs_spsa_step_ratio": res["fd"]["fx_step_s"] / res["spsa"]["fx_step_s"],
         "fd_vs_spsa_theory": theory,
         "theory_formula": f"(2P+1)/3 = {2 * p + 1}/3 renders per slot",
@@ -565,7 +654,7 @@ def fd_vs_spsa(args: argparse.Namespace) -> dict:
     }
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     import signal
 
     # A plain `kill` unwinds through the finally blocks too, so no worker or shared-memory block is left behind.

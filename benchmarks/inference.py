@@ -45,8 +45,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -64,7 +64,7 @@ def _maxrss_mb(who: int) -> float:
     return v / (1024 * 1024) if sys.platform == "darwin" else v / 1024
 
 
-def _proc_status_mb(key: str) -> Optional[float]:
+def _proc_status_mb(key: str) -> float | None:
     """``VmRSS`` / ``VmHWM`` of this process in MiB from /proc/self/status (None where there is no procfs)."""
     try:
         with open("/proc/self/status") as f:
@@ -87,8 +87,10 @@ def write_test_file(path: Path, seconds: float, sr: int = SAMPLE_RATE, channels:
         for start in range(0, total, chunk):
             t = np.arange(start, min(total, start + chunk)) / sr
             env = 0.05 + 0.4 * (0.5 + 0.5 * np.sin(2 * np.pi * 0.2 * t)) ** 2
-            cols = [env * (np.sin(2 * np.pi * (180 + 40 * c) * t) + 0.1 * rng.standard_normal(len(t)))
-                    for c in range(channels)]
+            cols = [
+                env * (np.sin(2 * np.pi * (180 + 40 * c) * t) + 0.1 * rng.standard_normal(len(t)))
+                for c in range(channels)
+            ]
             f.write(np.stack(cols, axis=1).astype(np.float32))
 
 
@@ -99,10 +101,8 @@ def make_checkpoint(path: Path, chain: str, encoder: str, random_head: bool = Fa
     import torch
 
     from afx_lightning.blackbox import FxConfig
-    from afx_lightning.encoders import InceptionEncoder, SmallEncoder
+    from afx_lightning.encoders import InceptionEncoder, SmallEncoder, TemporalConvEncoder
     from afx_lightning.module import DeepAFx
-
-    from afx_lightning.encoders import TemporalConvEncoder
 
     factory = {"inception": InceptionEncoder, "small": SmallEncoder, "tcn": TemporalConvEncoder}[encoder]
     torch.manual_seed(0)
@@ -113,9 +113,11 @@ def make_checkpoint(path: Path, chain: str, encoder: str, random_head: bool = Fa
         checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
         model.on_save_checkpoint(checkpoint)  # afx_encoder spec, SPSA generator state
         torch.save(checkpoint, str(path))
-        return {"encoder_class": model.encoder.get_config()["class_path"],
-                "encoder_params": sum(p.numel() for p in model.encoder.parameters()),
-                "P": model.fx.num_params}
+        return {
+            "encoder_class": model.encoder.get_config()["class_path"],
+            "encoder_params": sum(p.numel() for p in model.encoder.parameters()),
+            "P": model.fx.num_params,
+        }
     finally:
         model.fx.close()
 
@@ -123,7 +125,7 @@ def make_checkpoint(path: Path, chain: str, encoder: str, random_head: bool = Fa
 # ---------------------------------------------------------------------------------------------- child
 
 
-def child_peak(ckpt: Path, in_path: Optional[Path], out_path: Optional[Path]) -> dict:
+def child_peak(ckpt: Path, in_path: Path | None, out_path: Path | None) -> dict:
     """In a fresh process: load the model, process ``in_path`` (or nothing: baseline), report peaks."""
     from afx_lightning.inference import Processor, load_model
 
@@ -141,9 +143,15 @@ def child_peak(ckpt: Path, in_path: Optional[Path], out_path: Optional[Path]) ->
         res["hwm_reset"] = False
     if in_path is not None:
         stats = proc.process_file(in_path, out_path, overwrite=True, progress=False)
-        res.update(seconds=stats.seconds, wall_s=stats.wall_s, predict_s=stats.predict_s, render_s=stats.render_s,
-                   realtime_factor=stats.seconds / stats.wall_s, dropped_frames=stats.dropped_frames,
-                   faults=stats.faults)
+        res.update(
+            seconds=stats.seconds,
+            wall_s=stats.wall_s,
+            predict_s=stats.predict_s,
+            render_s=stats.render_s,
+            realtime_factor=stats.seconds / stats.wall_s,
+            dropped_frames=stats.dropped_frames,
+            faults=stats.faults,
+        )
     res["processing_peak_rss_mb"] = _proc_status_mb("VmHWM") if res["hwm_reset"] else None
     res["after_processing_current_rss_mb"] = _proc_status_mb("VmRSS")
     model.fx.close()
@@ -152,7 +160,7 @@ def child_peak(ckpt: Path, in_path: Optional[Path], out_path: Optional[Path]) ->
     return res
 
 
-def _run_child(ckpt: Path, in_path: Optional[Path], out_path: Optional[Path], timeout: float) -> dict:
+def _run_child(ckpt: Path, in_path: Path | None, out_path: Path | None, timeout: float) -> dict:
     cmd = [sys.executable, str(HERE), "--child-peak", str(in_path) if in_path else "-", "--ckpt", str(ckpt)]
     if out_path is not None:
         cmd += ["--child-out", str(out_path)]
@@ -165,9 +173,10 @@ def _run_child(ckpt: Path, in_path: Optional[Path], out_path: Optional[Path], ti
 # ---------------------------------------------------------------------------------------------- main
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--chain", default="pb_mb_compressor")
     ap.add_argument("--encoder", default="inception", choices=["inception", "small", "tcn"])
     ap.add_argument("--seconds", type=float, default=60.0, help="length of the speed file (default: %(default)s)")
@@ -176,11 +185,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--long-minutes", type=float, default=10.0, help="long memory file (default: %(default)s)")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory children")
     ap.add_argument("--predict-hop", type=int, default=1, help="Processor's predict_hop for the speed run")
-    ap.add_argument("--memory-encoder", default="small", choices=["same", "inception", "small"],
-                    help="encoder of the memory children (default: %(default)s: the Inception encoder runs at about "
-                         "0.4x real time on 2 cores, so an 11-minute pair would take ~30 min; the streaming memory "
-                         "behaviour does not depend on the encoder; 'same' = --encoder)")
-    ap.add_argument("--quick", action="store_true", help="CI smoke run: SmallEncoder, 10 s speed file, 10 s vs 30 s memory")
+    ap.add_argument(
+        "--memory-encoder",
+        default="small",
+        choices=["same", "inception", "small"],
+        help="encoder of the memory children (default: %(default)s: the Inception encoder runs at about "
+        "0.4x real time on 2 cores, so an 11-minute pair would take ~30 min; the streaming memory "
+        "behaviour does not depend on the encoder; 'same' = --encoder)",
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="CI smoke run: SmallEncoder, 10 s speed file, 10 s vs 30 s memory"
+    )
     ap.add_argument("--compare", action="store_true", help="issue 14: the inference speed-ups side by side (see above)")
     ap.add_argument("--no-compile", action="store_true", help="--compare without the torch.compile variant")
     ap.add_argument("--workdir", default=None, help="where the files go (default: a temporary directory)")
@@ -212,8 +227,10 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict:
     for enc in ("inception", "tcn"):
         ckpts[enc] = workdir / f"{enc}.ckpt"
         info[enc] = make_checkpoint(ckpts[enc], args.chain, enc, random_head=True)
-    variants = [("inception_per_context", "inception", dict(share_log_mel=False)),
-                ("inception_log_mel_once", "inception", {})]
+    variants = [
+        ("inception_per_context", "inception", dict(share_log_mel=False)),
+        ("inception_log_mel_once", "inception", {}),
+    ]
     if not args.no_compile:
         variants.append(("inception_log_mel_once_compiled", "inception", dict(compile=True)))
     variants.append(("tcn_streaming", "tcn", {}))
@@ -232,9 +249,16 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict:
             stats = proc.process_file(speed_in, speed_out, overwrite=True, progress=False)
         finally:
             model.fx.close()
-        row = {"encoder": enc, **options, "realtime_factor": stats.seconds / stats.wall_s, "wall_s": stats.wall_s,
-               "predict_s": stats.predict_s, "render_s": stats.render_s,
-               "predict_realtime_factor": stats.seconds / stats.predict_s, "params": info[enc]["encoder_params"]}
+        row = {
+            "encoder": enc,
+            **options,
+            "realtime_factor": stats.seconds / stats.wall_s,
+            "wall_s": stats.wall_s,
+            "predict_s": stats.predict_s,
+            "render_s": stats.render_s,
+            "predict_realtime_factor": stats.seconds / stats.predict_s,
+            "params": info[enc]["encoder_params"],
+        }
         if first is not None:
             row["compile_s"] = first - stats.wall_s
         raw = kept[-1].raw
@@ -244,17 +268,27 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict:
                 reference = raw
             row["theta_max_abs_diff_vs_per_context"] = float(np.abs(raw - reference).max())
         results[name] = row
-        _log(f"{name}: {row['realtime_factor']:.1f}x real time (predict {stats.predict_s:.2f} s, render {stats.render_s:.2f} s)")
+        _log(
+            f"{name}: {row['realtime_factor']:.1f}x real time (predict {stats.predict_s:.2f} s, render {stats.render_s:.2f} s)"
+        )
     base = results["inception_per_context"]
     for row in results.values():
         row["speedup_vs_inception_per_context"] = base["wall_s"] / row["wall_s"]
         row["predict_speedup_vs_inception_per_context"] = base["predict_s"] / row["predict_s"]
-    return {"mode": "compare", "chain": args.chain, "audio_s": args.seconds, "predict_hop": args.predict_hop,
-            "variants": results, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-            "torch": torch.__version__, "machine": platform.platform(),
-            "notes": "realtime_factor = audio seconds / wall seconds of Processor.process_file (predict + render + "
-                     "write); untrained weights; all variants in this one process on the same file, one after "
-                     "another, so the ratios are comparable even on a loaded machine. An untrained Inception's features hardly depend on the input (theta_range ~1e-6), so its theta_max_abs_diff says little; tests/test_inference.py checks the per-file log-mel against per-context encoding where θ varies (1e-5)"}
+    return {
+        "mode": "compare",
+        "chain": args.chain,
+        "audio_s": args.seconds,
+        "predict_hop": args.predict_hop,
+        "variants": results,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "machine": platform.platform(),
+        "notes": "realtime_factor = audio seconds / wall seconds of Processor.process_file (predict + render + "
+        "write); untrained weights; all variants in this one process on the same file, one after "
+        "another, so the ratios are comparable even on a loaded machine. An untrained Inception's features hardly depend on the input (theta_range ~1e-6), so its theta_max_abs_diff says little; tests/test_inference.py checks the per-file log-mel against per-context encoding where θ varies (1e-5)",
+    }
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict:
@@ -278,12 +312,21 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
     try:
         for r in range(max(1, args.repeats)):
             stats = proc.process_file(speed_in, speed_out, overwrite=True, progress=False)
-            runs.append({"wall_s": stats.wall_s, "predict_s": stats.predict_s, "render_s": stats.render_s,
-                         "realtime_factor": stats.seconds / stats.wall_s, "dropped_frames": stats.dropped_frames,
-                         "faults": stats.faults})
-            _log(f"speed run {r + 1}: {stats.seconds:.0f} s audio in {stats.wall_s:.2f} s "
-                 f"(predict {stats.predict_s:.2f} s, render {stats.render_s:.2f} s) -> "
-                 f"{stats.seconds / stats.wall_s:.1f}x real time")
+            runs.append(
+                {
+                    "wall_s": stats.wall_s,
+                    "predict_s": stats.predict_s,
+                    "render_s": stats.render_s,
+                    "realtime_factor": stats.seconds / stats.wall_s,
+                    "dropped_frames": stats.dropped_frames,
+                    "faults": stats.faults,
+                }
+            )
+            _log(
+                f"speed run {r + 1}: {stats.seconds:.0f} s audio in {stats.wall_s:.2f} s "
+                f"(predict {stats.predict_s:.2f} s, render {stats.render_s:.2f} s) -> "
+                f"{stats.seconds / stats.wall_s:.1f}x real time"
+            )
     finally:
         model.fx.close()
     measured = runs[1:] if len(runs) > 1 else runs
@@ -324,8 +367,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
             memory[label] = child
             path.unlink()
             (workdir / f"mem_{label}_out.wav").unlink(missing_ok=True)
-            _log(f"memory: {label}: peak {child['peak_rss_mb']:.0f} MiB, worker {child['worker_peak_rss_mb']:.0f} MiB, "
-                 f"{child['realtime_factor']:.1f}x real time")
+            _log(
+                f"memory: {label}: peak {child['peak_rss_mb']:.0f} MiB, worker {child['worker_peak_rss_mb']:.0f} MiB, "
+                f"{child['realtime_factor']:.1f}x real time"
+            )
         s, lg = memory["short"], memory["long"]
         base = s["model_loaded_rss_mb"]  # the child's peak right after loading the model, before processing
         memory["model_loaded_rss_mb"] = base
@@ -372,7 +417,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
     }
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     import signal
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

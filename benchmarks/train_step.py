@@ -69,8 +69,13 @@ def frontend_saving(encoder, context, steps: int) -> dict:
         b.append(_median_time(from_log_mel, 1))
         f.append(_median_time(frontend_only, 1))
     a, b, f = statistics.median(a), statistics.median(b), statistics.median(f)
-    return {"encoder_step_from_audio_s": a, "encoder_step_from_log_mel_s": b, "frontend_forward_s": f,
-            "max_saving_share": (a - b) / a, "speedup_if_shared": a / b}
+    return {
+        "encoder_step_from_audio_s": a,
+        "encoder_step_from_log_mel_s": b,
+        "frontend_forward_s": f,
+        "max_saving_share": (a - b) / a,
+        "speedup_if_shared": a / b,
+    }
 
 
 def main() -> None:
@@ -90,13 +95,15 @@ def main() -> None:
     import torch
 
     from afx_lightning.blackbox import BlackBoxLayer
-    from afx_lightning.encoders import InceptionEncoder, MobileNetV2Encoder, SmallEncoder
+    from afx_lightning.encoders import InceptionEncoder, MobileNetV2Encoder, SmallEncoder, TemporalConvEncoder
     from afx_lightning.loss import DelayInvariantLoss
 
-    from afx_lightning.encoders import TemporalConvEncoder
-
-    encoders = {"inception": InceptionEncoder, "mobilenet": MobileNetV2Encoder, "small": SmallEncoder,
-                "tcn": TemporalConvEncoder}
+    encoders = {
+        "inception": InceptionEncoder,
+        "mobilenet": MobileNetV2Encoder,
+        "small": SmallEncoder,
+        "tcn": TemporalConvEncoder,
+    }
     m, n = args.batch, 1024
     fx = BlackBoxLayer(args.chain, num_slots=m)
     encoder = encoders[args.encoder](fx.num_params)
@@ -142,9 +149,17 @@ def main() -> None:
     }
     result["fx_share"] = result["fx_s"] / result["step_s"]
     result.update(
-        chain=args.chain, encoder=args.encoder, M=m, P=fx.num_params, context=args.context, steps=args.steps,
-        encoder_params=sum(p.numel() for p in encoder.parameters()), torch_threads=torch.get_num_threads(),
-        machine=platform.platform(), python=platform.python_version(), torch=torch.__version__,
+        chain=args.chain,
+        encoder=args.encoder,
+        M=m,
+        P=fx.num_params,
+        context=args.context,
+        steps=args.steps,
+        encoder_params=sum(p.numel() for p in encoder.parameters()),
+        torch_threads=torch.get_num_threads(),
+        machine=platform.platform(),
+        python=platform.python_version(),
+        torch=torch.__version__,
         note="fx_s includes the forward renders (3*M blocks) and the SPSA backward; the loss gradient w.r.t. "
         "the fx output is counted in fx_s because autograd computes both in one call",
     )

@@ -37,7 +37,7 @@ at 22 050 Hz), which the chain reports as its latency.
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from collections.abc import Sequence
 
 from afx_lightning.effects.base import Chain
 from afx_lightning.effects.lv2 import LV2Effect
@@ -62,17 +62,16 @@ LSP_TH_MIN = 0.003981
 FAST_MS = 0.01
 
 
-def _calf_fixed() -> List[ParamSpec]:
+def _calf_fixed() -> list[ParamSpec]:
     """bypass0..3 = 0 (Calf bands default to bypassed), attack/release0..3 = 0.01 ms."""
-    specs: List[ParamSpec] = []
+    specs: list[ParamSpec] = []
     specs += [fixed(f"bypass{b}", 0.0, 0.0, 1.0, "", f"band {b} bypass (fixed off)") for b in range(4)]
     specs += [fixed(f"attack{b}", FAST_MS, 0.01, 2000.0, "ms", f"band {b} attack (fixed, minimum)") for b in range(4)]
-    specs += [fixed(f"release{b}", FAST_MS, 0.01, 2000.0, "ms", f"band {b} release (fixed, minimum)")
-              for b in range(4)]
+    specs += [fixed(f"release{b}", FAST_MS, 0.01, 2000.0, "ms", f"band {b} release (fixed, minimum)") for b in range(4)]
     return specs
 
 
-def _freqs(ranges: Sequence[Tuple[float, float]], defaults=(120.0, 1000.0, 6000.0)) -> List[ParamSpec]:
+def _freqs(ranges: Sequence[tuple[float, float]], defaults=(120.0, 1000.0, 6000.0)) -> list[ParamSpec]:
     return [
         log(f"freq{k}", lo, hi, d, "Hz", f"crossover between band {k} and band {k + 1}")
         for k, ((lo, hi), d) in enumerate(zip(ranges, defaults, strict=True))
@@ -80,20 +79,30 @@ def _freqs(ranges: Sequence[Tuple[float, float]], defaults=(120.0, 1000.0, 6000.
 
 
 def _calf_compressor_params(
-    makeup: Tuple[float, float],
+    makeup: tuple[float, float],
     knee: bool,
-    freqs: Sequence[Tuple[float, float]],
-    level_in: Tuple[float, float],
-    level_out: Tuple[float, float] | None,
-) -> List[ParamSpec]:
-    specs: List[ParamSpec] = []
-    specs += [log(f"threshold{b}", CALF_THRESHOLD_MIN, 1.0, 0.25, "gain",
-                   f"band {b} threshold (linear amplitude, -60 ... 0 dBFS)") for b in range(4)]
+    freqs: Sequence[tuple[float, float]],
+    level_in: tuple[float, float],
+    level_out: tuple[float, float] | None,
+) -> list[ParamSpec]:
+    specs: list[ParamSpec] = []
+    specs += [
+        log(
+            f"threshold{b}",
+            CALF_THRESHOLD_MIN,
+            1.0,
+            0.25,
+            "gain",
+            f"band {b} threshold (linear amplitude, -60 ... 0 dBFS)",
+        )
+        for b in range(4)
+    ]
     specs += [log(f"ratio{b}", 1.0, 20.0, 2.0, ":1", f"band {b} compression ratio") for b in range(4)]
     specs += [log(f"makeup{b}", *makeup, 1.0, "gain", f"band {b} makeup gain (linear)") for b in range(4)]
     if knee:
-        specs += [log(f"knee{b}", 1.0, 8.0, 2.82843, "gain", f"band {b} knee width (linear, 0 ... 18 dB)")
-                  for b in range(4)]
+        specs += [
+            log(f"knee{b}", 1.0, 8.0, 2.82843, "gain", f"band {b} knee width (linear, 0 ... 18 dB)") for b in range(4)
+        ]
     specs += _freqs(freqs)
     specs.append(log("level_in", *level_in, 1.0, "gain", "input gain (linear)"))
     if level_out is not None:
@@ -101,9 +110,10 @@ def _calf_compressor_params(
     return specs + _calf_fixed()
 
 
-def _calf_effect(uri: str, name: str, params: List[ParamSpec], sample_rate: int, block_size: int) -> LV2Effect:
-    return LV2Effect(uri, name, sample_rate, block_size, params, channels=1, stereo_mode="dual_mono",
-                     install_hint=CALF_PACKAGE)
+def _calf_effect(uri: str, name: str, params: list[ParamSpec], sample_rate: int, block_size: int) -> LV2Effect:
+    return LV2Effect(
+        uri, name, sample_rate, block_size, params, channels=1, stereo_mode="dual_mono", install_hint=CALF_PACKAGE
+    )
 
 
 def calf_mb_compressor(sample_rate: int, block_size: int) -> Chain:
@@ -114,12 +124,16 @@ def calf_mb_compressor(sample_rate: int, block_size: int) -> Chain:
     [0.015625, 2] (all log). Fixed: ``bypass0..3 = 0``, ``attack0..3 = release0..3 = 0.01`` ms.
     """
     params = _calf_compressor_params(
-        makeup=(1.0, 64.0), knee=True,
+        makeup=(1.0, 64.0),
+        knee=True,
         freqs=((10.0, 400.0), (300.0, 3000.0), (3000.0, 8000.0)),
-        level_in=(0.015625, 2.0), level_out=(0.015625, 2.0),
+        level_in=(0.015625, 2.0),
+        level_out=(0.015625, 2.0),
     )
-    return Chain([_calf_effect(CALF_MB_COMPRESSOR, "calf_mb_compressor", params, sample_rate, block_size)],
-                 name="calf_mb_compressor")
+    return Chain(
+        [_calf_effect(CALF_MB_COMPRESSOR, "calf_mb_compressor", params, sample_rate, block_size)],
+        name="calf_mb_compressor",
+    )
 
 
 def calf_mb_gate(sample_rate: int, block_size: int) -> Chain:
@@ -130,11 +144,22 @@ def calf_mb_gate(sample_rate: int, block_size: int) -> Chain:
     ``level_in`` / ``level_out`` [0.015625, 2] (all log). Fixed: ``bypass0..3 = 0``,
     ``attack0..3 = release0..3 = 0.01`` ms.
     """
-    params: List[ParamSpec] = []
-    params += [log(f"range{b}", CALF_RANGE_MIN, 1.0, 0.06125, "gain",
-                    f"band {b} reduction when the gate is closed (linear, -96 ... 0 dB)") for b in range(4)]
-    params += [log(f"threshold{b}", CALF_THRESHOLD_MIN, 1.0, 0.25, "gain",
-                    f"band {b} gate threshold (linear amplitude)") for b in range(4)]
+    params: list[ParamSpec] = []
+    params += [
+        log(
+            f"range{b}",
+            CALF_RANGE_MIN,
+            1.0,
+            0.06125,
+            "gain",
+            f"band {b} reduction when the gate is closed (linear, -96 ... 0 dB)",
+        )
+        for b in range(4)
+    ]
+    params += [
+        log(f"threshold{b}", CALF_THRESHOLD_MIN, 1.0, 0.25, "gain", f"band {b} gate threshold (linear amplitude)")
+        for b in range(4)
+    ]
     params += [log(f"ratio{b}", 1.0, 20.0, 2.0, ":1", f"band {b} expansion ratio") for b in range(4)]
     params += _freqs(((10.0, 300.0), (300.0, 3000.0), (3000.0, 10000.0)))
     params.append(log("level_in", 0.015625, 2.0, 1.0, "gain", "input gain (linear)"))
@@ -170,9 +195,11 @@ def lv2_mastering(sample_rate: int, block_size: int) -> Chain:
     are qualified by effect (``compressor.threshold0``, ``eq.g_0``, ``limiter.th``), as in ``pb_mastering``.
     """
     params = _calf_compressor_params(
-        makeup=(1.0, 5.0), knee=False,
+        makeup=(1.0, 5.0),
+        knee=False,
         freqs=((10.0, 400.0), (400.0, 3000.0), (3000.0, 10000.0)),
-        level_in=(0.015625, 4.0), level_out=None,
+        level_in=(0.015625, 4.0),
+        level_out=None,
     )
     effects = []
     try:

@@ -48,8 +48,8 @@ at ``th`` followed by ``Gain(-th)``, so peaks are held at ``th`` and then brough
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
 
 import pedalboard
 
@@ -70,21 +70,50 @@ CUTOFF_LIMIT = 0.45
 #: Graphic-EQ bands whose centre is at or above this fraction of Nyquist are inactive.
 EQ_NYQUIST_LIMIT = 0.9
 #: LSP graph_equalizer_x32 band centres (ISO 1/3-octave, 16 Hz ... 20 kHz).
-GEQ32_CENTRES_HZ: Tuple[float, ...] = (
-    16.0, 20.0, 25.0, 31.5, 40.0, 50.0, 63.0, 80.0, 100.0, 125.0, 160.0, 200.0, 250.0, 315.0, 400.0, 500.0,
-    630.0, 800.0, 1000.0, 1250.0, 1600.0, 2000.0, 2500.0, 3150.0, 4000.0, 5000.0, 6300.0, 8000.0, 10000.0,
-    12500.0, 16000.0, 20000.0,
+GEQ32_CENTRES_HZ: tuple[float, ...] = (
+    16.0,
+    20.0,
+    25.0,
+    31.5,
+    40.0,
+    50.0,
+    63.0,
+    80.0,
+    100.0,
+    125.0,
+    160.0,
+    200.0,
+    250.0,
+    315.0,
+    400.0,
+    500.0,
+    630.0,
+    800.0,
+    1000.0,
+    1250.0,
+    1600.0,
+    2000.0,
+    2500.0,
+    3150.0,
+    4000.0,
+    5000.0,
+    6300.0,
+    8000.0,
+    10000.0,
+    12500.0,
+    16000.0,
+    20000.0,
 )
 #: Q of a 1/3-octave peak band: sqrt(2^(1/3)) / (2^(1/3) - 1).
 THIRD_OCTAVE_Q = math.sqrt(2.0 ** (1.0 / 3.0)) / (2.0 ** (1.0 / 3.0) - 1.0)
 
-Band = Tuple[object, Dict[str, Setter]]  # a band's plugin (graph) and its setters
+Band = tuple[object, dict[str, Setter]]  # a band's plugin (graph) and its setters
 
 
 # ---------------------------------------------------------------------------------------------- parameters
 
 
-def _freq_params(ranges: Sequence[Tuple[float, float]]) -> List[ParamSpec]:
+def _freq_params(ranges: Sequence[tuple[float, float]]) -> list[ParamSpec]:
     return [
         log(f"freq{k}", lo, hi, math.sqrt(lo * hi), "Hz", f"crossover between band {k} and band {k + 1}")
         for k, (lo, hi) in enumerate(ranges)
@@ -117,9 +146,7 @@ def _band_split(bands: Sequence[Band], sample_rate: int, first: int = 0) -> Band
     lp_rest = pedalboard.LowpassFilter(cutoff_frequency_hz=1000.0)  # same cutoff, so the subtraction is exact
     rest_plugin, rest_setters = _band_split(bands[1:], sample_rate, first + 1)
     remainder = pedalboard.Mix([pedalboard.Chain([]), pedalboard.Chain([lp_rest, pedalboard.Invert()])])
-    graph = pedalboard.Mix(
-        [pedalboard.Chain([lp_band, plugin]), pedalboard.Chain([remainder, rest_plugin])]
-    )
+    graph = pedalboard.Mix([pedalboard.Chain([lp_band, plugin]), pedalboard.Chain([remainder, rest_plugin])])
     all_setters = {**setters, **rest_setters, f"freq{first}": _cutoff_setter([lp_band, lp_rest], sample_rate)}
     return graph, all_setters
 
@@ -146,18 +173,18 @@ def _with_levels(core: Band, level_in: bool, level_out: bool) -> Band:
 class _CompressorLayout:
     """Which per-band controls a multiband compressor exposes (shared by the amp and mastering chains)."""
 
-    threshold: Tuple[float, float] = (-60.0, 0.0)
-    ratio: Tuple[float, float] = (1.0, 20.0)
-    makeup: Tuple[float, float] = (0.0, 36.0)
-    release: Tuple[float, float] | None = (1.0, 1000.0)  # None: release is fixed
+    threshold: tuple[float, float] = (-60.0, 0.0)
+    ratio: tuple[float, float] = (1.0, 20.0)
+    makeup: tuple[float, float] = (0.0, 36.0)
+    release: tuple[float, float] | None = (1.0, 1000.0)  # None: release is fixed
     attack_ms: float = 1.0
     fixed_release_ms: float = 100.0
-    freqs: Tuple[Tuple[float, float], ...] = ((10.0, 400.0), (300.0, 3000.0), (3000.0, 8000.0))
-    level_in: Tuple[float, float] | None = (-36.0, 6.0)
-    level_out: Tuple[float, float] | None = (-36.0, 6.0)
+    freqs: tuple[tuple[float, float], ...] = ((10.0, 400.0), (300.0, 3000.0), (3000.0, 8000.0))
+    level_in: tuple[float, float] | None = (-36.0, 6.0)
+    level_out: tuple[float, float] | None = (-36.0, 6.0)
 
-    def params(self) -> List[ParamSpec]:
-        specs: List[ParamSpec] = []
+    def params(self) -> list[ParamSpec]:
+        specs: list[ParamSpec] = []
         specs += [db(f"threshold{b}", *self.threshold, 0.0, f"band {b} compressor threshold") for b in range(4)]
         specs += [log(f"ratio{b}", *self.ratio, 1.0, ":1", f"band {b} compression ratio") for b in range(4)]
         specs += [db(f"makeup{b}", *self.makeup, 0.0, f"band {b} makeup gain") for b in range(4)]
@@ -178,28 +205,38 @@ class _CompressorLayout:
         ]
         if self.release is None:
             specs += [
-                log(f"release{b}", 0.01, 5000.0, self.fixed_release_ms, "ms", f"band {b} release (fixed)",
-                     fixed=self.fixed_release_ms)
+                log(
+                    f"release{b}",
+                    0.01,
+                    5000.0,
+                    self.fixed_release_ms,
+                    "ms",
+                    f"band {b} release (fixed)",
+                    fixed=self.fixed_release_ms,
+                )
                 for b in range(4)
             ]
         return specs
 
     def build(self, sample_rate: int) -> PedalboardGraph:
-        bands: List[Band] = []
+        bands: list[Band] = []
         for b in range(4):
-            comp = pedalboard.Compressor(threshold_db=0.0, ratio=1.0, attack_ms=self.attack_ms,
-                                         release_ms=self.fixed_release_ms)
+            comp = pedalboard.Compressor(
+                threshold_db=0.0, ratio=1.0, attack_ms=self.attack_ms, release_ms=self.fixed_release_ms
+            )
             makeup = pedalboard.Gain(gain_db=0.0)
-            bands.append((
-                pedalboard.Chain([comp, makeup]),
-                {
-                    f"threshold{b}": attribute_setter(comp, "threshold_db"),
-                    f"ratio{b}": attribute_setter(comp, "ratio"),
-                    f"makeup{b}": attribute_setter(makeup, "gain_db"),
-                    f"attack{b}": attribute_setter(comp, "attack_ms"),
-                    f"release{b}": attribute_setter(comp, "release_ms"),
-                },
-            ))
+            bands.append(
+                (
+                    pedalboard.Chain([comp, makeup]),
+                    {
+                        f"threshold{b}": attribute_setter(comp, "threshold_db"),
+                        f"ratio{b}": attribute_setter(comp, "ratio"),
+                        f"makeup{b}": attribute_setter(makeup, "gain_db"),
+                        f"attack{b}": attribute_setter(comp, "attack_ms"),
+                        f"release{b}": attribute_setter(comp, "release_ms"),
+                    },
+                )
+            )
         plugin, setters = _with_levels(
             _band_split(bands, sample_rate), self.level_in is not None, self.level_out is not None
         )
@@ -258,8 +295,9 @@ def multiband_compressor(sample_rate: int, block_size: int) -> Chain:
     Attack is fixed short (1 ms), matching the paper's choice of the fastest ballistics for a 46 ms control rate.
     Defaults are idle: threshold 0 dB, ratio 1, makeup 0 dB, levels 0 dB, release 100 ms.
     """
-    return Chain([_compressor_effect("multiband_compressor", AMP_LAYOUT, sample_rate, block_size)],
-                 name="pb_mb_compressor")
+    return Chain(
+        [_compressor_effect("multiband_compressor", AMP_LAYOUT, sample_rate, block_size)], name="pb_mb_compressor"
+    )
 
 
 def multiband_gate(sample_rate: int, block_size: int) -> Chain:
@@ -271,10 +309,17 @@ def multiband_gate(sample_rate: int, block_size: int) -> Chain:
     0.45 * sample_rate), ``level_in`` / ``level_out`` [-36, +6] dB. Fixed: attack 1 ms, release 20 ms per band.
     Defaults: range -24 dB, threshold -50 dB, ratio 2 (a light gate on near-silence), levels 0 dB.
     """
-    params: List[ParamSpec] = []
+    params: list[ParamSpec] = []
     params += [
-        ParamSpec(f"range{b}", -60.0, 0.0, -24.0, Scale.DB, unit="dB",
-                  description=f"band {b} reduction depth (attenuation when the gate is closed)")
+        ParamSpec(
+            f"range{b}",
+            -60.0,
+            0.0,
+            -24.0,
+            Scale.DB,
+            unit="dB",
+            description=f"band {b} reduction depth (attenuation when the gate is closed)",
+        )
         for b in range(4)
     ]
     params += [db(f"threshold{b}", -60.0, 0.0, -50.0, f"band {b} gate threshold") for b in range(4)]
@@ -296,11 +341,15 @@ def _graphic_eq(sample_rate: int, block_size: int) -> PedalboardEffect:
     """32 PeakFilters (1/3-octave Q) at LSP's centres + output gain; bands near Nyquist are inactive."""
     nyquist = sample_rate / 2.0
     active = [f < EQ_NYQUIST_LIMIT * nyquist for f in GEQ32_CENTRES_HZ]
-    params: List[ParamSpec] = []
+    params: list[ParamSpec] = []
     for k, (f, on) in enumerate(zip(GEQ32_CENTRES_HZ, active, strict=True)):
-        note = "" if on else (
-            f"; inactive at {sample_rate} Hz (centre >= {EQ_NYQUIST_LIMIT:g} x Nyquist): kept in the layout, "
-            "its value has no effect"
+        note = (
+            ""
+            if on
+            else (
+                f"; inactive at {sample_rate} Hz (centre >= {EQ_NYQUIST_LIMIT:g} x Nyquist): kept in the layout, "
+                "its value has no effect"
+            )
         )
         params.append(db(f"g_{k}", -36.0, 14.0, 0.0, f"gain of the {f:g} Hz band{note}"))
     params.append(db("g_out", -36.0, 12.0, 0.0, "output gain"))
@@ -309,8 +358,8 @@ def _graphic_eq(sample_rate: int, block_size: int) -> PedalboardEffect:
         pass
 
     def build() -> PedalboardGraph:
-        stages: List[object] = []
-        setters: Dict[str, Setter] = {}
+        stages: list[object] = []
+        setters: dict[str, Setter] = {}
         for k, (f, on) in enumerate(zip(GEQ32_CENTRES_HZ, active, strict=True)):
             if on:
                 peak = pedalboard.PeakFilter(cutoff_frequency_hz=f, gain_db=0.0, q=THIRD_OCTAVE_Q)

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from afx_lightning.effects.params import ParamSpec, Scale
 
 
-def db(name: str, lo: float, hi: float, default: float = 0.0, description: str = "",
-       fixed: Optional[float] = None) -> ParamSpec:
+def db(
+    name: str, lo: float, hi: float, default: float = 0.0, description: str = "", fixed: float | None = None
+) -> ParamSpec:
     """A dB-valued parameter that the plugin takes in dB, so it is spread linearly in dB."""
     return ParamSpec(name, lo, hi, default, Scale.LINEAR, unit="dB", fixed=fixed, description=description)
 
 
-def log(name: str, lo: float, hi: float, default: float, unit: str, description: str = "",
-        fixed: Optional[float] = None) -> ParamSpec:
+def log(
+    name: str, lo: float, hi: float, default: float, unit: str, description: str = "", fixed: float | None = None
+) -> ParamSpec:
     """A positive gain, ratio, frequency or time, spread evenly in dB / octaves."""
     return ParamSpec(name, lo, hi, default, Scale.LOG, unit=unit, fixed=fixed, description=description)
 

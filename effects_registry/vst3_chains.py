@@ -52,7 +52,6 @@ between the two settings) that dies out within ~500 samples of the block start, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Tuple
 
 from afx_lightning.effects.base import Chain, PluginUnavailable
 from afx_lightning.effects.params import ParamSpec
@@ -85,7 +84,7 @@ def require(path: Path) -> Path:
 # ---------------------------------------------------------------------------------------------- ZaMultiCompX2
 
 #: our name -> ZaMultiCompX2 key (bands 0..2 are the plugin's 1..3)
-MULTICOMP_KEYS: Dict[str, str] = {
+MULTICOMP_KEYS: dict[str, str] = {
     **{f"threshold{b}": f"threshold_{b + 1}_db" for b in range(3)},
     **{f"ratio{b}": f"ratio{b + 1}" for b in range(3)},
     **{f"makeup{b}": f"makeup_{b + 1}_db" for b in range(3)},
@@ -99,21 +98,29 @@ MULTICOMP_KEYS: Dict[str, str] = {
 }
 
 
-def multicomp_params(sample_rate: int) -> List[ParamSpec]:
+def multicomp_params(sample_rate: int) -> list[ParamSpec]:
     thresholds = (-20.0, -18.0, -16.0)  # the plugin's defaults
     freq1_max = min(10000.0, CROSSOVER_LIMIT * sample_rate)
-    specs: List[ParamSpec] = []
+    specs: list[ParamSpec] = []
     specs += [db(f"threshold{b}", -60.0, 0.0, thresholds[b], f"band {b} threshold") for b in range(3)]
     specs += [log(f"ratio{b}", 1.0, 20.0, 4.0, ":1", f"band {b} compression ratio") for b in range(3)]
     specs += [db(f"makeup{b}", 0.0, 14.0, 0.0, f"band {b} makeup gain") for b in range(3)]
     specs += [
         log("freq0", 20.0, 1400.0, 160.0, "Hz", "crossover between band 0 and band 1"),
-        log("freq1", 1400.0, freq1_max, 3000.0, "Hz",
-             f"crossover between band 1 and band 2 (up to {freq1_max:g} Hz at {sample_rate} Hz)"),
+        log(
+            "freq1",
+            1400.0,
+            freq1_max,
+            3000.0,
+            "Hz",
+            f"crossover between band 1 and band 2 (up to {freq1_max:g} Hz at {sample_rate} Hz)",
+        ),
         db("level_out", -12.0, 12.0, 0.0, "output gain (the plugin's Master Trim)"),
     ]
-    specs += [fixed(f"enable{b}", 1.0, 0.0, 1.0, "", f"band {b} compressor on (fixed; the plugin defaults to off)")
-              for b in range(3)]
+    specs += [
+        fixed(f"enable{b}", 1.0, 0.0, 1.0, "", f"band {b} compressor on (fixed; the plugin defaults to off)")
+        for b in range(3)
+    ]
     specs += [db(f"knee{b}", 0.0, 8.0, 0.0, f"band {b} knee (fixed)", fixed=0.0) for b in range(3)]
     specs += [log(f"attack{b}", 0.1, 100.0, 10.0, "ms", f"band {b} attack (fixed)", fixed=10.0) for b in range(3)]
     specs += [log(f"release{b}", 1.0, 500.0, 80.0, "ms", f"band {b} release (fixed)", fixed=80.0) for b in range(3)]
@@ -123,8 +130,13 @@ def multicomp_params(sample_rate: int) -> List[ParamSpec]:
 def zamulticompx2(sample_rate: int, block_size: int, name: str = "compressor") -> PedalboardEffect:
     """ZaMultiCompX2 as a mono (dual-mono) 3-band compressor, 12 trainable parameters."""
     return plugin_file_effect(
-        require(ZAMULTICOMPX2), name, multicomp_params(sample_rate), sample_rate, block_size,
-        parameter_keys=MULTICOMP_KEYS, plugin_channels=2,
+        require(ZAMULTICOMPX2),
+        name,
+        multicomp_params(sample_rate),
+        sample_rate,
+        block_size,
+        parameter_keys=MULTICOMP_KEYS,
+        plugin_channels=2,
     )
 
 
@@ -132,11 +144,38 @@ def zamulticompx2(sample_rate: int, block_size: int, name: str = "compressor") -
 
 #: ZamGEQ31's bands as its parameter keys label them (Hz), band k -> ``g_k``. The plugin exposes 29 bands
 #: (32 Hz ... 20.8 kHz, 1/3 octave) and a master gain; its name notwithstanding, there is no 31-band layout.
-GEQ_LABELS_HZ: Tuple[int, ...] = (
-    32, 40, 50, 63, 79, 100, 126, 158, 200, 251, 316, 398, 501, 631, 794, 999, 1257, 1584, 1997, 2514, 3165,
-    3986, 5017, 6318, 7963, 10032, 12662, 16081, 20801,
+GEQ_LABELS_HZ: tuple[int, ...] = (
+    32,
+    40,
+    50,
+    63,
+    79,
+    100,
+    126,
+    158,
+    200,
+    251,
+    316,
+    398,
+    501,
+    631,
+    794,
+    999,
+    1257,
+    1584,
+    1997,
+    2514,
+    3165,
+    3986,
+    5017,
+    6318,
+    7963,
+    10032,
+    12662,
+    16081,
+    20801,
 )
-GEQ_KEYS: Dict[str, str] = {**{f"g_{k}": f"{f}hz_db" for k, f in enumerate(GEQ_LABELS_HZ)}, "g_out": "master_gain_db"}
+GEQ_KEYS: dict[str, str] = {**{f"g_{k}": f"{f}hz_db" for k, f in enumerate(GEQ_LABELS_HZ)}, "g_out": "master_gain_db"}
 
 
 def geq_band_active(centre_hz: float, sample_rate: int) -> bool:
@@ -144,12 +183,16 @@ def geq_band_active(centre_hz: float, sample_rate: int) -> bool:
     return centre_hz * 2.0 ** (1.0 / 6.0) <= GEQ_EDGE_LIMIT * sample_rate / 2.0
 
 
-def geq_params(sample_rate: int) -> List[ParamSpec]:
-    specs: List[ParamSpec] = []
+def geq_params(sample_rate: int) -> list[ParamSpec]:
+    specs: list[ParamSpec] = []
     for k, f in enumerate(GEQ_LABELS_HZ):
-        note = "" if geq_band_active(f, sample_rate) else (
-            f"; inactive at {sample_rate} Hz (the plugin skips bands reaching past 0.95 x Nyquist): kept in the "
-            "layout, its value has no effect"
+        note = (
+            ""
+            if geq_band_active(f, sample_rate)
+            else (
+                f"; inactive at {sample_rate} Hz (the plugin skips bands reaching past 0.95 x Nyquist): kept in the "
+                "layout, its value has no effect"
+            )
         )
         specs.append(db(f"g_{k}", -12.0, 12.0, 0.0, f"gain of the {f} Hz band{note}"))
     specs.append(db("g_out", -12.0, 12.0, 0.0, "output gain (the plugin's Master Gain)"))
@@ -159,16 +202,21 @@ def geq_params(sample_rate: int) -> List[ParamSpec]:
 def zamgeq31(sample_rate: int, block_size: int, name: str = "eq") -> PedalboardEffect:
     """ZamGEQ31: 29 band gains + master gain, 30 trainable parameters."""
     return plugin_file_effect(
-        require(ZAMGEQ31), name, geq_params(sample_rate), sample_rate, block_size, parameter_keys=GEQ_KEYS,
+        require(ZAMGEQ31),
+        name,
+        geq_params(sample_rate),
+        sample_rate,
+        block_size,
+        parameter_keys=GEQ_KEYS,
     )
 
 
 # ---------------------------------------------------------------------------------------------- ZaMaximX2
 
-MAXIM_KEYS: Dict[str, str] = {"th": "threshold_db", "ceiling": "output_ceiling_db", "release": "release_ms"}
+MAXIM_KEYS: dict[str, str] = {"th": "threshold_db", "ceiling": "output_ceiling_db", "release": "release_ms"}
 
 
-def maxim_params() -> List[ParamSpec]:
+def maxim_params() -> list[ParamSpec]:
     return [
         db("th", -30.0, 0.0, 0.0, "threshold: the input is driven by -th dB into the limiter"),
         db("ceiling", -12.0, 0.0, 0.0, "output ceiling"),
@@ -179,20 +227,32 @@ def maxim_params() -> List[ParamSpec]:
 def zamaximx2(sample_rate: int, block_size: int, name: str = "limiter") -> PedalboardEffect:
     """ZaMaximX2 as a mono (dual-mono) look-ahead maximiser, 3 parameters; latency as the plugin reports it."""
     return plugin_file_effect(
-        require(ZAMAXIMX2), name, maxim_params(), sample_rate, block_size, parameter_keys=MAXIM_KEYS,
-        plugin_channels=2, latency=None,
+        require(ZAMAXIMX2),
+        name,
+        maxim_params(),
+        sample_rate,
+        block_size,
+        parameter_keys=MAXIM_KEYS,
+        plugin_channels=2,
+        latency=None,
     )
 
 
 # ---------------------------------------------------------------------------------------------- ZamComp
 
-ZAMCOMP_KEYS: Dict[str, str] = {
-    "threshold": "threshold_db", "ratio": "ratio", "knee": "knee_db", "makeup": "makeup_db",
-    "attack": "attack_ms", "release": "release_ms", "slew": "slew", "sidechain": "sidechain",
+ZAMCOMP_KEYS: dict[str, str] = {
+    "threshold": "threshold_db",
+    "ratio": "ratio",
+    "knee": "knee_db",
+    "makeup": "makeup_db",
+    "attack": "attack_ms",
+    "release": "release_ms",
+    "slew": "slew",
+    "sidechain": "sidechain",
 }
 
 
-def zamcomp_params() -> List[ParamSpec]:
+def zamcomp_params() -> list[ParamSpec]:
     return [
         db("threshold", -60.0, 0.0, 0.0, "threshold (plugin range reaches -80 dB)"),
         log("ratio", 1.0, 20.0, 4.0, ":1", "compression ratio"),
@@ -214,7 +274,7 @@ def zam_mastering(sample_rate: int, block_size: int) -> Chain:
     Effects are named ``compressor``, ``eq`` and ``limiter`` like the other mastering chains, so parameter
     names read ``compressor.threshold0``, ``eq.g_0``, ``limiter.th``. Latency: the maximiser's (480 samples).
     """
-    effects: List[PedalboardEffect] = [
+    effects: list[PedalboardEffect] = [
         zamulticompx2(sample_rate, block_size),
         zamgeq31(sample_rate, block_size),
         zamaximx2(sample_rate, block_size),
@@ -225,6 +285,11 @@ def zam_mastering(sample_rate: int, block_size: int) -> Chain:
 def zam_compressor(sample_rate: int, block_size: int) -> Chain:
     """ZamComp, single band: threshold, ratio, knee, makeup, attack, release (6 parameters, no latency)."""
     effect = plugin_file_effect(
-        require(ZAMCOMP), "compressor", zamcomp_params(), sample_rate, block_size, parameter_keys=ZAMCOMP_KEYS,
+        require(ZAMCOMP),
+        "compressor",
+        zamcomp_params(),
+        sample_rate,
+        block_size,
+        parameter_keys=ZAMCOMP_KEYS,
     )
     return Chain([effect], name="zam_compressor")

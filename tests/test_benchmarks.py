@@ -15,7 +15,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_fx_layer_benchmark_prints_json():
     run = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "fx_layer.py"), "--quick"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout)
@@ -30,7 +33,10 @@ def test_run_all_quick_prints_combined_json(tmp_path):
     out = tmp_path / "results.json"
     run = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--quick", "--markdown", "--json-out", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "| Benchmark | Setting | Result |" in run.stdout
@@ -135,9 +141,21 @@ def test_fidelity_amp_build_and_quick_benchmark(tmp_path):
             assert not (x[0] == y[0]).all()  # the tube changed it
 
     run = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "fidelity.py"), "--quick", "--tasks", "amp",
-         "--data-dir", str(tmp_path / "data"), "--work-dir", str(tmp_path / "work")],
-        capture_output=True, text=True, timeout=900, cwd=ROOT,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "fidelity.py"),
+            "--quick",
+            "--tasks",
+            "amp",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--work-dir",
+            str(tmp_path / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout)

@@ -253,8 +253,15 @@ def test_faults_inside_a_training_loop_are_survived_and_counted():
 
 def test_a_retry_on_fresh_instances_rescues_a_transient_fault():
     pool = FxWorkerPool(
-        faulty_chain, {"train": SlotGroup(2, 1)}, channels=1, block_size=16, num_params=1,
-        sample_rate=22050, num_workers=1, timeout_s=5, max_retries=1,
+        faulty_chain,
+        {"train": SlotGroup(2, 1)},
+        channels=1,
+        block_size=16,
+        num_params=1,
+        sample_rate=22050,
+        num_workers=1,
+        timeout_s=5,
+        max_retries=1,
     )
     try:
         audio = np.full((2, 1, 16), 0.25, np.float32)
@@ -287,7 +294,10 @@ def test_bad_inputs_get_clear_errors():
 def test_a_factory_that_cannot_start_in_a_worker_fails_at_start_up(monkeypatch):
     # a module that exists only in this process: the worker cannot import the factory
     module = types.ModuleType("afx_ephemeral_chains")
-    exec("from afx_lightning.testing import reference_chain\ndef chain(**kw):\n    return reference_chain(**kw)", module.__dict__)
+    exec(
+        "from afx_lightning.testing import reference_chain\ndef chain(**kw):\n    return reference_chain(**kw)",
+        module.__dict__,
+    )
     monkeypatch.setitem(sys.modules, "afx_ephemeral_chains", module)
     layer = BlackBoxLayer(module.chain, num_slots=1, num_workers=1)
     with pytest.raises(RuntimeError, match="fx worker 0 failed to start"):
@@ -309,8 +319,15 @@ def test_instance_construction_is_timed_apart_from_the_row_timeout():
     from afx_lightning.testing import slow_to_build_chain
 
     m = 2
-    layer = BlackBoxLayer(functools.partial(slow_to_build_chain, build_s=0.4), num_slots=m, num_eval_slots=1,
-                          num_workers=2, timeout_s=0.5, build_timeout_s=10.0, max_retries=0)
+    layer = BlackBoxLayer(
+        functools.partial(slow_to_build_chain, build_s=0.4),
+        num_slots=m,
+        num_eval_slots=1,
+        num_workers=2,
+        timeout_s=0.5,
+        build_timeout_s=10.0,
+        max_retries=0,
+    )
     g = torch.Generator().manual_seed(0)
     try:
         for step in range(2):  # the second step reuses the instances: nothing is built
@@ -332,13 +349,21 @@ def test_a_build_over_its_limit_or_failing_is_one_fault_that_names_the_build():
 
     def render(build_s: float):
         pool = FxWorkerPool(
-            functools.partial(slow_to_build_chain, build_s=build_s), {"train": SlotGroup(1, 3)}, channels=1,
-            block_size=16, num_params=1, sample_rate=22050, num_workers=1, timeout_s=30.0, build_timeout_s=0.5,
+            functools.partial(slow_to_build_chain, build_s=build_s),
+            {"train": SlotGroup(1, 3)},
+            channels=1,
+            block_size=16,
+            num_params=1,
+            sample_rate=22050,
+            num_workers=1,
+            timeout_s=30.0,
+            build_timeout_s=0.5,
             max_retries=0,
         )
         try:
-            result = pool.render("train", [0], [True], np.full((1, 1, 16), 0.25, np.float32),
-                                 np.full((1, 3, 1), 0.5, np.float32))
+            result = pool.render(
+                "train", [0], [True], np.full((1, 1, 16), 0.25, np.float32), np.full((1, 3, 1), 0.5, np.float32)
+            )
             return result, pool.stats
         finally:
             pool.close()

@@ -25,7 +25,10 @@ from afx_lightning.module import CONFIG_KEY, DeepAFx
 def _model(encoder=None) -> DeepAFx:
     return DeepAFx(
         encoder=encoder or functools.partial(SmallEncoder, width=4),
-        fx=FxConfig(chain="pb_mb_compressor", workers=1, epsilon=0.02), num_slots=2, num_eval_slots=1, lr=3e-3,
+        fx=FxConfig(chain="pb_mb_compressor", workers=1, epsilon=0.02),
+        num_slots=2,
+        num_eval_slots=1,
+        lr=3e-3,
     )
 
 
@@ -52,7 +55,9 @@ def test_description_is_plain_data_and_is_all_loading_uses(tmp_path):
     path = tmp_path / "m.ckpt"
     # LightningCLI's `_instantiator` and anything else in hyper_parameters must not matter
     checkpoint = _save(model, path)
-    checkpoint["hyper_parameters"].update(_instantiator="lightning.pytorch.cli.instantiate_module", bogus=1, chain="nope")
+    checkpoint["hyper_parameters"].update(
+        _instantiator="lightning.pytorch.cli.instantiate_module", bogus=1, chain="nope"
+    )
     torch.save(checkpoint, path)
 
     config = checkpoint[CONFIG_KEY]
@@ -77,8 +82,13 @@ def test_older_checkpoints_with_only_the_encoder_spec_still_load(tmp_path):
     checkpoint = _save(model, path, datamodule_hyper_parameters={"context_size": 4096})
     del checkpoint[CONFIG_KEY]
     checkpoint["hyper_parameters"] = {  # flat, as they were then
-        "chain": "pb_mb_compressor", "sample_rate": 22050, "frame_size": 1024, "epsilon": 0.02, "fx_workers": 1,
-        "num_slots": 2, "lr": 3e-3,
+        "chain": "pb_mb_compressor",
+        "sample_rate": 22050,
+        "frame_size": 1024,
+        "epsilon": 0.02,
+        "fx_workers": 1,
+        "num_slots": 2,
+        "lr": 3e-3,
     }
     checkpoint["hyper_parameters"]["_instantiator"] = "lightning.pytorch.cli.instantiate_module"
     torch.save(checkpoint, path)
@@ -93,19 +103,23 @@ def marker_module(tmp_path, monkeypatch):
     site = tmp_path / "site"
     site.mkdir()
     marker = tmp_path / "imported.marker"
-    (site / "afx_marker_mod.py").write_text(textwrap.dedent(f"""
+    (site / "afx_marker_mod.py").write_text(
+        textwrap.dedent(f"""
         import pathlib
         pathlib.Path({str(marker)!r}).write_text("imported")
         from afx_lightning.encoders import SmallEncoder as Evil
         def factory(sample_rate, block_size):
             raise RuntimeError("never")
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(site))
     yield marker
     sys.modules.pop("afx_marker_mod", None)
 
 
-@pytest.mark.parametrize("class_path", ["afx_marker_mod.Evil", "os.system", "posix.system", "torch.nn.Linear", "no_such_module.X"])
+@pytest.mark.parametrize(
+    "class_path", ["afx_marker_mod.Evil", "os.system", "posix.system", "torch.nn.Linear", "no_such_module.X"]
+)
 def test_an_undeclared_encoder_class_is_refused_without_importing_it(class_path, marker_module, tmp_path):
     path = tmp_path / "evil.ckpt"
     checkpoint = _save(_model(), path)
@@ -188,12 +202,27 @@ def test_a_format_1_description_with_flat_options_still_loads(tmp_path):
     checkpoint = _save(model, path)
     config = checkpoint[CONFIG_KEY]
     checkpoint[CONFIG_KEY] = {
-        **{k: config[k] for k in ("chain", "num_params", "param_names", "encoder", "sample_rate", "frame_size",
-                                  "channels", "data")},
+        **{
+            k: config[k]
+            for k in ("chain", "num_params", "param_names", "encoder", "sample_rate", "frame_size", "channels", "data")
+        },
         "format": 1,
-        "options": {"num_slots": 2, "num_eval_slots": 1, "gradient": "spsa", "epsilon": 0.03, "num_perturbations": 2,
-                    "fx_workers": 4, "fx_timeout_s": 12.0, "lr": 3e-3, "max_shift": 250, "time_weight": 5.0,
-                    "freq_weight": 1.0, "plateau_patience": 20, "prior_weight": 0.5, "spsa_seed": 7},
+        "options": {
+            "num_slots": 2,
+            "num_eval_slots": 1,
+            "gradient": "spsa",
+            "epsilon": 0.03,
+            "num_perturbations": 2,
+            "fx_workers": 4,
+            "fx_timeout_s": 12.0,
+            "lr": 3e-3,
+            "max_shift": 250,
+            "time_weight": 5.0,
+            "freq_weight": 1.0,
+            "plateau_patience": 20,
+            "prior_weight": 0.5,
+            "spsa_seed": 7,
+        },
     }
     torch.save(checkpoint, path)
     loaded = load_model(path)
@@ -211,14 +240,22 @@ def test_each_part_describes_itself_and_the_description_rebuilds_it(tmp_path):
     model = DeepAFx(
         encoder=functools.partial(SmallEncoder, width=4, n_mels=64),
         fx=FxConfig(chain="pb_mb_compressor", workers=1, epsilon=0.05, seed=5, timeout_s=9.0),
-        loss=LossConfig(max_shift=200, time_weight=3.0), num_slots=2, num_eval_slots=1, prior_weight=0.25,
+        loss=LossConfig(max_shift=200, time_weight=3.0),
+        num_slots=2,
+        num_eval_slots=1,
+        prior_weight=0.25,
     )
     config = model.get_config()
     assert config["format"] == 2 and config["chain"] == "pb_mb_compressor" and "chain" not in config["fx"]
     assert config["fx"]["epsilon"] == 0.05 and config["fx"]["seed"] == 5 and config["fx"]["timeout_s"] == 9.0
     assert config["loss"] == LossConfig(max_shift=200, time_weight=3.0).get_config()
-    assert config["encoder"]["init_args"] == {"sample_rate": 22050, "n_mels": 64, "dropout": 0.0, "width": 4,
-                                              "num_params": model.fx.num_params}
+    assert config["encoder"]["init_args"] == {
+        "sample_rate": 22050,
+        "n_mels": 64,
+        "dropout": 0.0,
+        "width": 4,
+        "num_params": model.fx.num_params,
+    }
     assert config["options"]["prior_weight"] == 0.25 and "num_slots" not in config["options"]
     assert json.loads(json.dumps(config)) == config
     path = tmp_path / "m.ckpt"

@@ -21,11 +21,11 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
+from test_training import TINY_RUN, cli_env  # one definition of the tiny run and the subprocess environment
 
 from afx_lightning import registry
 from afx_lightning.cli import main
 from afx_lightning.effects.base import PluginUnavailable
-from test_training import TINY_RUN, cli_env  # one definition of the tiny run and the subprocess environment
 
 ROOT = Path(__file__).resolve().parents[1]
 AFX = Path(sys.executable).parent / "afx"
@@ -47,8 +47,9 @@ def env_for(cwd: Path) -> dict:
 def afx(*args, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
     assert AFX.exists(), f"console script afx is not installed next to {sys.executable}"
     cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.run([str(AFX), *map(str, args)], cwd=cwd, env=env_for(cwd), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [str(AFX), *map(str, args)], cwd=cwd, env=env_for(cwd), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def rows(out: str) -> dict[str, list[str]]:
@@ -59,8 +60,20 @@ def rows(out: str) -> dict[str, list[str]]:
 # ------------------------------------------------------------------------------------------------ help
 
 
-COMMANDS = ["fit", "validate", "test", "predict", "effects list", "effects show", "effects inspect", "recipes list",
-            "recipes show", "process", "evaluate", "match"]
+COMMANDS = [
+    "fit",
+    "validate",
+    "test",
+    "predict",
+    "effects list",
+    "effects show",
+    "effects inspect",
+    "recipes list",
+    "recipes show",
+    "process",
+    "evaluate",
+    "match",
+]
 
 
 @pytest.mark.parametrize("args", [["--help"], ["-h"], []], ids=["--help", "-h", "no args"])
@@ -222,19 +235,39 @@ def callbacks_of(*args: str) -> dict:
 
 def test_a_recipes_own_callbacks_win_and_each_appears_once():
     """recipes/breath.yaml lists LearningRateMonitor, MediaLogger(every_n_epochs=5), ModelCheckpoint, EarlyStopping."""
-    found = callbacks_of("--config", str(BREATH), "--data.dataset", "demo",
-                         "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", "x")
+    found = callbacks_of(
+        "--config",
+        str(BREATH),
+        "--data.dataset",
+        "demo",
+        "--trainer.logger",
+        "lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.save_dir",
+        "x",
+    )
     counts = {name: len(cbs) for name, cbs in found.items()}
-    for name in ("LearningRateMonitor", "MediaLogger", "ModelCheckpoint", "LatestCheckpoint", "EarlyStopping",
-                 "FitSummary"):
+    for name in (
+        "LearningRateMonitor",
+        "MediaLogger",
+        "ModelCheckpoint",
+        "LatestCheckpoint",
+        "EarlyStopping",
+        "FitSummary",
+    ):
         assert counts.get(name) == 1, counts
     assert found["MediaLogger"][0].every_n_epochs == 5
     assert found["EarlyStopping"][0].patience == 25
 
 
 def test_a_recipe_without_checkpointing_gets_last_ckpt_and_the_defaults():
-    found = callbacks_of("--config", str(QUICKSTART), "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
-                         "--trainer.logger.save_dir", "x")
+    found = callbacks_of(
+        "--config",
+        str(QUICKSTART),
+        "--trainer.logger",
+        "lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.save_dir",
+        "x",
+    )
     (ckpt,) = found["ModelCheckpoint"]
     assert ckpt.save_last and ckpt.monitor == "val/loss" and ckpt.mode == "min"
     assert [len(found[n]) for n in ("LearningRateMonitor", "MediaLogger", "FitSummary", "LatestCheckpoint")] == [1] * 4
@@ -242,8 +275,9 @@ def test_a_recipe_without_checkpointing_gets_last_ckpt_and_the_defaults():
 
 
 def test_defaults_respect_a_run_without_logger_or_checkpointing():
-    found = callbacks_of("--config", str(QUICKSTART), "--trainer.logger", "false",
-                         "--trainer.enable_checkpointing", "false")
+    found = callbacks_of(
+        "--config", str(QUICKSTART), "--trainer.logger", "false", "--trainer.enable_checkpointing", "false"
+    )
     assert "LearningRateMonitor" not in found and "ModelCheckpoint" not in found and "LatestCheckpoint" not in found
     assert "FitSummary" in found and "MediaLogger" in found
 
@@ -256,8 +290,9 @@ def test_the_demo_parameter_error_compares_with_the_hidden_truth():
 
     truth = [np.full((4, 2), 0.5, np.float32), np.full((3, 2), 0.25, np.float32)]
     theta = {0: torch.full((4, 2), 0.6), 1: torch.full((2, 2), 0.25)}  # clip 1: only its first 2 frames evaluated
-    module = SimpleNamespace(evaluated_clips=lambda: {i: {"theta": t} for i, t in theta.items()},
-                             defaults=torch.tensor([0.5, 0.0]))
+    module = SimpleNamespace(
+        evaluated_clips=lambda: {i: {"theta": t} for i, t in theta.items()}, defaults=torch.tensor([0.5, 0.0])
+    )
     trainer = SimpleNamespace(datamodule=SimpleNamespace(dataset="demo", val_clips=SimpleNamespace(trajectories=truth)))
     got = demo_parameter_error(trainer, module)
     assert got["theta_error"] == pytest.approx((8 * 0.1 + 4 * 0.0) / 12, abs=1e-6)
@@ -285,12 +320,15 @@ def test_fit_ends_with_a_summary_and_no_tips(tmp_path):
     start = next(i for i, line in enumerate(lines) if line.startswith("afx fit: 40 steps"))
 
     def line_with(prefix: str) -> str:
-        hits = [line for line in lines[start + 1:] if line.startswith(prefix)]
+        hits = [line for line in lines[start + 1 :] if line.startswith(prefix)]
         assert len(hits) == 1, (prefix, out)
         return hits[0]
 
-    val = [r for r in csv.DictReader(next(tmp_path.glob("csv_logs/quickstart/version_*/metrics.csv")).open())
-           if r.get("val/loss")]
+    val = [
+        r
+        for r in csv.DictReader(next(tmp_path.glob("csv_logs/quickstart/version_*/metrics.csv")).open())
+        if r.get("val/loss")
+    ]
     assert len(val) == 2
     best = min(val, key=lambda r: float(r["val/loss"]))
     loss_line = line_with("best val/loss")
@@ -318,7 +356,6 @@ def test_fit_ends_with_a_summary_and_no_tips(tmp_path):
     assert re.search(r"metrics in \S+metrics\.csv", out), out
 
 
-
 def test_last_ckpt_is_the_latest_step_even_when_val_loss_got_worse(tmp_path):
     """Lightning >= 2.6 refreshes a ModelCheckpoint's last.ckpt only with a new best: resuming from it would
     replay from the best step. The CLI's LatestCheckpoint keeps it at the step training reached."""
@@ -334,9 +371,18 @@ def test_last_ckpt_is_the_latest_step_even_when_val_loss_got_worse(tmp_path):
             self.log("val/loss", float(self.current_epoch))  # the first epoch is the best
 
     best = ModelCheckpoint(dirpath=tmp_path, monitor="val/loss", save_last=True)
-    trainer = pl.Trainer(default_root_dir=tmp_path, max_epochs=3, limit_train_batches=2, limit_val_batches=1,
-                         callbacks=[best, LatestCheckpoint(dirpath=str(tmp_path))], logger=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=3,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        callbacks=[best, LatestCheckpoint(dirpath=str(tmp_path))],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(Worsening())
-    steps = {p.name: torch.load(p, map_location="cpu", weights_only=False)["global_step"] for p in tmp_path.glob("*.ckpt")}
+    steps = {
+        p.name: torch.load(p, map_location="cpu", weights_only=False)["global_step"] for p in tmp_path.glob("*.ckpt")
+    }
     assert steps == {"epoch=0-step=2.ckpt": 2, "last.ckpt": 6}, steps

@@ -65,7 +65,9 @@ def make_daps(root: Path, seconds: float = 0.5) -> Path:
             write(daps / "cleanraw" / f"{speaker}_script{script}_cleanraw.wav", x)
             write(daps / "clean" / f"{speaker}_script{script}_clean.wav", 0.5 * x)
             write(daps / "ipad_office1" / f"{speaker}_script{script}_ipad_office1.wav", 0.25 * x)
-    (daps / "clean" / "._f1_script1_clean.wav").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS junk in the archive
+    (daps / "clean" / "._f1_script1_clean.wav").write_bytes(
+        b"\x00\x05\x16\x07 AppleDouble"
+    )  # macOS junk in the archive
     (daps / "cleanraw" / "._f1_script1_cleanraw.wav").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
     return daps
 
@@ -95,8 +97,17 @@ def test_daps_missing_target_names_the_file(tmp_path):
 
 def test_daps_datamodule_end_to_end_with_cache(tmp_path):
     daps = make_daps(tmp_path)
-    dm = AudioFxDataModule(dataset="daps", root=str(daps), sample_rate=SR, batch_size=2, val_batch_size=2,
-                           frame_size=N, context_size=CONTEXT, steps_per_epoch=2, highpass_hz=60.0)
+    dm = AudioFxDataModule(
+        dataset="daps",
+        root=str(daps),
+        sample_rate=SR,
+        batch_size=2,
+        val_batch_size=2,
+        frame_size=N,
+        context_size=CONTEXT,
+        steps_per_epoch=2,
+        highpass_hz=60.0,
+    )
     assert (dm.input_dir, dm.target_dir) == ("cleanraw", "clean")
     dm.setup("fit")
     assert sorted(c.name for c in dm.val_clips) == ["f10_script1", "f10_script2", "m10_script1", "m10_script2"]
@@ -121,8 +132,12 @@ def test_corpus_datamodule_option_errors(tmp_path, monkeypatch):
 
 
 def test_mixes_pair_by_stem_and_split_by_hash(tmp_path):
-    names = [("Song A.wav", "song a_master.wav"), ("Track-2_mix.wav", "TRACK 2 MASTERED.wav"),
-             ("remix.wav", "Remix_Master.wav"), ("Blue.flac", "blue.wav")]
+    names = [
+        ("Song A.wav", "song a_master.wav"),
+        ("Track-2_mix.wav", "TRACK 2 MASTERED.wav"),
+        ("remix.wav", "Remix_Master.wav"),
+        ("Blue.flac", "blue.wav"),
+    ]
     for i, (raw, master) in enumerate(names):
         x = noise(0.3, seed=i)
         write(tmp_path / "unmastered" / raw, x)
@@ -150,13 +165,19 @@ def test_idmt_style_glob_pairs(tmp_path):
         x = noise(0.2, seed=i)
         write(base / "NoFX" / f"G61-{note}-1111-{20000 + i}.wav", x)
         write(base / "Distortion" / f"G61-{note}-4411-{30000 + i}.wav", np.tanh(4 * x))
-    pairs = glob_pairs(tmp_path, "Gitarre monophon/Samples/NoFX/*.wav", "Gitarre monophon/Samples/Distortion/*.wav",
-                       r"^(?P<key>[A-Z]\d+-\d+)-")
+    pairs = glob_pairs(
+        tmp_path,
+        "Gitarre monophon/Samples/NoFX/*.wav",
+        "Gitarre monophon/Samples/Distortion/*.wav",
+        r"^(?P<key>[A-Z]\d+-\d+)-",
+    )
     assert [p.name for p in pairs] == ["G61-40100", "G61-40200", "G61-40300"]
     assert all(p.target.parent.name == "Distortion" and p.split in ("train", "val", "test") for p in pairs)
     assert [p.split for p in pairs] == [hash_split(p.name, (0.8, 0.1, 0.1)) for p in pairs]
     with pytest.raises(DataError, match="also matches"):  # a key that is not unique
-        glob_pairs(tmp_path, "Gitarre monophon/Samples/NoFX/*.wav", "Gitarre monophon/Samples/Distortion/*.wav", r"^G61")
+        glob_pairs(
+            tmp_path, "Gitarre monophon/Samples/NoFX/*.wav", "Gitarre monophon/Samples/Distortion/*.wav", r"^G61"
+        )
 
 
 # --------------------------------------------------------------------------------------------------- preprocessing
@@ -207,8 +228,11 @@ def test_loudness_normalises_the_input_only(tmp_path):
     rate = 22050
     x = noise(5.0, rate=rate, seed=5, level=0.05)
     y = np.tanh(8 * x).astype(np.float32)
-    result = prepare_pair(write(tmp_path / "in.wav", x, rate), write(tmp_path / "out.wav", y, rate),
-                          opts(sample_rate=rate, loudness_lufs=-25.0))
+    result = prepare_pair(
+        write(tmp_path / "in.wav", x, rate),
+        write(tmp_path / "out.wav", y, rate),
+        opts(sample_rate=rate, loudness_lufs=-25.0),
+    )
     meter = pyloudnorm.Meter(rate)
     assert result.input.shape[0] == 1  # (channels, samples)
     assert abs(meter.integrated_loudness(result.input[0].astype(np.float64)) + 25.0) < 0.5
@@ -219,7 +243,9 @@ def test_loudness_normalises_the_input_only(tmp_path):
 def test_highpass_applies_to_both(tmp_path):
     t = np.arange(2 * SR) / SR
     x = (0.4 + 0.3 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)  # DC offset + tone
-    result = prepare_pair(write(tmp_path / "in.wav", x), write(tmp_path / "out.wav", x), opts(highpass_hz=60.0, align=False))
+    result = prepare_pair(
+        write(tmp_path / "in.wav", x), write(tmp_path / "out.wav", x), opts(highpass_hz=60.0, align=False)
+    )
     tail = slice(SR, None)  # after the filter settled
     for audio in (result.input[0], result.target[0]):
         assert abs(float(np.mean(audio[tail]))) < 0.01
@@ -279,8 +305,14 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     text = tmp_path / "notes.wav"
     text.write_text("these are my notes, not audio\n" * 20)
     bad["not audio"] = (text, "not a readable audio file")
-    bad["nan"] = (write(tmp_path / "nan.wav", np.where(np.arange(good.size) == 99, np.nan, good).astype(np.float32)), "NaN")
-    bad["inf"] = (write(tmp_path / "inf.wav", np.where(np.arange(good.size) == 7, np.inf, good).astype(np.float32)), "Inf")
+    bad["nan"] = (
+        write(tmp_path / "nan.wav", np.where(np.arange(good.size) == 99, np.nan, good).astype(np.float32)),
+        "NaN",
+    )
+    bad["inf"] = (
+        write(tmp_path / "inf.wav", np.where(np.arange(good.size) == 7, np.inf, good).astype(np.float32)),
+        "Inf",
+    )
     return bad
 
 
@@ -346,7 +378,9 @@ def test_the_streamed_loudness_meter_and_high_pass_equal_their_whole_signal_refe
     parts = np.split(x, chunks[chunks < n], axis=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        reference = pyloudnorm.Meter(rate).integrated_loudness(x[0].astype(np.float64) if channels == 1 else x.T.astype(np.float64))
+        reference = pyloudnorm.Meter(rate).integrated_loudness(
+            x[0].astype(np.float64) if channels == 1 else x.T.astype(np.float64)
+        )
     meter = pre.LoudnessMeter(rate, channels)
     for part in parts:
         meter.push(part)

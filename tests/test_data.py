@@ -131,7 +131,10 @@ def test_train_slots_play_consecutive_frames_with_correct_audio():
 
 def test_streams_are_deterministic_per_seed():
     counts = [3, 5, 2, 7, 4]
-    run = lambda seed: [(s.clips.tolist(), s.frames.tolist()) for s, _ in zip(SlotStream(counts, 4, "train", seed), range(30))]
+
+    def run(seed):
+        return [(s.clips.tolist(), s.frames.tolist()) for s, _ in zip(SlotStream(counts, 4, "train", seed), range(30))]
+
     assert run(1) == run(1)
     assert run(1) != run(2)
     assert schedule(take(make_dm(seed=3), 12)) == schedule(take(make_dm(seed=3), 12))
@@ -218,7 +221,9 @@ def test_resume_through_lightning_checkpoint(tmp_path):
             self.val_seen: list[tuple] = []
 
         def training_step(self, batch, batch_idx):
-            self.seen.append((tuple(batch["clip"].tolist()), tuple(batch["position"].tolist()), tuple(batch["fresh"].tolist())))
+            self.seen.append(
+                (tuple(batch["clip"].tolist()), tuple(batch["position"].tolist()), tuple(batch["fresh"].tolist()))
+            )
             return self.layer(batch["frame"]).pow(2).mean()
 
         def validation_step(self, batch, batch_idx):
@@ -246,7 +251,10 @@ def test_resume_through_lightning_checkpoint(tmp_path):
     checkpoints = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=3, save_top_k=-1)
     uninterrupted = fit(callbacks=[checkpoints])
     assert len(uninterrupted.seen) == 10
-    assert uninterrupted.val_seen[: len(uninterrupted.val_seen) // 2] == uninterrupted.val_seen[len(uninterrupted.val_seen) // 2 :]
+    assert (
+        uninterrupted.val_seen[: len(uninterrupted.val_seen) // 2]
+        == uninterrupted.val_seen[len(uninterrupted.val_seen) // 2 :]
+    )
     (mid_epoch,) = tmp_path.glob("*step=6*.ckpt")  # epoch 1 covers steps 4..7
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -353,8 +361,16 @@ def test_folder_datamodule_end_to_end(tmp_path):
     for split, count in (("train", 3), ("val", 2)):
         for i in range(count):
             write_pair(tmp_path, f"{i}.wav", rng.uniform(-0.5, 0.5, 5 * N + 3).astype(np.float32), split=split)
-    dm = AudioFxDataModule(dataset="folder", root=str(tmp_path), sample_rate=SR, batch_size=2, val_batch_size=2,
-                           frame_size=N, context_size=CONTEXT, steps_per_epoch=3)
+    dm = AudioFxDataModule(
+        dataset="folder",
+        root=str(tmp_path),
+        sample_rate=SR,
+        batch_size=2,
+        val_batch_size=2,
+        frame_size=N,
+        context_size=CONTEXT,
+        steps_per_epoch=3,
+    )
     dm.setup("fit")
     assert dm.num_channels == 1 and dm.sample_rate == SR
     assert "train 3 clips" in dm.describe() and "val 2 clips" in dm.describe()
@@ -367,7 +383,9 @@ def test_folder_datamodule_end_to_end(tmp_path):
 
 
 def test_demo_clips_are_a_deterministic_known_answer_task():
-    make = lambda seed: DemoClips(toy_chain, num_clips=2, clip_seconds=0.5, sample_rate=SR, seed=seed, block_size=256)
+    def make(seed):
+        return DemoClips(toy_chain, num_clips=2, clip_seconds=0.5, sample_rate=SR, seed=seed, block_size=256)
+
     a, b, other = make(0), make(0), make(1)
     for ca, cb in zip(a, b):
         np.testing.assert_array_equal(ca.input, cb.input)
@@ -383,8 +401,13 @@ def test_demo_clips_are_a_deterministic_known_answer_task():
         assert np.abs(clip.input).max() > 0.05
         # the trajectory is the answer: re-rendering the input with it reproduces the target
         chain.reset()
-        blocks = [chain.process(np.pad(clip.input[:, k * 256 : (k + 1) * 256], ((0, 0), (0, max(0, (k + 1) * 256 - clip.num_samples)))), t)
-                  for k, t in enumerate(theta)]
+        blocks = [
+            chain.process(
+                np.pad(clip.input[:, k * 256 : (k + 1) * 256], ((0, 0), (0, max(0, (k + 1) * 256 - clip.num_samples)))),
+                t,
+            )
+            for k, t in enumerate(theta)
+        ]
         np.testing.assert_allclose(np.concatenate(blocks, axis=1)[:, : clip.num_samples], clip.target, atol=1e-6)
 
 
@@ -392,8 +415,18 @@ def test_demo_datamodule_shares_the_task_across_splits(monkeypatch):
     import afx_lightning.registry as registry
 
     monkeypatch.setattr(registry, "get_chain_factory", lambda name: toy_chain)
-    dm = AudioFxDataModule(dataset="demo", demo_chain="toy", sample_rate=SR, frame_size=N, context_size=CONTEXT,
-                           demo_clips=2, demo_val_clips=1, demo_seconds=0.2, batch_size=2, steps_per_epoch=2)
+    dm = AudioFxDataModule(
+        dataset="demo",
+        demo_chain="toy",
+        sample_rate=SR,
+        frame_size=N,
+        context_size=CONTEXT,
+        demo_clips=2,
+        demo_val_clips=1,
+        demo_seconds=0.2,
+        batch_size=2,
+        steps_per_epoch=2,
+    )
     dm.setup("fit")
     train, val = dm.train_clips, dm.val_clips
     np.testing.assert_array_equal(train.base, val.base)

@@ -67,8 +67,15 @@ def dominant_hz(audio: np.ndarray, rate: int) -> float:
 
 
 def folder_module(root: Path, **kwargs) -> AudioFxDataModule:
-    kwargs = {"sample_rate": RATE, "frame_size": N, "context_size": CONTEXT, "batch_size": 2, "val_batch_size": 1,
-              "steps_per_epoch": 2, **kwargs}
+    kwargs = {
+        "sample_rate": RATE,
+        "frame_size": N,
+        "context_size": CONTEXT,
+        "batch_size": 2,
+        "val_batch_size": 1,
+        "steps_per_epoch": 2,
+        **kwargs,
+    }
     return AudioFxDataModule(dataset="folder", root=str(root), **kwargs)
 
 
@@ -101,7 +108,9 @@ def test_a_flat_folder_is_split_by_file_deterministically_disjointly_and_complet
 
 
 def test_small_folders_still_get_a_val_file_and_one_file_is_refused_in_one_line(tmp_path):
-    counts = lambda n: [list(split_files([f"{i}.wav" for i in range(n)]).values()).count(s) for s in ("train", "val", "test")]
+    def counts(n):
+        return [list(split_files([f"{i}.wav" for i in range(n)]).values()).count(s) for s in ("train", "val", "test")]
+
     assert counts(2) == [1, 1, 0]
     assert counts(3) == [1, 1, 1]
     assert counts(5) == [3, 1, 1]
@@ -234,7 +243,12 @@ def test_breath_recipe_via_the_cli_fails_in_one_line_before_any_run_folder(tmp_p
     env.pop("AFX_DEBUG", None)
     result = subprocess.run(
         [str(afx), "fit", "--config", str(ROOT / "recipes" / "breath.yaml")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("Seed set to")]
@@ -283,7 +297,8 @@ def test_amp_and_mastering_recipes_find_their_corpus_in_its_folder(tmp_path, mon
             write(samples / "Distortion" / f"G61-{note}-441{setting}-{30000 + 3 * i + setting}.wav", x)
     amp = AudioFxDataModule(**recipe_data(ROOT / "recipes" / "amp.yaml"))
     assert sorted((p.input.name, p.target.name) for p in amp.source.pairs()) == [
-        ("G61-40100-1111-20000.wav", "G61-40100-4411-30001.wav"), ("G61-45502-1111-20001.wav", "G61-45502-4411-30004.wav"),
+        ("G61-40100-1111-20000.wav", "G61-40100-4411-30001.wav"),
+        ("G61-45502-1111-20001.wav", "G61-45502-4411-30004.wav"),
     ]
     for raw, master in (("Song A.wav", "Song A_master.wav"), ("Other Song_mix.wav", "other song mastered.wav")):
         write(tmp_path / "data" / "mixes" / "unmastered" / raw, x)

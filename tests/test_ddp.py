@@ -38,13 +38,25 @@ class FakeTrainer:
     """What the data module reads from a trainer: rank, world size, optimizer steps."""
 
     def __init__(self, rank: int, world_size: int, global_step: int = 0):
-        self.global_rank, self.world_size, self.global_step, self.accumulate_grad_batches = rank, world_size, global_step, 1
+        self.global_rank, self.world_size, self.global_step, self.accumulate_grad_batches = (
+            rank,
+            world_size,
+            global_step,
+            1,
+        )
 
 
 def rank_dm(rank: int, world_size: int, **kwargs) -> AudioFxDataModule:
     dm = AudioFxDataModule.from_clips(
-        ramp_clips(TRAIN_LENGTHS, "train"), ramp_clips(VAL_LENGTHS, "val"), batch_size=2, val_batch_size=3,
-        steps_per_epoch=5, frame_size=N, context_size=CONTEXT, seed=0, **kwargs,
+        ramp_clips(TRAIN_LENGTHS, "train"),
+        ramp_clips(VAL_LENGTHS, "val"),
+        batch_size=2,
+        val_batch_size=3,
+        steps_per_epoch=5,
+        frame_size=N,
+        context_size=CONTEXT,
+        seed=0,
+        **kwargs,
     )
     dm.trainer = FakeTrainer(rank, world_size)
     dm.setup("fit")
@@ -71,8 +83,12 @@ def test_each_rank_trains_and_validates_on_its_own_clips():
     assert not train[0] & train[1] and train[0] | train[1] == playable_train
     assert not val[0] & val[1] and val[0] | val[1] == playable_val
     # rank 0 of a DDP run keeps the single-process seed; rank 1 has its own generator
-    assert SlotStream([2] * 4, 1, seed=0, rank=0)._rng.integers(1 << 30) == SlotStream([2] * 4, 1, seed=0)._rng.integers(1 << 30)
-    assert SlotStream([2] * 4, 1, seed=0, rank=1)._rng.integers(1 << 30) != SlotStream([2] * 4, 1, seed=0)._rng.integers(1 << 30)
+    assert SlotStream([2] * 4, 1, seed=0, rank=0)._rng.integers(1 << 30) == SlotStream(
+        [2] * 4, 1, seed=0
+    )._rng.integers(1 << 30)
+    assert SlotStream([2] * 4, 1, seed=0, rank=1)._rng.integers(1 << 30) != SlotStream(
+        [2] * 4, 1, seed=0
+    )._rng.integers(1 << 30)
 
 
 @pytest.mark.parametrize("consumed", [3, 8])
@@ -87,8 +103,14 @@ def test_rank_zero_checkpoint_state_resumes_every_rank(consumed):
     for rank in range(2):
         buffer.seek(0)
         resumed = AudioFxDataModule.from_clips(
-            ramp_clips(TRAIN_LENGTHS, "train"), ramp_clips(VAL_LENGTHS, "val"), batch_size=2, val_batch_size=3,
-            steps_per_epoch=5, frame_size=N, context_size=CONTEXT, seed=0,
+            ramp_clips(TRAIN_LENGTHS, "train"),
+            ramp_clips(VAL_LENGTHS, "val"),
+            batch_size=2,
+            val_batch_size=3,
+            steps_per_epoch=5,
+            frame_size=N,
+            context_size=CONTEXT,
+            seed=0,
         )
         resumed.trainer = FakeTrainer(rank, 2, consumed)
         resumed.setup("fit")
@@ -165,13 +187,17 @@ def test_a_rank_zero_checkpoint_resumes_every_ranks_spsa_stream(resumed_world_si
 
 def test_the_model_restores_its_spsa_stream_and_warns_on_a_shared_legacy_generator():
     model = DeepAFx(
-        encoder=functools.partial(SmallEncoder, width=4), fx=FxConfig(chain=reference_chain, seed=3), num_slots=2,
+        encoder=functools.partial(SmallEncoder, width=4),
+        fx=FxConfig(chain=reference_chain, seed=3),
+        num_slots=2,
         num_eval_slots=1,
     )
     model.on_load_checkpoint({PerturbationStream.CHECKPOINT_KEY: {"seed": 3, "draws": 11}})
     assert model.fx.directions.state_dict() == {"seed": 3, "draws": 11}
     fresh = DeepAFx(
-        encoder=functools.partial(SmallEncoder, width=4), fx=FxConfig(chain=reference_chain, seed=3), num_slots=2,
+        encoder=functools.partial(SmallEncoder, width=4),
+        fx=FxConfig(chain=reference_chain, seed=3),
+        num_slots=2,
         num_eval_slots=1,
     )
     with pytest.warns(UserWarning, match="single SPSA generator shared by all ranks"):
@@ -193,8 +219,10 @@ dist.destroy_process_group()
 def test_two_gloo_ranks_draw_their_own_spsa_directions(tmp_path):
     """The rank is read from torch.distributed, as under Lightning's DDP: two real ranks, one rendezvous."""
     init = f"file://{tmp_path / 'rendezvous'}"
-    ranks = [subprocess.Popen([sys.executable, "-c", GLOO_RANK, init, str(r)], stdout=subprocess.PIPE, text=True)
-             for r in range(2)]
+    ranks = [
+        subprocess.Popen([sys.executable, "-c", GLOO_RANK, init, str(r)], stdout=subprocess.PIPE, text=True)
+        for r in range(2)
+    ]
     drawn = []
     for proc in ranks:
         out, _ = proc.communicate(timeout=120)
@@ -214,10 +242,17 @@ MAX_STEPS, RESUME_AT, WORLD = 4, 2, 2
 
 def run_ddp(cwd: Path, record: str, *extra) -> float:
     cwd.mkdir(parents=True, exist_ok=True)
-    args = [*BASE, "--trainer.callbacks+=afx_test_callbacks.RankBatchRecorder", "--trainer.callbacks.path", record, *extra]
+    args = [
+        *BASE,
+        "--trainer.callbacks+=afx_test_callbacks.RankBatchRecorder",
+        "--trainer.callbacks.path",
+        record,
+        *extra,
+    ]
     t0 = time.monotonic()
-    result = subprocess.run(cli_command(*args, script="afx"), cwd=cwd, env=cli_env(cwd), capture_output=True,
-                            text=True, timeout=240)
+    result = subprocess.run(
+        cli_command(*args, script="afx"), cwd=cwd, env=cli_env(cwd), capture_output=True, text=True, timeout=240
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Traceback" not in result.stderr, result.stderr[-4000:]
     return time.monotonic() - t0
@@ -269,8 +304,10 @@ def test_two_cpu_ranks_train_on_disjoint_streams_and_resume_them(tmp_path):
     assert saved[PerturbationStream.CHECKPOINT_KEY]["draws"] == RESUME_AT
     wall_resumed = run_ddp(resumed, "resumed", "--ckpt_path", checkpoint)
 
-    print(f"\n[ddp] 2 CPU ranks x {MAX_STEPS} steps: {wall_whole:.1f} s; resumed run from step {RESUME_AT}: "
-          f"{wall_resumed:.1f} s; {cpus} CPUs -> {max(1, cpus // WORLD)} fx worker(s) per rank")
+    print(
+        f"\n[ddp] 2 CPU ranks x {MAX_STEPS} steps: {wall_whole:.1f} s; resumed run from step {RESUME_AT}: "
+        f"{wall_resumed:.1f} s; {cpus} CPUs -> {max(1, cpus // WORLD)} fx worker(s) per rank"
+    )
     for rank in range(WORLD):
         after, val_after = read_rank(resumed / f"resumed.rank{rank}.jsonl")
         assert sorted(after) == list(range(RESUME_AT, MAX_STEPS)), f"rank {rank} replayed or skipped steps"

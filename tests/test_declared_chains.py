@@ -38,8 +38,9 @@ ZAMAXIM = Path("/usr/lib/vst3/ZaMaximX2.vst3")
 LIMITER = "http://lsp-plug.in/plugins/lv2/limiter_mono"
 
 needs_zam = pytest.mark.skipif(not ZAMCOMP.exists(), reason="needs zam-plugins (sudo apt-get install zam-plugins)")
-needs_lsp = pytest.mark.skipif(not lv.has_plugin(LIMITER),
-                               reason="needs lsp-plugins-lv2 and liblilv-0-0 (sudo apt-get install lsp-plugins-lv2)")
+needs_lsp = pytest.mark.skipif(
+    not lv.has_plugin(LIMITER), reason="needs lsp-plugins-lv2 and liblilv-0-0 (sudo apt-get install lsp-plugins-lv2)"
+)
 
 #: The issue's chain, verbatim.
 CHAIN_YAML = """\
@@ -60,7 +61,7 @@ def table(out: str, header: str = "parameter") -> dict[str, list[str]]:
     lines = out.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(header + " "))
     rows = {}
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.strip():
             break
         cells = re.split(r"\s{2,}", line.strip())
@@ -108,7 +109,9 @@ def test_inspect_vst3_lists_threshold_and_ratio_with_their_ranges(capsys):
     assert "Gain Reduction" not in rows and "Gain Reduction" in out  # a meter: named as not settable
     assert "channels: mono (1 in, 1 out)" in out and "latency: 0 samples at 22050 Hz" in out
     snippet = snippet_of(out)  # ready to paste: it builds
-    assert snippet["plugins"][0]["vst3"] == str(ZAMCOMP) and {"Threshold", "Ratio"} <= set(snippet["plugins"][0]["train"])
+    assert snippet["plugins"][0]["vst3"] == str(ZAMCOMP) and {"Threshold", "Ratio"} <= set(
+        snippet["plugins"][0]["train"]
+    )
     chain = DeclaredChain(snippet)(SR, BLOCK)
     assert "Threshold" in chain.param_names
     chain.close()
@@ -171,8 +174,11 @@ def test_the_issue_chain_builds_with_plugin_ranges_scales_and_latency(tmp_path, 
         assert chain.param_names == ["gain.gain_db", "zamcomp.Threshold", "zamcomp.Ratio", "limiter_mono.th"]
         specs = {p.name: p for p in chain.params}
         assert (specs["gain.gain_db"].min, specs["gain.gain_db"].max) == (-12, 12)
-        assert (specs["zamcomp.Threshold"].min, specs["zamcomp.Threshold"].max, specs["zamcomp.Threshold"].scale.value) \
-            == (-80, 0, "linear")  # dB stays linear in dB
+        assert (
+            specs["zamcomp.Threshold"].min,
+            specs["zamcomp.Threshold"].max,
+            specs["zamcomp.Threshold"].scale.value,
+        ) == (-80, 0, "linear")  # dB stays linear in dB
         assert specs["zamcomp.Ratio"].scale.value == "log" and specs["zamcomp.Attack"].fixed == 10
         assert specs["limiter_mono.th"].min == pytest.approx(0.003981) and specs["limiter_mono.th"].scale.value == "log"
         assert chain.latency == 110  # the LSP limiter's look-ahead, as its latency port reports it
@@ -201,12 +207,13 @@ def test_a_declared_chain_travels_as_its_declaration_and_rebuilds_without_the_fi
     theta = np.array([0.7, 0.6, 0.5, 0.4], np.float32)
     a, b = factory(SR, BLOCK), registry.build_chain(stored, SR, BLOCK)
     try:
+
         def fields(chain):
             return [(p.name, p.min, p.max, p.default, p.scale, p.fixed) for p in chain.params]
 
         assert fields(a) == fields(b)
-        ya = np.concatenate([a.process(x[:, i:i + BLOCK], theta) for i in range(0, x.shape[1], BLOCK)], axis=1)
-        yb = np.concatenate([b.process(x[:, i:i + BLOCK], theta) for i in range(0, x.shape[1], BLOCK)], axis=1)
+        ya = np.concatenate([a.process(x[:, i : i + BLOCK], theta) for i in range(0, x.shape[1], BLOCK)], axis=1)
+        yb = np.concatenate([b.process(x[:, i : i + BLOCK], theta) for i in range(0, x.shape[1], BLOCK)], axis=1)
         np.testing.assert_allclose(ya, yb, atol=1e-6)
     finally:
         a.close()
@@ -221,18 +228,21 @@ def _saved(tmp_path: Path, value: dict) -> Path:
 
 @needs_zam
 def test_vst3_latency_is_read_from_the_plugin_and_is_the_stream_delay(tmp_path):
-    path = chain_file(tmp_path, f"""
+    path = chain_file(
+        tmp_path,
+        f"""
         plugins:
           - vst3: {ZAMAXIM}
             train: [Threshold]
-    """)
+    """,
+    )
     chain = registry.build_chain(str(path), SR, BLOCK)
     try:
         assert chain.latency == 480
         x = np.zeros((1, 2 * BLOCK), np.float32)
         x[0, 10] = 0.01  # far below the ceiling: passed through, delayed
         theta = np.ones(1, np.float32)  # threshold 0 dB
-        y = np.concatenate([chain.process(x[:, i:i + BLOCK], theta) for i in (0, BLOCK)], axis=1)
+        y = np.concatenate([chain.process(x[:, i : i + BLOCK], theta) for i in (0, BLOCK)], axis=1)
         assert int(np.argmax(np.abs(y[0]))) == 10 + chain.latency
     finally:
         chain.close()
@@ -245,17 +255,24 @@ def test_builtin_latency_is_measured_and_is_the_stream_delay():
         assert chain.latency == round(0.010 * SR)  # its look-ahead: pedalboard reports it nowhere
         x = np.zeros((1, 2 * BLOCK), np.float32)
         x[0, 10] = 0.01
-        y = np.concatenate([chain.process(x[:, i:i + BLOCK], np.ones(1, np.float32)) for i in (0, BLOCK)], axis=1)
+        y = np.concatenate([chain.process(x[:, i : i + BLOCK], np.ones(1, np.float32)) for i in (0, BLOCK)], axis=1)
         assert int(np.argmax(np.abs(y[0]))) == 10 + chain.latency
     finally:
         chain.close()
 
 
 def test_scales_and_ranges_can_be_overridden_and_inline_mappings_work():
-    decl = {"plugins": [{"pedalboard": "LowpassFilter", "train": {"cutoff_frequency_hz": None}},
-                        {"pedalboard": "Gain", "name": "trim",
-                         "train": {"gain_db": {"range": [-6, 6], "scale": "linear", "default": 0}}},
-                        {"pedalboard": "Compressor", "train": {"ratio": {"range": [1, 8], "scale": "linear"}}}]}
+    decl = {
+        "plugins": [
+            {"pedalboard": "LowpassFilter", "train": {"cutoff_frequency_hz": None}},
+            {
+                "pedalboard": "Gain",
+                "name": "trim",
+                "train": {"gain_db": {"range": [-6, 6], "scale": "linear", "default": 0}},
+            },
+            {"pedalboard": "Compressor", "train": {"ratio": {"range": [1, 8], "scale": "linear"}}},
+        ]
+    }
     chain = registry.build_chain(decl, SR, BLOCK)  # a mapping, as model.fx.chain inline in a recipe
     try:
         specs = {p.name: p for p in chain.params}
@@ -269,8 +286,15 @@ def test_scales_and_ranges_can_be_overridden_and_inline_mappings_work():
 
 @needs_lsp
 def test_scale_db_takes_a_range_in_db_for_a_linear_gain_port():
-    decl = {"plugins": [{"lv2": LIMITER, "train": {"th": {"range": [-30, 0], "scale": "db"}},
-                         "fixed": {"boost": False, "alr": "off", "mode": "Exp Wide"}}]}
+    decl = {
+        "plugins": [
+            {
+                "lv2": LIMITER,
+                "train": {"th": {"range": [-30, 0], "scale": "db"}},
+                "fixed": {"boost": False, "alr": "off", "mode": "Exp Wide"},
+            }
+        ]
+    }
     chain = registry.build_chain(decl, SR, BLOCK)
     try:
         effect = chain.effects[0]
@@ -283,7 +307,9 @@ def test_scale_db_takes_a_range_in_db_for_a_linear_gain_port():
 
 @needs_zam
 def test_fixed_choices_and_toggles_are_set_by_label(tmp_path):
-    path = chain_file(tmp_path, f"""
+    path = chain_file(
+        tmp_path,
+        f"""
         plugins:
           - vst3: {ZAMTUBE}
             train: [Tube Drive]
@@ -291,7 +317,8 @@ def test_fixed_choices_and_toggles_are_set_by_label(tmp_path):
           - pedalboard: LadderFilter
             train: {{cutoff_hz: [100, 8000]}}
             fixed: {{mode: HPF12}}
-    """)
+    """,
+    )
     chain = registry.build_chain(str(path), SR, BLOCK)
     try:
         tube, ladder = (e._graph.plugin for e in chain.effects)
@@ -327,16 +354,19 @@ def test_an_unknown_builtin_attribute_fails_in_one_line(tmp_path, capsys):
     assert "'gain'" in line and "gain_db" in line
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("plugins: []", "'plugins' must be a non-empty list"),
-    ("plugins:\n  - pedalboard: Gain\n    trian: [gain_db]", "unknown keys ['trian']"),
-    ("plugins:\n  - pedalboard: Gain\n    vst3: x.vst3", "exactly one of"),
-    ("plugins:\n  - pedalboard: BrickwallLimiter\n    train: [lookahead_ms]", "no range from the plugin; give one"),
-    ("plugins:\n  - pedalboard: Gain\n    train: {gain_db: [5, -5]}", "max > min"),
-    ("plugins:\n  - pedalboard: LadderFilter\n    train: [mode]", "is a choice"),
-    ("plugins:\n  - pedalboard: LadderFilter\n    fixed: {mode: BPF48}", "is a choice of"),
-    ("plugins:\n  - pedalboard: Gain\n    fixed: {gain_db: 3}", "trains no parameter"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("plugins: []", "'plugins' must be a non-empty list"),
+        ("plugins:\n  - pedalboard: Gain\n    trian: [gain_db]", "unknown keys ['trian']"),
+        ("plugins:\n  - pedalboard: Gain\n    vst3: x.vst3", "exactly one of"),
+        ("plugins:\n  - pedalboard: BrickwallLimiter\n    train: [lookahead_ms]", "no range from the plugin; give one"),
+        ("plugins:\n  - pedalboard: Gain\n    train: {gain_db: [5, -5]}", "max > min"),
+        ("plugins:\n  - pedalboard: LadderFilter\n    train: [mode]", "is a choice"),
+        ("plugins:\n  - pedalboard: LadderFilter\n    fixed: {mode: BPF48}", "is a choice of"),
+        ("plugins:\n  - pedalboard: Gain\n    fixed: {gain_db: 3}", "trains no parameter"),
+    ],
+)
 def test_bad_declarations_fail_in_one_line_naming_the_file(tmp_path, capsys, text, expected):
     path = chain_file(tmp_path, text + "\n")
     line = one_error_line(capsys, ["effects", "show", str(path)])
@@ -375,15 +405,22 @@ def test_a_missing_declaration_file_is_one_line(tmp_path, capsys):
 def _env(cwd: Path) -> dict:
     env = dict(os.environ)
     env.pop("AFX_DEBUG", None)
-    env.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DIR=str(cwd), WANDB_CACHE_DIR=str(cwd / ".wandb-cache"),
-               WANDB_CONFIG_DIR=str(cwd / ".wandb-config"), WANDB_DATA_DIR=str(cwd / ".wandb-data"))
+    env.update(
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        WANDB_DIR=str(cwd),
+        WANDB_CACHE_DIR=str(cwd / ".wandb-cache"),
+        WANDB_CONFIG_DIR=str(cwd / ".wandb-config"),
+        WANDB_DATA_DIR=str(cwd / ".wandb-data"),
+    )
     return env
 
 
 def _afx(*args, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     assert AFX.exists(), f"console script afx is not installed next to {sys.executable}"
-    return subprocess.run([str(AFX), *map(str, args)], cwd=cwd, env=_env(cwd), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [str(AFX), *map(str, args)], cwd=cwd, env=_env(cwd), capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.slow
@@ -391,11 +428,37 @@ def _afx(*args, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
 @needs_lsp
 def test_the_yaml_chain_trains_through_afx_fit_and_its_checkpoint_processes_without_the_file(tmp_path):
     (tmp_path / "chain.yaml").write_text(CHAIN_YAML)
-    short = ["--trainer.max_steps", "4", "--data.steps_per_epoch", "2", "--data.batch_size", "2",
-             "--data.val_batch_size", "1", "--data.demo_clips", "2", "--data.demo_val_clips", "1",
-             "--data.demo_seconds", "0.5", "--trainer.logger", "false"]
-    fit = _afx("fit", "--config", QUICKSTART, "--config", SHORT, "--model.fx.chain", "chain.yaml",
-               "--data.demo_chain", "chain.yaml", *short, cwd=tmp_path)
+    short = [
+        "--trainer.max_steps",
+        "4",
+        "--data.steps_per_epoch",
+        "2",
+        "--data.batch_size",
+        "2",
+        "--data.val_batch_size",
+        "1",
+        "--data.demo_clips",
+        "2",
+        "--data.demo_val_clips",
+        "1",
+        "--data.demo_seconds",
+        "0.5",
+        "--trainer.logger",
+        "false",
+    ]
+    fit = _afx(
+        "fit",
+        "--config",
+        QUICKSTART,
+        "--config",
+        SHORT,
+        "--model.fx.chain",
+        "chain.yaml",
+        "--data.demo_chain",
+        "chain.yaml",
+        *short,
+        cwd=tmp_path,
+    )
     assert fit.returncode == 0, fit.stderr[-3000:]
     assert "Traceback" not in fit.stderr
     ckpt = tmp_path / "root" / "checkpoints" / "last.ckpt"
@@ -406,8 +469,9 @@ def test_the_yaml_chain_trains_through_afx_fit_and_its_checkpoint_processes_with
     (tmp_path / "chain.yaml").unlink()
     x = (0.2 * np.random.default_rng(0).standard_normal(SR)).astype(np.float32)
     sf.write(tmp_path / "in.wav", x, SR)
-    process = _afx("process", "--ckpt", ckpt, "in.wav", "out.wav", "--no-progress", "--automation", "auto.csv",
-                   cwd=tmp_path)
+    process = _afx(
+        "process", "--ckpt", ckpt, "in.wav", "out.wav", "--no-progress", "--automation", "auto.csv", cwd=tmp_path
+    )
     assert process.returncode == 0, process.stderr[-3000:]
     y, rate = sf.read(tmp_path / "out.wav")
     assert rate == SR and y.shape == x.shape and np.isfinite(y).all() and np.abs(y).max() > 1e-3

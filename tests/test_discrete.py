@@ -30,23 +30,42 @@ GAIN = ParamSpec("gain", -12.0, 12.0, 0.0, unit="dB")
 
 # ------------------------------------------------------------------ kinds
 def test_kinds_round_trip_through_plain_data():
-    specs = [GAIN, TYPE, DRIVE, ORDER, ParamSpec.choice("mode", ["a", "b"], "b", values=[-1.0, 5.0], fixed="a"),
-             ParamSpec.toggle("enabled", values=(1.0, 0.0)), ParamSpec("f", 20.0, 2e4, 1e3, Scale.LOG, "Hz")]
+    specs = [
+        GAIN,
+        TYPE,
+        DRIVE,
+        ORDER,
+        ParamSpec.choice("mode", ["a", "b"], "b", values=[-1.0, 5.0], fixed="a"),
+        ParamSpec.toggle("enabled", values=(1.0, 0.0)),
+        ParamSpec("f", 20.0, 2e4, 1e3, Scale.LOG, "Hz"),
+    ]
     for spec in specs:
         data = json.loads(json.dumps(spec.to_dict()))
         assert ParamSpec.from_dict(data) == spec
     assert TYPE.to_dict()["kind"] == "choice" and TYPE.to_dict()["choices"] == list(FILTER_TYPES)
     old = {"name": "gain", "min": -12.0, "max": 12.0, "default": 0.0, "scale": "linear"}  # written before kinds
-    assert ParamSpec.from_dict(old).kind is Kind.CONTINUOUS and ParamSpec.from_dict(old) == ParamSpec("gain", -12.0, 12.0, 0.0)
+    assert ParamSpec.from_dict(old).kind is Kind.CONTINUOUS and ParamSpec.from_dict(old) == ParamSpec(
+        "gain", -12.0, 12.0, 0.0
+    )
 
 
 def test_discrete_values_snap_to_the_grid_and_carry_labels():
     assert (TYPE.num_values, TYPE.width, TYPE.default) == (3, 3, 1)
-    assert [TYPE.label(u) for u in (0.0, 0.2, 0.3, 0.74, 0.76, 1.0)] == ["lowpass", "lowpass", "highpass", "highpass",
-                                                                        "bandpass", "bandpass"]
+    assert [TYPE.label(u) for u in (0.0, 0.2, 0.3, 0.74, 0.76, 1.0)] == [
+        "lowpass",
+        "lowpass",
+        "highpass",
+        "highpass",
+        "bandpass",
+        "bandpass",
+    ]
     assert TYPE.normalize("bandpass") == 1.0 and TYPE.to_plugin(0.5) == 1.0 and TYPE.to_display(0.9) == 2.0
     assert (DRIVE.width, DRIVE.default_normalized, DRIVE.label(0.4), DRIVE.to_plugin(0.6)) == (1, 1.0, "off", 1.0)
-    assert ORDER.labels == ("1", "2", "3", "4") and ORDER.to_plugin(0.5) == 3.0 and ORDER.normalize(2) == pytest.approx(1 / 3)
+    assert (
+        ORDER.labels == ("1", "2", "3", "4")
+        and ORDER.to_plugin(0.5) == 3.0
+        and ORDER.normalize(2) == pytest.approx(1 / 3)
+    )
     mode = ParamSpec.choice("mode", ["a", "b"], values=[-1.0, 5.0], fixed="b")
     assert mode.fixed == 1 and mode.fixed_plugin_value == 5.0 and not mode.trainable
     assert ParamSpec.toggle("enabled", values=(1.0, 0.0)).to_plugin(1.0) == 0.0  # an "enabled" toggle on a bypass port
@@ -185,8 +204,11 @@ def test_evaluation_and_inference_play_the_most_likely_values_and_training_steps
     from afx_lightning.module import DeepAFx
 
     model = DeepAFx(
-        encoder=functools.partial(SmallEncoder, width=4), fx=FxConfig(chain=switched_filter_chain, workers=1),
-        num_slots=8, num_eval_slots=1, frame_size=1024,
+        encoder=functools.partial(SmallEncoder, width=4),
+        fx=FxConfig(chain=switched_filter_chain, workers=1),
+        num_slots=8,
+        num_eval_slots=1,
+        frame_size=1024,
     )
     theta = torch.tensor([0.3, 0.2, 0.6, 0.4, 0.7, 0.45])  # bandpass (argmax), cutoff, gain, drive off (0.45 < 0.5)
     assert model.fx.num_params == 6 and model.defaults.shape == (6,)
@@ -198,8 +220,13 @@ def test_evaluation_and_inference_play_the_most_likely_values_and_training_steps
     try:
         model.eval()
         frames = torch.from_numpy(audio.reshape(1, 4, 1024).transpose(1, 0, 2).copy())
-        out = torch.cat([model.fx(frames[i : i + 1], theta[None], torch.zeros(1, dtype=torch.long),
-                                  torch.tensor([i == 0])) for i in range(4)], dim=-1)
+        out = torch.cat(
+            [
+                model.fx(frames[i : i + 1], theta[None], torch.zeros(1, dtype=torch.long), torch.tensor([i == 0]))
+                for i in range(4)
+            ],
+            dim=-1,
+        )
         np.testing.assert_allclose(out[0].numpy(), expected, atol=1e-5)
         rendered, automation = Processor(model, smoothing_hz=0.0, context_size=1024).process_array(audio, 22050)
         assert automation.normalized.shape == (4, 4) and automation.raw.shape == (4, 6)
@@ -209,7 +236,13 @@ def test_evaluation_and_inference_play_the_most_likely_values_and_training_steps
 
         model.train()
         x = torch.from_numpy(0.3 * np.random.default_rng(1).standard_normal((8, 1, 1024)).astype(np.float32))
-        batch = {"context": x, "frame": x, "target": 0.5 * x, "slot": torch.arange(8), "fresh": torch.ones(8, dtype=torch.bool)}
+        batch = {
+            "context": x,
+            "frame": x,
+            "target": 0.5 * x,
+            "slot": torch.arange(8),
+            "fresh": torch.ones(8, dtype=torch.bool),
+        }
         bias = model.encoder.head.bias
         for _ in range(4):  # a pair's renders drew different discrete values somewhere (p ≈ 0.2 per row and value)
             model.encoder.zero_grad()

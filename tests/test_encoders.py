@@ -22,7 +22,6 @@ P = 17  # the breath-removal chain's parameter count
 ENCODERS = [InceptionEncoder, MobileNetV2Encoder, SmallEncoder]
 
 
-
 @pytest.fixture(scope="module")
 def context() -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
@@ -155,7 +154,7 @@ def test_small_encoder_centre_features_tell_when_an_event_is_in_the_frame() -> N
     with torch.no_grad():
         features = [encoder.body(encoder.frontend(x))[0] for x in (quiet, in_frame, at_edge)]
     c = features[0].numel() // 4  # [global mean, global max, centre mean, centre max] x C channels
-    centre = [f[2 * c:] for f in features]
+    centre = [f[2 * c :] for f in features]
     assert torch.allclose(centre[2], centre[0], atol=1e-3 * centre[0].abs().max())  # an edge click: centre unchanged
     assert (centre[1] - centre[0]).abs().max() > 10 * (centre[2] - centre[0]).abs().max()
     assert SmallEncoder(3, centre=True).head.in_features == 2 * SmallEncoder(3).head.in_features

@@ -46,11 +46,13 @@ def test_one_bad_input_per_command_is_one_line(tmp_path, capsys):
     missing = tmp_path / "missing"
     wav = tmp_path / "in.wav"
     wav.write_bytes(b"")
-    assert "missing.ckpt" in _one_line(capsys, ["process", "--ckpt", str(missing) + ".ckpt", str(wav), str(tmp_path / "o.wav")],
-                                       "afx process")
+    assert "missing.ckpt" in _one_line(
+        capsys, ["process", "--ckpt", str(missing) + ".ckpt", str(wav), str(tmp_path / "o.wav")], "afx process"
+    )
     assert "no WAV files" in _one_line(capsys, ["evaluate", "--ckpt", "x.ckpt", "--data", str(missing)], "afx evaluate")
-    assert "missing.wav" in _one_line(capsys, ["match", "--chain", "pb_mb_compressor", str(missing) + ".wav", str(wav)],
-                                      "afx match")
+    assert "missing.wav" in _one_line(
+        capsys, ["match", "--chain", "pb_mb_compressor", str(missing) + ".wav", str(wav)], "afx match"
+    )
     assert "'nope'" in _one_line(capsys, ["effects", "show", "nope"], "afx effects")
     assert "does not exist" in _one_line(capsys, ["effects", "show", str(missing) + ".yaml"], "afx effects")
     assert "pedalboard built-in" in _one_line(capsys, ["effects", "inspect", "NoSuchPlugin"], "afx effects")

@@ -92,8 +92,11 @@ def _pure_delay_model(num_eval_slots: int = 2):
     from afx_lightning.testing import pure_delay_chain
 
     return DeepAFx(
-        encoder=functools.partial(SmallEncoder, width=4), fx=FxConfig(chain=pure_delay_chain, workers=1),
-        num_slots=1, num_eval_slots=num_eval_slots, plateau_patience=0,
+        encoder=functools.partial(SmallEncoder, width=4),
+        fx=FxConfig(chain=pure_delay_chain, workers=1),
+        num_slots=1,
+        num_eval_slots=num_eval_slots,
+        plateau_patience=0,
     )
 
 
@@ -107,18 +110,22 @@ def test_validation_scores_a_pure_delay_like_the_identity_once_its_latency_is_co
     rng = np.random.default_rng(0)
     audio = [synthesize(rng, 3 * SR, SR)[None].astype(np.float32) for _ in range(2)]
     clips = ArrayClips([Clip(f"c{i}", x, x.copy()) for i, x in enumerate(audio)], SR)
-    dm = AudioFxDataModule.from_clips(clips, clips, batch_size=1, val_batch_size=2, steps_per_epoch=1,
-                                      context_size=2048)
+    dm = AudioFxDataModule.from_clips(
+        clips, clips, batch_size=1, val_batch_size=2, steps_per_epoch=1, context_size=2048
+    )
     model = _pure_delay_model()
     assert model.fx.latency == 480
-    trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                      callbacks=[])
+    trainer = Trainer(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[]
+    )
     try:
         metrics = trainer.validate(model, datamodule=dm, verbose=False)[0]
     finally:
         model.fx.close()
-    print(f"\n[latency] pure 480-sample delay: val/d_mfcc {metrics['val/d_mfcc']:.4f} "
-          f"(identity {metrics['val/d_mfcc_identity']:.4f})")
+    print(
+        f"\n[latency] pure 480-sample delay: val/d_mfcc {metrics['val/d_mfcc']:.4f} "
+        f"(identity {metrics['val/d_mfcc_identity']:.4f})"
+    )
     assert metrics["val/d_mfcc_identity"] == pytest.approx(0.0, abs=1e-6)
     assert metrics["val/d_mfcc"] == pytest.approx(0.0, abs=1e-4)
     for clip in model.evaluated_clips().values():  # what the media logger writes and plots

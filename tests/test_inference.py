@@ -47,16 +47,35 @@ def trained(tmp_path_factory):
 
     seed_everything(0)
     dm = AudioFxDataModule(
-        dataset="demo", demo_chain="pb_mb_compressor", batch_size=2, val_batch_size=1, steps_per_epoch=2,
-        context_size=8192, seed=1, demo_clips=2, demo_val_clips=1, demo_test_clips=0, demo_seconds=0.5,
+        dataset="demo",
+        demo_chain="pb_mb_compressor",
+        batch_size=2,
+        val_batch_size=1,
+        steps_per_epoch=2,
+        context_size=8192,
+        seed=1,
+        demo_clips=2,
+        demo_val_clips=1,
+        demo_test_clips=0,
+        demo_seconds=0.5,
     )
     model = DeepAFx(
-        encoder=functools.partial(SmallEncoder, width=8), fx=FxConfig(chain="pb_mb_compressor", workers=1),
-        num_slots=2, num_eval_slots=1, plateau_patience=0, lr=1e-2,
+        encoder=functools.partial(SmallEncoder, width=8),
+        fx=FxConfig(chain="pb_mb_compressor", workers=1),
+        num_slots=2,
+        num_eval_slots=1,
+        plateau_patience=0,
+        lr=1e-2,
     )
     trainer = Trainer(
-        max_steps=2, logger=False, enable_checkpointing=False, callbacks=[], enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        callbacks=[],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
     )
     trainer.fit(model, datamodule=dm)
     path = tmp_path_factory.mktemp("ckpt") / "model.ckpt"
@@ -70,7 +89,9 @@ def _tone(seconds: float, sr: int, channels: int = 2, seed: int = 0) -> np.ndarr
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * sr)) / sr
     env = 0.05 + 0.4 * (0.5 + 0.5 * np.sin(2 * np.pi * 0.2 * t)) ** 2
-    chans = [env * (np.sin(2 * np.pi * (180 + 40 * c) * t) + 0.1 * rng.standard_normal(len(t))) for c in range(channels)]
+    chans = [
+        env * (np.sin(2 * np.pi * (180 + 40 * c) * t) + 0.1 * rng.standard_normal(len(t))) for c in range(channels)
+    ]
     return np.stack(chans, axis=1).astype(np.float32)
 
 
@@ -123,7 +144,9 @@ def test_three_minute_stereo_file_keeps_length_rate_channels_and_exports_automat
     src, out = tmp_path / "song.wav", tmp_path / "song_fx.wav"
     sf.write(src, x, sr, subtype="PCM_16")
     processor = Processor(model, smoothing_hz=2.0)
-    stats = processor.process_file(src, out, automation=tmp_path / "auto.csv", plot=tmp_path / "auto.png", progress=False)
+    stats = processor.process_file(
+        src, out, automation=tmp_path / "auto.csv", plot=tmp_path / "auto.png", progress=False
+    )
 
     info = sf.info(out)
     assert (info.samplerate, info.channels, info.frames, info.subtype) == (sr, 2, len(x), "PCM_16")
@@ -141,25 +164,37 @@ def test_three_minute_stereo_file_keeps_length_rate_channels_and_exports_automat
     theta = table[:, 1 : 1 + len(names)]
     assert theta.min() >= 0 and theta.max() <= 1 and max_step(theta) < MAX_STEP
     spec = model.fx.info.trainable_params[0]
-    np.testing.assert_allclose(table[:, 1 + len(names)], [spec.to_display(u) for u in theta[:, 0]], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        table[:, 1 + len(names)], [spec.to_display(u) for u in theta[:, 0]], rtol=1e-4, atol=1e-4
+    )
     assert (tmp_path / "auto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    print(f"\n[process] 180 s 44.1 kHz stereo: {stats.wall_s:.1f} s wall (predict {stats.predict_s:.1f} s, "
-          f"render {stats.render_s:.1f} s), real-time factor {stats.real_time_factor:.3f}")
+    print(
+        f"\n[process] 180 s 44.1 kHz stereo: {stats.wall_s:.1f} s wall (predict {stats.predict_s:.1f} s, "
+        f"render {stats.render_s:.1f} s), real-time factor {stats.real_time_factor:.3f}"
+    )
 
 
 @pytest.mark.parametrize("sr,channels", [(22050, 1), (44100, 2)])
 def test_latency_is_compensated_and_output_is_aligned(sr, channels, tmp_path):
     """delay_chain outputs the previous 1024-sample block (latency 1024): output must line up with the input."""
     model = DeepAFx(
-        encoder=functools.partial(SmallEncoder, width=8), fx=FxConfig(chain=delay_chain, workers=1), num_slots=1,
+        encoder=functools.partial(SmallEncoder, width=8),
+        fx=FxConfig(chain=delay_chain, workers=1),
+        num_slots=1,
         num_eval_slots=1,
     )
     assert model.fx.latency == 1024
     # also through a checkpoint: a chain factory from afx_lightning.testing is an allowed global
     ckpt = tmp_path / "delay.ckpt"
     # a checkpoint from before the afx_model description: flat hyper-parameters (the chain among them)
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": {**dict(model.hparams), "chain": delay_chain},
-                "afx_encoder": model.encoder.get_config()}, ckpt)
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": {**dict(model.hparams), "chain": delay_chain},
+            "afx_encoder": model.encoder.get_config(),
+        },
+        ckpt,
+    )
     model = load_model(ckpt)
     rng = np.random.default_rng(1)
     x = (0.3 * rng.standard_normal((channels, int(2.5 * sr)))).astype(np.float32)
@@ -184,7 +219,16 @@ def test_silent_file_and_cli(trained, tmp_path, capsys):
     ckpt, _ = trained
     src, out = tmp_path / "silence.wav", tmp_path / "out.wav"
     sf.write(src, np.zeros((22050 * 2, 1), np.float32), 22050, subtype="FLOAT")
-    args = ["process", "--ckpt", str(ckpt), str(src), str(out), "--no-progress", "--automation", str(tmp_path / "a.json")]
+    args = [
+        "process",
+        "--ckpt",
+        str(ckpt),
+        str(src),
+        str(out),
+        "--no-progress",
+        "--automation",
+        str(tmp_path / "a.json"),
+    ]
     assert afx_main(args) == 0
     y, rate = sf.read(out, dtype="float32")
     assert rate == 22050 and len(y) == 44100 and np.isfinite(y).all() and sf.info(out).subtype == "FLOAT"
@@ -264,7 +308,9 @@ def test_a_failing_plugin_frame_is_passed_through_dry_and_counted():
     from afx_lightning.testing import TRIGGER_CRASH, TRIGGER_EXCEPTION, faulty_chain
 
     model = DeepAFx(
-        encoder=functools.partial(SmallEncoder, width=8), fx=FxConfig(chain=faulty_chain, workers=1), num_slots=1,
+        encoder=functools.partial(SmallEncoder, width=8),
+        fx=FxConfig(chain=faulty_chain, workers=1),
+        num_slots=1,
         num_eval_slots=1,
     )
     x = (0.1 * np.random.default_rng(2).standard_normal((1, 8 * 1024))).astype(np.float32)
@@ -286,8 +332,10 @@ def test_a_dropped_frame_in_a_chain_with_latency_lands_where_the_wet_one_would_h
 
     n, latency = 1024, 300
     model = DeepAFx(
-        encoder=functools.partial(SmallEncoder, width=8), fx=FxConfig(chain=faulty_delay_chain, workers=1),
-        num_slots=1, num_eval_slots=1,
+        encoder=functools.partial(SmallEncoder, width=8),
+        fx=FxConfig(chain=faulty_delay_chain, workers=1),
+        num_slots=1,
+        num_eval_slots=1,
     )
     assert model.fx.latency == latency
     with torch.no_grad():
@@ -325,8 +373,10 @@ def _delay_model(preprocessing=None) -> DeepAFx:
     from afx_lightning.testing import pure_delay_chain
 
     model = DeepAFx(
-        encoder=functools.partial(SmallEncoder, width=4), fx=FxConfig(chain=pure_delay_chain, workers=1),
-        num_slots=1, num_eval_slots=1,
+        encoder=functools.partial(SmallEncoder, width=4),
+        fx=FxConfig(chain=pure_delay_chain, workers=1),
+        num_slots=1,
+        num_eval_slots=1,
     )
     model.preprocessing = preprocessing
     return model
@@ -381,8 +431,10 @@ def test_a_model_trained_at_minus_25_lufs_sees_a_quiet_file_at_minus_25_lufs(tmp
     processor = Processor(model, context_size=2048, share_log_mel=False)  # the contexts themselves, seen by a hook
     stats = processor.process_file(src, out, progress=False)
     y, _ = sf.read(out, dtype="float32")
-    print(f"\n[preprocessing] input {before:.1f} LUFS, gain {stats.input_gain_db:+.2f} dB, "
-          f"output {meter.integrated_loudness(y.astype(np.float64)):.2f} LUFS")
+    print(
+        f"\n[preprocessing] input {before:.1f} LUFS, gain {stats.input_gain_db:+.2f} dB, "
+        f"output {meter.integrated_loudness(y.astype(np.float64)):.2f} LUFS"
+    )
     assert stats.input_gain_db == pytest.approx(gain, abs=1e-6) and gain > 15
     assert meter.integrated_loudness(y.astype(np.float64)) == pytest.approx(-25.0, abs=0.01)  # what the chain got
     np.testing.assert_allclose(y, expected[0], atol=1e-6)
@@ -480,8 +532,12 @@ def test_the_file_log_mel_gives_the_theta_of_per_context_encoding(context, secon
     longer than the file (every frame at an edge), one FFT window, and every 3rd frame. Tolerance 1e-5 (float
     rounding of the batched FFT / mel projection; θ in (0, 1))."""
     torch.manual_seed(0)
-    model = DeepAFx(fx=FxConfig(chain="pb_mb_compressor", workers=1), encoder=functools.partial(SmallEncoder, width=4), num_slots=1,
-                    num_eval_slots=1)
+    model = DeepAFx(
+        fx=FxConfig(chain="pb_mb_compressor", workers=1),
+        encoder=functools.partial(SmallEncoder, width=4),
+        num_slots=1,
+        num_eval_slots=1,
+    )
     try:
         with torch.no_grad():  # a non-trivial front-end norm, as after training
             model.encoder.frontend.norm.running_mean.fill_(-3.0)
@@ -504,8 +560,12 @@ def test_the_file_log_mel_gives_the_theta_of_per_context_encoding(context, secon
 
 
 def test_a_centred_front_end_falls_back_to_per_context_encoding():
-    model = DeepAFx(fx=FxConfig(chain="pb_mb_compressor", workers=1), encoder=functools.partial(SmallEncoder, width=4), num_slots=1,
-                    num_eval_slots=1)
+    model = DeepAFx(
+        fx=FxConfig(chain="pb_mb_compressor", workers=1),
+        encoder=functools.partial(SmallEncoder, width=4),
+        num_slots=1,
+        num_eval_slots=1,
+    )
     try:
         model.encoder.frontend.mel.spectrogram.center = True
         assert not Processor(model, context_size=4096).shares_log_mel

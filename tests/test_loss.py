@@ -11,7 +11,6 @@ N = 1024
 START = 2048
 
 
-
 def _audio(batch: int, length: int, seed: int) -> torch.Tensor:
     """Music-like test audio: two decaying harmonic tones over coloured noise, different per row."""
     g = torch.Generator().manual_seed(seed)

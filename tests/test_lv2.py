@@ -19,15 +19,19 @@ if not lv.lilv_available():
 from afx_lightning.effects.lv2 import LV2Effect, lv2_params_from_ports  # noqa: E402
 from effects_registry import lv2_chains as C  # noqa: E402
 
-_missing = [u for u in (C.CALF_MB_COMPRESSOR, C.CALF_MB_GATE, C.LSP_GEQ32_MONO, C.LSP_LIMITER_MONO)
-            if not lv.has_plugin(u)]
+_missing = [
+    u for u in (C.CALF_MB_COMPRESSOR, C.CALF_MB_GATE, C.LSP_GEQ32_MONO, C.LSP_LIMITER_MONO) if not lv.has_plugin(u)
+]
 if _missing:
     pytest.skip(f"LV2 plugins {_missing} are not installed ({APT})", allow_module_level=True)
 
 SR = 22050
 BLOCK = 1024
-FACTORIES = {"calf_mb_compressor": C.calf_mb_compressor, "calf_mb_gate": C.calf_mb_gate,
-             "lv2_mastering": C.lv2_mastering}
+FACTORIES = {
+    "calf_mb_compressor": C.calf_mb_compressor,
+    "calf_mb_gate": C.calf_mb_gate,
+    "lv2_mastering": C.lv2_mastering,
+}
 
 
 def theta(chain, **values: float) -> np.ndarray:
@@ -71,12 +75,23 @@ def test_layouts_match_the_paper(chains):
     comp, gate, master = chains["calf_mb_compressor"], chains["calf_mb_gate"], chains["lv2_mastering"]
     per_band = lambda *kinds: [f"{k}{b}" for k in kinds for b in range(4)]  # noqa: E731
     assert comp.param_names == per_band("threshold", "ratio", "makeup", "knee") + [
-        "freq0", "freq1", "freq2", "level_in", "level_out"]
+        "freq0",
+        "freq1",
+        "freq2",
+        "level_in",
+        "level_out",
+    ]
     assert gate.param_names == per_band("range", "threshold", "ratio") + [
-        "freq0", "freq1", "freq2", "level_in", "level_out"]
+        "freq0",
+        "freq1",
+        "freq2",
+        "level_in",
+        "level_out",
+    ]
     assert master.param_names == (
         [f"compressor.{n}" for n in per_band("threshold", "ratio", "makeup") + ["freq0", "freq1", "freq2", "level_in"]]
-        + [f"eq.g_{k}" for k in range(32)] + ["eq.g_out", "limiter.th"]
+        + [f"eq.g_{k}" for k in range(32)]
+        + ["eq.g_out", "limiter.th"]
     )
     assert (comp.num_params, gate.num_params, master.num_params) == (21, 17, 50)
     spec = {p.name: p for p in comp.params}
@@ -141,9 +156,15 @@ def test_limiter_latency_is_reported_and_real():
 
 # ---------------------------------------------------------------------------------------------- Calf compressor
 
-SQUASH = dict(**{f"threshold{b}": 10 ** (-30 / 20) for b in range(4)}, **{f"ratio{b}": 8.0 for b in range(4)},
-              **{f"knee{b}": 1.0 for b in range(4)}, **{f"makeup{b}": 1.0 for b in range(4)},
-              freq1=3000.0, level_in=1.0, level_out=1.0)
+SQUASH = dict(
+    **{f"threshold{b}": 10 ** (-30 / 20) for b in range(4)},
+    **{f"ratio{b}": 8.0 for b in range(4)},
+    **{f"knee{b}": 1.0 for b in range(4)},
+    **{f"makeup{b}": 1.0 for b in range(4)},
+    freq1=3000.0,
+    level_in=1.0,
+    level_out=1.0,
+)
 
 
 def _gain_db(chain, amp: float, **values) -> float:
@@ -310,8 +331,9 @@ def test_worker_runs_work_then_delivers_responses_after_run():
         calls.append(("end_run", None))
         return 0
 
-    iface = lv.LV2_Worker_Interface(lv.WORKER_WORK_FN(work), lv.WORKER_RESPONSE_FN(work_response),
-                                    lv.WORKER_END_RUN_FN(end_run))
+    iface = lv.LV2_Worker_Interface(
+        lv.WORKER_WORK_FN(work), lv.WORKER_RESPONSE_FN(work_response), lv.WORKER_END_RUN_FN(end_run)
+    )
     host = lv.HostFeatures(SR, BLOCK)
     host.worker.schedule.schedule_work(None, 3, b"job")  # before the instance exists: kept for later
     host.worker.bind(1234, ctypes.addressof(iface))

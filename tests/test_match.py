@@ -10,8 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from pathlib import Path
-from typing import Dict, Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -43,7 +42,9 @@ def dynamic_signal(seconds: float, seed: int = 0) -> np.ndarray:
     return (0.8 * x / np.abs(x).max()).astype(np.float32)
 
 
-def render_through_chain(x: np.ndarray, settings: Sequence[Dict[str, float]], switch_block: Optional[int] = None) -> np.ndarray:
+def render_through_chain(
+    x: np.ndarray, settings: Sequence[dict[str, float]], switch_block: int | None = None
+) -> np.ndarray:
     """``x`` through one instance of the chain in 1024-sample blocks; ``settings[1]`` from ``switch_block`` on."""
     chain = build_chain(CHAIN, SR, 1024)
     thetas = [chain.normalized(s) for s in settings]
@@ -77,15 +78,32 @@ def known_answer(tmp_path_factory):
     stdout = io.StringIO()
     try:
         with contextlib.redirect_stdout(stdout):
-            rc = main([
-                "--chain", CHAIN, str(folder / "input.wav"), str(folder / "target.wav"),
-                "--output", str(folder / "out.wav"), "--json", str(folder / "match.json"),
-                "--budget", str(budget), "--seed", "0", "--params", ",".join(HIDDEN),
-            ])
+            rc = main(
+                [
+                    "--chain",
+                    CHAIN,
+                    str(folder / "input.wav"),
+                    str(folder / "target.wav"),
+                    "--output",
+                    str(folder / "out.wav"),
+                    "--json",
+                    str(folder / "match.json"),
+                    "--budget",
+                    str(budget),
+                    "--seed",
+                    "0",
+                    "--params",
+                    ",".join(HIDDEN),
+                ]
+            )
     finally:
         monkeypatch.undo()
     return {
-        "rc": rc, "folder": folder, "budget": budget, "rows": rows_rendered, "stdout": stdout.getvalue(),
+        "rc": rc,
+        "folder": folder,
+        "budget": budget,
+        "rows": rows_rendered,
+        "stdout": stdout.getvalue(),
         "json": json.loads((folder / "match.json").read_text()) if rc == 0 else None,
     }
 
@@ -124,8 +142,22 @@ def test_budget_is_respected(known_answer):
 
 def test_json_and_output_file(known_answer):
     data, folder = known_answer["json"], known_answer["folder"]
-    for key in ("chain", "sample_rate", "objective", "units", "searched", "segments", "scores", "objective_values",
-                "evaluations", "budget", "search_s", "seconds_per_evaluation", "history", "stop_reasons"):
+    for key in (
+        "chain",
+        "sample_rate",
+        "objective",
+        "units",
+        "searched",
+        "segments",
+        "scores",
+        "objective_values",
+        "evaluations",
+        "budget",
+        "search_s",
+        "seconds_per_evaluation",
+        "history",
+        "stop_reasons",
+    ):
         assert key in data, key
     assert data["chain"] == CHAIN and data["units"]["level_out"] == "dB"
     for which in ("match", "identity", "defaults"):
@@ -143,7 +175,9 @@ def test_json_and_output_file(known_answer):
 def test_output_is_never_overwritten_without_permission(known_answer, capsys):
     folder = known_answer["folder"]
     before = (folder / "out.wav").read_bytes()
-    rc = main(["--chain", CHAIN, str(folder / "input.wav"), str(folder / "target.wav"), "--output", str(folder / "out.wav")])
+    rc = main(
+        ["--chain", CHAIN, str(folder / "input.wav"), str(folder / "target.wav"), "--output", str(folder / "out.wav")]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "out.wav" in err and "--overwrite" in err
     assert (folder / "out.wav").read_bytes() == before
@@ -199,8 +233,23 @@ def test_any_rate_and_channels_in_input_length_out(tmp_path):
     assert result.output.shape == (2, len(stereo)) and result.output_rate == 44100
     assert abs(result.params["level_out"] + 9.0) < 1.0
     assert result.scores["match"]["mrstft"] < 0.5 * result.scores["identity"]["mrstft"]
-    assert main(["--chain", CHAIN, str(tmp_path / "in.flac"), str(tmp_path / "target.wav"), "--budget", "12",
-                 "--params", "level_out", "--output", str(tmp_path / "out.flac")]) == 0
+    assert (
+        main(
+            [
+                "--chain",
+                CHAIN,
+                str(tmp_path / "in.flac"),
+                str(tmp_path / "target.wav"),
+                "--budget",
+                "12",
+                "--params",
+                "level_out",
+                "--output",
+                str(tmp_path / "out.flac"),
+            ]
+        )
+        == 0
+    )
     info = sf.info(tmp_path / "out.flac")
     assert (info.samplerate, info.channels, info.frames, info.subtype) == (44100, 2, len(stereo), "PCM_24")
 
@@ -211,8 +260,18 @@ def test_segments_find_a_setting_that_changes_halfway():
     pinned = {"ratio1": 8.0}
     x = dynamic_signal(2.0, seed=2)
     y = render_through_chain(x, [{**first, **pinned}, {**second, **pinned}], switch_block=22)  # 22 blocks ~ 1.02 s
-    result = match_static(CHAIN, x, y, input_rate=SR, target_rate=SR, budget=100, segment_seconds=1.0,
-                          start=pinned, search=list(first), seed=0)
+    result = match_static(
+        CHAIN,
+        x,
+        y,
+        input_rate=SR,
+        target_rate=SR,
+        budget=100,
+        segment_seconds=1.0,
+        start=pinned,
+        search=list(first),
+        seed=0,
+    )
     assert result.evaluations <= 100 and len(result.segments) == 2
     a, b = (s.values for s in result.segments)
     assert abs(a["level_out"] - first["level_out"]) < 1.5 and abs(b["level_out"] - second["level_out"]) < 1.5
@@ -225,8 +284,9 @@ def test_render_is_latency_compensated():
     from afx_lightning.testing import faulty_delay_chain
 
     x = dynamic_signal(0.5, seed=3)
-    result = match_static(faulty_delay_chain, x, 0.5 * x, input_rate=SR, target_rate=SR, budget=30, seed=0,
-                          num_workers=1)
+    result = match_static(
+        faulty_delay_chain, x, 0.5 * x, input_rate=SR, target_rate=SR, budget=30, seed=0, num_workers=1
+    )
     assert abs(result.params["gain"] - 0.5) < 0.02
     assert np.abs(result.output[0] - 0.5 * x).max() < 0.02
     assert result.scores["match"]["mrstft"] < 0.1 * result.scores["identity"]["mrstft"]
@@ -234,8 +294,16 @@ def test_render_is_latency_compensated():
 
 def test_max_seconds_bounds_the_search():
     x = dynamic_signal(1.0, seed=4)
-    result = match_static(CHAIN, x, render_through_chain(x, [{"level_out": -6.0}]), input_rate=SR, target_rate=SR,
-                          max_seconds=0.5, search=["level_out", "level_in"], seed=0)
+    result = match_static(
+        CHAIN,
+        x,
+        render_through_chain(x, [{"level_out": -6.0}]),
+        input_rate=SR,
+        target_rate=SR,
+        max_seconds=0.5,
+        search=["level_out", "level_in"],
+        seed=0,
+    )
     assert result.stop_reasons == ["max-seconds"] and result.evaluations > 1
     assert result.search_s < 0.5 + 1.0  # at most about one generation past the limit
     assert result.to_json()["budget"] is None
@@ -245,8 +313,23 @@ def test_max_seconds_bounds_the_search():
 def test_full_search_of_all_parameters():
     """All 21 parameters free, a real budget: far below identity (the parameters trade off, so only the sound is checked)."""
     x = dynamic_signal(1.5)
-    hidden = {"threshold0": -30, "threshold1": -24, "threshold2": -36, "threshold3": -20, "ratio0": 4, "ratio1": 6,
-              "ratio2": 3, "ratio3": 8, "makeup0": 6, "makeup1": 3, "makeup2": 9, "makeup3": 0, "level_out": -6}
-    result = match_static(CHAIN, x, render_through_chain(x, [hidden]), input_rate=SR, target_rate=SR, budget=1000, seed=0)
+    hidden = {
+        "threshold0": -30,
+        "threshold1": -24,
+        "threshold2": -36,
+        "threshold3": -20,
+        "ratio0": 4,
+        "ratio1": 6,
+        "ratio2": 3,
+        "ratio3": 8,
+        "makeup0": 6,
+        "makeup1": 3,
+        "makeup2": 9,
+        "makeup3": 0,
+        "level_out": -6,
+    }
+    result = match_static(
+        CHAIN, x, render_through_chain(x, [hidden]), input_rate=SR, target_rate=SR, budget=1000, seed=0
+    )
     assert result.objective_values["match"] < 0.25 * result.objective_values["identity"]
     assert result.scores["match"]["d_mfcc"] <= 0.5 * result.scores["identity"]["d_mfcc"]

@@ -11,7 +11,6 @@ from afx_lightning.metrics import mean_mfcc_distance, mfcc, mfcc_distance
 SR = 22050
 
 
-
 def _notes(batch: int, seconds: float, seed: int) -> torch.Tensor:
     """Harmonic notes with changing pitch and a little noise: MFCCs that vary over time."""
     g = torch.Generator().manual_seed(seed)

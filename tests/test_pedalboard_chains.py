@@ -193,8 +193,12 @@ def test_compressor_release_controls_recovery():
     levels = {}
     for release in (1.0, 1000.0):
         chain = build_chain("pb_mb_compressor", SR, BLOCK)
-        th = theta(chain, **{f"threshold{b}": -40.0 for b in range(4)}, **{f"ratio{b}": 10.0 for b in range(4)},
-                   **{f"release{b}": release for b in range(4)})
+        th = theta(
+            chain,
+            **{f"threshold{b}": -40.0 for b in range(4)},
+            **{f"ratio{b}": 10.0 for b in range(4)},
+            **{f"release{b}": release for b in range(4)},
+        )
         y = stream(chain, burst, th)
         levels[release] = rms_db(y[0, 4 * BLOCK + 200 : 4 * BLOCK + 2000])
     assert levels[1.0] > levels[1000.0] + 6.0  # a short release recovers gain quickly after the burst
@@ -273,12 +277,22 @@ def test_eq_bands_near_nyquist_are_inactive():
 
 
 STATEFUL = {
-    "pb_mb_compressor": dict(**{f"threshold{b}": -30.0 for b in range(4)}, **{f"ratio{b}": 8.0 for b in range(4)},
-                             **{f"release{b}": 500.0 for b in range(4)}),
-    "pb_mb_gate": dict(**{f"threshold{b}": -20.0 for b in range(4)}, **{f"ratio{b}": 10.0 for b in range(4)},
-                       **{f"range{b}": -40.0 for b in range(4)}),
-    "pb_mastering": dict(**{f"compressor__threshold{b}": -30.0 for b in range(4)},
-                         **{f"compressor__ratio{b}": 8.0 for b in range(4)}, eq__g_10=6.0, limiter__th=-10.0),
+    "pb_mb_compressor": dict(
+        **{f"threshold{b}": -30.0 for b in range(4)},
+        **{f"ratio{b}": 8.0 for b in range(4)},
+        **{f"release{b}": 500.0 for b in range(4)},
+    ),
+    "pb_mb_gate": dict(
+        **{f"threshold{b}": -20.0 for b in range(4)},
+        **{f"ratio{b}": 10.0 for b in range(4)},
+        **{f"range{b}": -40.0 for b in range(4)},
+    ),
+    "pb_mastering": dict(
+        **{f"compressor__threshold{b}": -30.0 for b in range(4)},
+        **{f"compressor__ratio{b}": 8.0 for b in range(4)},
+        eq__g_10=6.0,
+        limiter__th=-10.0,
+    ),
 }
 
 

@@ -42,7 +42,9 @@ def test_unknown_names_list_the_registered_ones():
     message = str(err.value)
     assert "unknown chain 'tube_amp_9000'" in message
     assert "pb_mb_compressor" in message and "example_tilt_drive" in message
-    with pytest.raises(registry.UnknownNameError, match="unknown recipe 'nope'; registered recipes: .*example_tilt_drive"):
+    with pytest.raises(
+        registry.UnknownNameError, match="unknown recipe 'nope'; registered recipes: .*example_tilt_drive"
+    ):
         registry.recipe_path("nope")
 
 
@@ -82,8 +84,9 @@ def test_a_recipe_with_the_flat_model_options_names_their_new_keys(tmp_path):
     from afx_lightning.lightning_cli import check_moved_options, run_lightning_cli
 
     old = tmp_path / "old.yaml"
-    old.write_text("model:\n  encoder:\n    class_path: afx_lightning.encoders.SmallEncoder\n  lr: 0.001\n"
-                   "  max_shift: 300\n")
+    old.write_text(
+        "model:\n  encoder:\n    class_path: afx_lightning.encoders.SmallEncoder\n  lr: 0.001\n  max_shift: 300\n"
+    )
     with pytest.raises(ValueError, match=r"^model\.max_shift moved to model\.loss\.max_shift \(.*old\.yaml\)$"):
         check_moved_options(["fit", "--config", str(old)])
     with pytest.raises(ValueError, match=r"^model\.spsa_seed moved to model\.fx\.seed"):

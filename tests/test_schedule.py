@@ -24,8 +24,13 @@ def _model(epsilon: float = 0.01, **kwargs) -> DeepAFx:
     torch.manual_seed(0)
     return DeepAFx(
         encoder=functools.partial(SmallEncoder, width=4),
-        fx=FxConfig(chain=two_plugin_chain, workers=1, epsilon=epsilon), frame_size=N, num_slots=2,
-        num_eval_slots=1, lr=1e-2, plateau_patience=0, **kwargs,
+        fx=FxConfig(chain=two_plugin_chain, workers=1, epsilon=epsilon),
+        frame_size=N,
+        num_slots=2,
+        num_eval_slots=1,
+        lr=1e-2,
+        plateau_patience=0,
+        **kwargs,
     )
 
 
@@ -39,13 +44,20 @@ def _data() -> AudioFxDataModule:
             made.append(Clip(f"c{i}", x, np.tanh(2 * x).astype(np.float32) * 0.5))
         return ArrayClips(made, SR)
 
-    return AudioFxDataModule.from_clips(clips(2), clips(1), batch_size=2, val_batch_size=1, steps_per_epoch=2,
-                                        frame_size=N, context_size=2048)
+    return AudioFxDataModule.from_clips(
+        clips(2), clips(1), batch_size=2, val_batch_size=1, steps_per_epoch=2, frame_size=N, context_size=2048
+    )
 
 
 def _trainer(callbacks, **kwargs) -> Trainer:
-    options = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                   num_sanity_val_steps=0, limit_val_batches=1)
+    options = dict(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1,
+    )
     options.update(kwargs)
     return Trainer(callbacks=callbacks, **options)
 
@@ -92,7 +104,12 @@ def test_greedy_stages_default_to_one_stage_per_plugin_and_name_an_unknown_plugi
     model = _model()
     held = GreedyStages().held_columns(model)
     assert [h.tolist() for h in held] == [[False, False, False, True], [True, True, True, False]]
-    assert GreedyStages([["trim.gain", "reference.drive"]]).held_columns(model)[0].tolist() == [True, False, True, False]
+    assert GreedyStages([["trim.gain", "reference.drive"]]).held_columns(model)[0].tolist() == [
+        True,
+        False,
+        True,
+        False,
+    ]
     with pytest.raises(ValueError) as err:
         GreedyStages([["reference"], ["limiter"]]).held_columns(model)
     assert "stage 2 names 'limiter'" in str(err.value) and "plugins: reference, trim" in str(err.value)
@@ -139,6 +156,7 @@ def test_epsilon_schedule_is_restored_on_resume(tmp_path):
 def test_gradient_clipping_clips_the_spsa_gradients():
     """trainer.gradient_clip_val applies to the encoder gradients SPSA produced (they exist before the clip and
     are rescaled to the limit after it)."""
+
     class Norms(Callback):
         def __init__(self):
             self.before, self.after = [], []

@@ -56,7 +56,7 @@ def test_the_data_module_uses_the_source_its_dataset_names(tmp_path):
     demo = AudioFxDataModule(dataset="demo", demo_val_clips=0)
     assert isinstance(demo.source, DemoSource) and not demo.preprocessing.active
     with pytest.raises(DataError, match=r"^data: no val split \(data\.demo_val_clips is 0\)$"):
-        demo.val_clips
+        _ = demo.val_clips
 
 
 def test_corpus_defaults_come_from_their_source():
@@ -89,7 +89,7 @@ def test_clips_given_in_code_are_their_own_source():
     assert isinstance(dm.source, GivenSource) and isinstance(dm.source, DataSource)
     assert len(dm.train_clips) == 1 and dm.describe().startswith("data: clips given in code")
     with pytest.raises(DataError, match=r"no val split \(none given\)"):
-        dm.val_clips
+        _ = dm.val_clips
 
 
 # ------------------------------------------------------------------------------------------------ the writer
@@ -119,8 +119,9 @@ def test_the_writer_writes_atomically_in_the_inputs_format_and_releases_the_audi
         dm.check_predict()
     with pytest.raises(DataError, match="already exists"):
         write_audio_atomic(out, audio, 44100, "PCM_16")
-    AudioFxDataModule(predict_files=[str(src)], predict_output_dir=str(tmp_path / "out"),
-                      predict_overwrite=True).check_predict()
+    AudioFxDataModule(
+        predict_files=[str(src)], predict_output_dir=str(tmp_path / "out"), predict_overwrite=True
+    ).check_predict()
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_partial_one(tmp_path, monkeypatch):

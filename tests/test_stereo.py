@@ -23,7 +23,9 @@ SR = 22050
 def _model(chain="pb_mb_compressor") -> DeepAFx:
     torch.manual_seed(0)
     return DeepAFx(
-        encoder=functools.partial(SmallEncoder, width=8), fx=FxConfig(chain=chain, workers=1), num_slots=1,
+        encoder=functools.partial(SmallEncoder, width=8),
+        fx=FxConfig(chain=chain, workers=1),
+        num_slots=1,
         num_eval_slots=1,
     )
 
@@ -37,15 +39,25 @@ def _music(seconds: float, sr: int, freq: float, seed: int) -> np.ndarray:
 
 
 def _db(a: np.ndarray, b: np.ndarray) -> float:
-    return float(20 * np.log10((np.sqrt(np.mean(a.astype(np.float64) ** 2)) + 1e-30) / np.sqrt(np.mean(b.astype(np.float64) ** 2))))
+    return float(
+        20
+        * np.log10((np.sqrt(np.mean(a.astype(np.float64) ** 2)) + 1e-30) / np.sqrt(np.mean(b.astype(np.float64) ** 2)))
+    )
 
 
 def test_a_hard_panned_stereo_file_stays_hard_panned_through_afx_process(tmp_path):
     model = _model()
     ckpt = tmp_path / "model.ckpt"
     legacy_hparams = {**dict(model.hparams), "chain": "pb_mb_compressor"}  # from before afx_model: flat
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": legacy_hparams,
-                "afx_encoder": model.encoder.get_config(), "datamodule_hyper_parameters": {"context_size": 4096}}, ckpt)
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": legacy_hparams,
+            "afx_encoder": model.encoder.get_config(),
+            "datamodule_hyper_parameters": {"context_size": 4096},
+        },
+        ckpt,
+    )
     left = _music(2.0, 44100, 220.0, seed=1)
     src, out = tmp_path / "left_only.wav", tmp_path / "out.wav"
     sf.write(src, np.stack([left, np.zeros_like(left)], axis=1), 44100, subtype="FLOAT")
@@ -87,9 +99,14 @@ def test_a_mono_input_renders_as_the_chain_does_frame_by_frame():
     padded[: len(x)] = x
     chain = model.fx.chain_factory(sample_rate=SR, block_size=n)
     try:
-        ref = np.concatenate([chain.process(padded[None, j * n : (j + 1) * n],
-                                            automation.normalized[min(j, len(automation.normalized) - 1)])[0]
-                              for j in range(frames)])
+        ref = np.concatenate(
+            [
+                chain.process(
+                    padded[None, j * n : (j + 1) * n], automation.normalized[min(j, len(automation.normalized) - 1)]
+                )[0]
+                for j in range(frames)
+            ]
+        )
     finally:
         chain.close()
     np.testing.assert_allclose(y[0], ref[lat : lat + len(x)], atol=1e-6)
@@ -133,7 +150,9 @@ def test_how_a_chains_channel_count_meets_the_inputs():
     assert mono.slots([0, 5]) == [0, 1, 2, 15, 16, 17] and mono.rows([True, False]) == [True] * 3 + [False] * 3
     pool_rows = mono.split(x)
     assert pool_rows.shape == (6, 1, 4)
-    np.testing.assert_array_equal(mono.merge(np.stack([pool_rows, 2 * pool_rows], axis=1)), np.stack([x, 2 * x], axis=1))
+    np.testing.assert_array_equal(
+        mono.merge(np.stack([pool_rows, 2 * pool_rows], axis=1)), np.stack([x, 2 * x], axis=1)
+    )
     np.testing.assert_array_equal(mono.channel_failed(np.array([0, 1, 0, 0, 0, 0], bool)), [[0, 1, 0], [0, 0, 0]])
     dup = ChannelLayout.of(2, 1, "s")
     np.testing.assert_array_equal(dup.split(x[:, :1]), np.repeat(x[:, :1], 2, axis=1))
@@ -161,10 +180,24 @@ def test_stereo_pairs_train_a_mono_chain_per_channel_and_a_mismatched_model_fail
     root = _stereo_folder(tmp_path)
 
     def fit(model):
-        dm = AudioFxDataModule(dataset="folder", root=str(root), channels=2, context_size=2048, batch_size=2,
-                               val_batch_size=1, steps_per_epoch=2)
-        trainer = Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                          enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=1)
+        dm = AudioFxDataModule(
+            dataset="folder",
+            root=str(root),
+            channels=2,
+            context_size=2048,
+            batch_size=2,
+            val_batch_size=1,
+            steps_per_epoch=2,
+        )
+        trainer = Trainer(
+            max_steps=2,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=1,
+        )
         trainer.fit(model, datamodule=dm)
         return trainer
 
@@ -174,8 +207,11 @@ def test_stereo_pairs_train_a_mono_chain_per_channel_and_a_mismatched_model_fail
     assert "data.channels is 2" in message and "pb_mb_compressor" in message and "\n" not in message
     torch.manual_seed(0)
     model = DeepAFx(
-        encoder=functools.partial(SmallEncoder, width=8), fx=FxConfig(chain="pb_mb_compressor", workers=1),
-        channels=2, num_slots=2, num_eval_slots=1,
+        encoder=functools.partial(SmallEncoder, width=8),
+        fx=FxConfig(chain="pb_mb_compressor", workers=1),
+        channels=2,
+        num_slots=2,
+        num_eval_slots=1,
     )
     trainer = fit(model)
     assert trainer.global_step == 2 and np.isfinite(float(trainer.callback_metrics["val/loss"]))
@@ -194,7 +230,9 @@ def test_a_two_channel_chain_refuses_three_channels_and_duplicates_mono_in():
     assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match="data.channels is 3"):  # and the same through the model's constructor
         DeepAFx(
-            encoder=functools.partial(SmallEncoder, width=4), fx=FxConfig(chain=stereo_chain), channels=3,
+            encoder=functools.partial(SmallEncoder, width=4),
+            fx=FxConfig(chain=stereo_chain),
+            channels=3,
             num_slots=1,
         )
     layer = BlackBoxLayer(stereo_chain, block_size=256, channels=1, num_slots=1, num_eval_slots=1, num_workers=1).eval()
@@ -220,13 +258,27 @@ def test_state_is_carried_per_channel_across_blocks():
         try:
             for mode in ("train", "eval"):
                 layer.train(mode == "train")
-                y = torch.cat([layer(torch.from_numpy(x[..., j * n : (j + 1) * n]), th, torch.tensor([0, 1]),
-                                     torch.tensor([j == 0] * 2)).detach() for j in range(blocks)], dim=-1).numpy()
+                y = torch.cat(
+                    [
+                        layer(
+                            torch.from_numpy(x[..., j * n : (j + 1) * n]),
+                            th,
+                            torch.tensor([0, 1]),
+                            torch.tensor([j == 0] * 2),
+                        ).detach()
+                        for j in range(blocks)
+                    ],
+                    dim=-1,
+                ).numpy()
                 for m in range(2):
                     for c in range(2):
                         alone = chain(sample_rate=SR, block_size=n)
-                        ref = np.concatenate([alone.process(x[m, c : c + 1, j * n : (j + 1) * n], th[m].numpy())[0]
-                                              for j in range(blocks)])
+                        ref = np.concatenate(
+                            [
+                                alone.process(x[m, c : c + 1, j * n : (j + 1) * n], th[m].numpy())[0]
+                                for j in range(blocks)
+                            ]
+                        )
                         alone.close()
                         np.testing.assert_allclose(y[m, c], ref, atol=1e-6, err_msg=f"{chain.__name__} {mode} {m} {c}")
         finally:
@@ -239,8 +291,9 @@ def test_spsa_perturbs_the_channels_of_a_slot_with_one_direction():
     from afx_lightning.blackbox import BlackBoxLayer
     from afx_lightning.testing import reference_chain
 
-    layer = BlackBoxLayer(reference_chain, block_size=256, channels=2, num_slots=3, num_eval_slots=1, num_workers=2,
-                          num_perturbations=2)
+    layer = BlackBoxLayer(
+        reference_chain, block_size=256, channels=2, num_slots=3, num_eval_slots=1, num_workers=2, num_perturbations=2
+    )
     try:
         x = torch.randn(3, 1, 256).expand(3, 2, 256).contiguous()
         theta = torch.rand(3, 3, requires_grad=True)
@@ -261,9 +314,12 @@ def test_a_stereo_known_answer_pair_trains_with_linked_parameters():
     from afx_lightning.testing import fit_known_answer, reference_chain
 
     truth = {"smoothing": 0.8, "drive": 2.5, "gain": -6.0}
-    fit = fit_known_answer(reference_chain, truth, steps=120, batch=4, lr=1e-2, channels=2, clip_frames=4,
-                           block_size=512)
-    print(f"\n[stereo] known answer: loss {fit.first_loss:.3f} -> {fit.last_loss:.3f}, found {fit.found} in {fit.seconds:.1f} s")
+    fit = fit_known_answer(
+        reference_chain, truth, steps=120, batch=4, lr=1e-2, channels=2, clip_frames=4, block_size=512
+    )
+    print(
+        f"\n[stereo] known answer: loss {fit.first_loss:.3f} -> {fit.last_loss:.3f}, found {fit.found} in {fit.seconds:.1f} s"
+    )
     assert fit.last_loss < 0.5 * fit.first_loss
     assert abs(fit.found["smoothing"] - truth["smoothing"]) < 0.05
     # at these levels tanh is nearly linear: drive and gain trade off, their product is what the audio fixes
@@ -277,8 +333,11 @@ def test_a_model_trained_on_stereo_keeps_a_hard_panned_file_hard_panned(tmp_path
 
     torch.manual_seed(0)
     model = DeepAFx(
-        encoder=functools.partial(SmallEncoder, width=8), fx=FxConfig(chain="pb_mb_compressor", workers=1),
-        channels=2, num_slots=1, num_eval_slots=1,
+        encoder=functools.partial(SmallEncoder, width=8),
+        fx=FxConfig(chain="pb_mb_compressor", workers=1),
+        channels=2,
+        num_slots=1,
+        num_eval_slots=1,
     )
     ckpt = tmp_path / "stereo.ckpt"
     model.context_size = 4096
@@ -301,9 +360,29 @@ def test_afx_fit_quickstart_on_stereo_folders_then_afx_process_keeps_the_image(t
     from test_training import QUICKSTART, TINY_RUN, run_cli
 
     root = _stereo_folder(tmp_path / "pairs", seconds=1.0)
-    result = run_cli("fit", "--config", QUICKSTART, *TINY_RUN, "--trainer.max_steps", "3", "--data.steps_per_epoch", "3",
-                     "--data.dataset", "folder", "--data.root", str(root), "--data.channels", "2",
-                     "--data.context_size", "4096", "--trainer.logger", "false", cwd=tmp_path, script="afx", timeout=300)
+    result = run_cli(
+        "fit",
+        "--config",
+        QUICKSTART,
+        *TINY_RUN,
+        "--trainer.max_steps",
+        "3",
+        "--data.steps_per_epoch",
+        "3",
+        "--data.dataset",
+        "folder",
+        "--data.root",
+        str(root),
+        "--data.channels",
+        "2",
+        "--data.context_size",
+        "4096",
+        "--trainer.logger",
+        "false",
+        cwd=tmp_path,
+        script="afx",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = sorted(tmp_path.rglob("last.ckpt"))[0]
     config = torch.load(ckpt, map_location="cpu", weights_only=False)["afx_model"]
@@ -311,8 +390,13 @@ def test_afx_fit_quickstart_on_stereo_folders_then_afx_process_keeps_the_image(t
     left = _music(1.0, SR, 220.0, seed=8)
     sf.write(tmp_path / "left.wav", np.stack([left, np.zeros_like(left)], axis=1), SR, subtype="FLOAT")
     afx = result.args[0]
-    done = subprocess.run([afx, "process", "--ckpt", str(ckpt), "left.wav", "out.wav", "--no-progress"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [afx, "process", "--ckpt", str(ckpt), "left.wav", "out.wav", "--no-progress"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     y, _ = sf.read(tmp_path / "out.wav", dtype="float32", always_2d=True)
     assert y.shape == (len(left), 2) and _db(y[:, 1], y[:, 0]) < -40.0

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from afx_lightning.blackbox import FxConfig
 from afx_lightning.encoders import TemporalConvEncoder, count_parameters, declared_encoders
 from afx_lightning.inference import Processor, _array_source
-from afx_lightning.blackbox import FxConfig
 from afx_lightning.module import DeepAFx
 
 
@@ -67,8 +67,13 @@ def test_it_trains_is_declared_and_refuses_a_context_shorter_than_its_receptive_
     assert out.shape == (2, 3) and torch.all((out > 0) & (out < 1))
     out.sum().backward()
     assert all(p.grad is not None for p in enc.parameters())
-    assert declared_encoders()["afx_lightning.encoders.TemporalConvEncoder"] == "afx_lightning.encoders.tcn:TemporalConvEncoder"
-    with pytest.raises(ValueError, match=r"context of 37 mel frames is shorter than its receptive field of 124 .*data.context_size"):
+    assert (
+        declared_encoders()["afx_lightning.encoders.TemporalConvEncoder"]
+        == "afx_lightning.encoders.tcn:TemporalConvEncoder"
+    )
+    with pytest.raises(
+        ValueError, match=r"context of 37 mel frames is shorter than its receptive field of 124 .*data.context_size"
+    ):
         enc(torch.zeros(1, 1, 1024 + 36 * 256))
     with pytest.raises(ValueError, match="kernel_size must be odd"):
         TemporalConvEncoder(num_params=3, kernel_size=2)
@@ -80,8 +85,12 @@ def test_a_compiled_encoder_gives_the_same_theta_on_padded_batches() -> None:
     from afx_lightning.encoders import SmallEncoder
 
     torch.manual_seed(0)
-    model = DeepAFx(fx=FxConfig(chain="pb_mb_compressor", workers=1), encoder=functools.partial(SmallEncoder, width=4), num_slots=1,
-                    num_eval_slots=1)
+    model = DeepAFx(
+        fx=FxConfig(chain="pb_mb_compressor", workers=1),
+        encoder=functools.partial(SmallEncoder, width=4),
+        num_slots=1,
+        num_eval_slots=1,
+    )
     try:
         with torch.no_grad():
             model.encoder.head.weight.normal_(0.0, 30.0)

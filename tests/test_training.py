@@ -31,8 +31,20 @@ BREATH = ROOT / "recipes" / "breath.yaml"
 
 # Keeps a start-up check that stopped failing from turning into a 5-epoch quickstart run.
 TINY_RUN = [
-    "--trainer.max_steps", "1", "--data.steps_per_epoch", "1", "--data.batch_size", "1", "--data.val_batch_size", "1",
-    "--data.demo_clips", "1", "--data.demo_val_clips", "1", "--data.demo_seconds", "0.2",
+    "--trainer.max_steps",
+    "1",
+    "--data.steps_per_epoch",
+    "1",
+    "--data.batch_size",
+    "1",
+    "--data.val_batch_size",
+    "1",
+    "--data.demo_clips",
+    "1",
+    "--data.demo_val_clips",
+    "1",
+    "--data.demo_seconds",
+    "0.2",
 ]
 
 
@@ -161,17 +173,36 @@ def test_known_answer_training_beats_identity_and_the_untrained_model():
     seed_everything(0)
     t0 = time.monotonic()
     dm = AudioFxDataModule(
-        dataset="demo", demo_chain="pb_mb_compressor", batch_size=batch, val_batch_size=2, steps_per_epoch=steps,
-        context_size=8192, seed=1, demo_clips=8, demo_val_clips=2, demo_test_clips=0, demo_seconds=1.0,
-        demo_variation=0.0, demo_spread=1.0,
+        dataset="demo",
+        demo_chain="pb_mb_compressor",
+        batch_size=batch,
+        val_batch_size=2,
+        steps_per_epoch=steps,
+        context_size=8192,
+        seed=1,
+        demo_clips=8,
+        demo_val_clips=2,
+        demo_test_clips=0,
+        demo_seconds=1.0,
+        demo_variation=0.0,
+        demo_spread=1.0,
     )
     model = DeepAFx(
-        encoder=functools.partial(SmallEncoder, width=8), fx=FxConfig(chain="pb_mb_compressor", workers=2, seed=0),
-        num_slots=batch, num_eval_slots=2, lr=2e-3, plateau_patience=0,
+        encoder=functools.partial(SmallEncoder, width=8),
+        fx=FxConfig(chain="pb_mb_compressor", workers=2, seed=0),
+        num_slots=batch,
+        num_eval_slots=2,
+        lr=2e-3,
+        plateau_patience=0,
     )
     trainer = Trainer(
-        max_steps=steps, logger=False, enable_checkpointing=False, callbacks=[], enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0,
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        callbacks=[],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
     )
 
     def theta_error() -> float:
@@ -207,8 +238,14 @@ def test_known_answer_training_beats_identity_and_the_untrained_model():
 # ------------------------------------------------------------------------------------------------ 2b. the schedule
 
 
-def _small_fit(callback, max_steps: int, steps_per_epoch: int, limit_val_batches: int = 0, chain="pb_mb_compressor",
-               **model_options):
+def _small_fit(
+    callback,
+    max_steps: int,
+    steps_per_epoch: int,
+    limit_val_batches: int = 0,
+    chain="pb_mb_compressor",
+    **model_options,
+):
     """An in-process fit of ``chain`` on two short pb_mb_compressor demo clips, ``callback`` watching it."""
     from lightning.pytorch import Trainer, seed_everything
 
@@ -219,17 +256,35 @@ def _small_fit(callback, max_steps: int, steps_per_epoch: int, limit_val_batches
 
     seed_everything(0)
     dm = AudioFxDataModule(
-        dataset="demo", demo_chain="pb_mb_compressor", batch_size=2, val_batch_size=1, steps_per_epoch=steps_per_epoch,
-        context_size=4096, seed=1, demo_clips=2, demo_val_clips=1, demo_test_clips=0, demo_seconds=0.5,
+        dataset="demo",
+        demo_chain="pb_mb_compressor",
+        batch_size=2,
+        val_batch_size=1,
+        steps_per_epoch=steps_per_epoch,
+        context_size=4096,
+        seed=1,
+        demo_clips=2,
+        demo_val_clips=1,
+        demo_test_clips=0,
+        demo_seconds=0.5,
         demo_spread=1.0,
     )
     model = DeepAFx(
-        encoder=functools.partial(SmallEncoder, width=8), fx=FxConfig(chain=chain, workers=1), num_slots=2,
-        num_eval_slots=1, **model_options,
+        encoder=functools.partial(SmallEncoder, width=8),
+        fx=FxConfig(chain=chain, workers=1),
+        num_slots=2,
+        num_eval_slots=1,
+        **model_options,
     )
     trainer = Trainer(
-        max_steps=max_steps, logger=False, enable_checkpointing=False, callbacks=[callback], enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=limit_val_batches,
+        max_steps=max_steps,
+        logger=False,
+        enable_checkpointing=False,
+        callbacks=[callback],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=limit_val_batches,
     )
     try:
         trainer.fit(model, datamodule=dm)
@@ -261,18 +316,33 @@ def test_default_parameter_pretraining_regresses_onto_the_defaults_then_trains_t
             self.start = self.distance(module)
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            self.rows.append({
-                "lr": trainer.optimizers[0].param_groups[0]["lr"], "rendered": module.fx.last_result is not None,
-                "pretrain": "train/pretrain_mse" in trainer.callback_metrics, "loss": float(outputs["loss"]),
-                "distance": self.distance(module), "logged_loss": "train/loss" in trainer.callback_metrics,
-            })
+            self.rows.append(
+                {
+                    "lr": trainer.optimizers[0].param_groups[0]["lr"],
+                    "rendered": module.fx.last_result is not None,
+                    "pretrain": "train/pretrain_mse" in trainer.callback_metrics,
+                    "loss": float(outputs["loss"]),
+                    "distance": self.distance(module),
+                    "logged_loss": "train/loss" in trainer.callback_metrics,
+                }
+            )
 
     watch = Watch()
-    _small_fit(watch, max_steps=9, steps_per_epoch=9, start_at_defaults=False, pretrain_steps=6, pretrain_lr=1e-2,
-               lr=1e-4, plateau_patience=0)
+    _small_fit(
+        watch,
+        max_steps=9,
+        steps_per_epoch=9,
+        start_at_defaults=False,
+        pretrain_steps=6,
+        pretrain_lr=1e-2,
+        lr=1e-4,
+        plateau_patience=0,
+    )
     pre, post = watch.rows[:6], watch.rows[6:]
-    print(f"\n[pretrain] distance to defaults {watch.start:.4f} -> {pre[-1]['distance']:.4f}; "
-          f"pretrain MSE {[round(r['loss'], 4) for r in pre]}")
+    print(
+        f"\n[pretrain] distance to defaults {watch.start:.4f} -> {pre[-1]['distance']:.4f}; "
+        f"pretrain MSE {[round(r['loss'], 4) for r in pre]}"
+    )
     assert len(watch.rows) == 9
     assert all(r["lr"] == 1e-2 and not r["rendered"] and not r["logged_loss"] for r in pre)
     assert pre[-1]["distance"] < 0.3 * watch.start
@@ -295,8 +365,13 @@ def test_the_parameter_prior_holds_what_the_loss_does_not_ask_for_near_the_defau
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
             metrics = trainer.callback_metrics
-            self.rows.append({"total": float(outputs["loss"]), "loss": float(metrics["train/loss"]),
-                              "prior": float(metrics["train/prior"]) if "train/prior" in metrics else None})
+            self.rows.append(
+                {
+                    "total": float(outputs["loss"]),
+                    "loss": float(metrics["train/loss"]),
+                    "prior": float(metrics["train/prior"]) if "train/prior" in metrics else None,
+                }
+            )
 
         def on_train_end(self, trainer, module):
             module.eval()
@@ -332,8 +407,16 @@ def test_the_learning_rate_drops_after_patience_epochs_of_a_flat_validation_loss
             self.val.append(float(trainer.callback_metrics["val/loss"]))
 
     watch = Watch()
-    _small_fit(watch, max_steps=5, steps_per_epoch=1, limit_val_batches=1, chain=pure_delay_chain, lr=1e-3,
-               plateau_factor=0.2, plateau_patience=1)
+    _small_fit(
+        watch,
+        max_steps=5,
+        steps_per_epoch=1,
+        limit_val_batches=1,
+        chain=pure_delay_chain,
+        lr=1e-3,
+        plateau_factor=0.2,
+        plateau_patience=1,
+    )
     print(f"\n[plateau] val/loss {watch.val}, lr at each epoch start {watch.lr}")
     assert len(set(watch.val)) == 1  # flat
     assert watch.lr[:3] == [1e-3, 1e-3, 1e-3]
@@ -360,8 +443,15 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_losses_and_weights(
     base = ["fit", "--config", QUICKSTART, "--config", CONFIGS / "resume_short.yaml"]
 
     def recorder(path: str, kill: int = -1, restart: int = -1) -> list:
-        return ["--trainer.callbacks+=afx_test_callbacks.BatchRecorder", "--trainer.callbacks.path", path,
-                "--trainer.callbacks.kill_at_step", str(kill), "--trainer.callbacks.restart_plugins_at_step", str(restart)]
+        return [
+            "--trainer.callbacks+=afx_test_callbacks.BatchRecorder",
+            "--trainer.callbacks.path",
+            path,
+            "--trainer.callbacks.kill_at_step",
+            str(kill),
+            "--trainer.callbacks.restart_plugins_at_step",
+            str(restart),
+        ]
 
     broken, whole = tmp_path / "broken", tmp_path / "whole"
     for d in (broken, whole):
@@ -369,14 +459,20 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_losses_and_weights(
     t0 = time.monotonic()
     procs = {  # the two independent runs share the two cores
         name: subprocess.Popen(
-            cli_command(*base, *recorder(f"{name}.jsonl", kill, restart)), cwd=cwd, env=cli_env(cwd),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cli_command(*base, *recorder(f"{name}.jsonl", kill, restart)),
+            cwd=cwd,
+            env=cli_env(cwd),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for name, cwd, kill, restart in (("killed", broken, kill_at, -1), ("whole", whole, -1, kill_at))
     }
     out = {name: p.communicate(timeout=300) for name, p in procs.items()}
     assert procs["whole"].returncode == 0, out["whole"][1][-4000:]
-    assert procs["killed"].returncode == -9, f"expected SIGKILL, got {procs['killed'].returncode}: {out['killed'][1][-4000:]}"
+    assert procs["killed"].returncode == -9, (
+        f"expected SIGKILL, got {procs['killed'].returncode}: {out['killed'][1][-4000:]}"
+    )
 
     last = broken / "ckpt" / "last.ckpt"
     assert last.is_file()
@@ -385,8 +481,11 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_losses_and_weights(
     wall = time.monotonic() - t0
     assert resumed.returncode == 0, resumed.stderr[-4000:]
 
-    killed, after, reference = (read_batches(broken / "killed.jsonl"), read_batches(broken / "resumed.jsonl"),
-                                read_batches(whole / "whole.jsonl"))
+    killed, after, reference = (
+        read_batches(broken / "killed.jsonl"),
+        read_batches(broken / "resumed.jsonl"),
+        read_batches(whole / "whole.jsonl"),
+    )
     print(f"\n[resume] killed at step {kill_at}, resumed to {max_steps}; three runs took {wall:.1f} s wall")
     assert sorted(reference) == list(range(max_steps))
     assert sorted(killed) == list(range(kill_at))
@@ -399,16 +498,24 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_losses_and_weights(
     assert any(any(after[s]["fresh"]) for s in after)
     for step, (want, got) in losses.items():
         assert got == pytest.approx(want, rel=1e-5), f"step {step}: loss {got} != uninterrupted {want}"
-    final = {name: torch.load(d / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False) for name, d in
-             (("resumed", broken), ("whole", whole))}
+    final = {
+        name: torch.load(d / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)
+        for name, d in (("resumed", broken), ("whole", whole))
+    }
     assert final["resumed"]["global_step"] == final["whole"]["global_step"] == max_steps
     weights = {name: c["state_dict"] for name, c in final.items()}
     assert weights["resumed"].keys() == weights["whole"].keys()
-    worst = max(float((weights["resumed"][k].double() - weights["whole"][k].double()).abs().max()) for k in weights["whole"])
+    worst = max(
+        float((weights["resumed"][k].double() - weights["whole"][k].double()).abs().max()) for k in weights["whole"]
+    )
     at_kill = torch.load(only(broken.glob(f"ckpt/*step={kill_at}.ckpt")), map_location="cpu", weights_only=False)
-    moved = max(float((weights["whole"][k].double() - at_kill["state_dict"][k].double()).abs().max()) for k in weights["whole"])
-    print(f"[resume] losses after the resume point {[round(losses[s][1], 5) for s in range(kill_at, max_steps)]}; "
-          f"largest weight difference to the unbroken run {worst:.2e} (training moved them by up to {moved:.2e})")
+    moved = max(
+        float((weights["whole"][k].double() - at_kill["state_dict"][k].double()).abs().max()) for k in weights["whole"]
+    )
+    print(
+        f"[resume] losses after the resume point {[round(losses[s][1], 5) for s in range(kill_at, max_steps)]}; "
+        f"largest weight difference to the unbroken run {worst:.2e} (training moved them by up to {moved:.2e})"
+    )
     assert moved > 1e-3  # the resumed steps did change the weights: equality is not the trivial one
     for key, value in weights["whole"].items():
         torch.testing.assert_close(weights["resumed"][key], value, rtol=1e-5, atol=1e-6, msg=f"weights {key} differ")
@@ -430,7 +537,8 @@ BAD_CONFIGS = {
     "unknown chain": (["--model.fx.chain", "nope"], ["unknown chain 'nope'", "registered chains:", "pb_mb_compressor"]),
     "unknown encoder": (["--model.encoder.class_path", "nope_pkg.NopeEncoder"], ["model.encoder", "nope_pkg"]),
     "parameter count": (
-        ["--model.encoder", "afx_test_callbacks.WrongSizeEncoder"], ["model.encoder predicts 5 parameters", "has 21"],
+        ["--model.encoder", "afx_test_callbacks.WrongSizeEncoder"],
+        ["model.encoder predicts 5 parameters", "has 21"],
     ),
     "moved option": (["--model.fx_workers", "2"], ["model.fx_workers moved to model.fx.workers"]),
 }
@@ -445,8 +553,20 @@ def test_a_bad_model_configuration_fails_with_one_line(tmp_path, case):
 
 
 def test_a_folder_recipe_without_data_root_names_the_option(tmp_path):
-    line = error_line(run_cli("fit", "--config", BREATH, *TINY_RUN, "--data.dataset", "folder", "--data.root", "null",
-                              cwd=tmp_path, timeout=180))
+    line = error_line(
+        run_cli(
+            "fit",
+            "--config",
+            BREATH,
+            *TINY_RUN,
+            "--data.dataset",
+            "folder",
+            "--data.root",
+            "null",
+            cwd=tmp_path,
+            timeout=180,
+        )
+    )
     assert "data.root is not set" in line, line
 
 
@@ -455,8 +575,17 @@ def test_files_at_another_sample_rate_are_converted(tmp_path):
     """44.1 kHz pairs are resampled to the model's 22 050 Hz and cached (tests/test_data_locations.py checks the audio)."""
     root = write_pairs(tmp_path / "pairs44k", 44100)
     result = run_cli(
-        "fit", "--config", QUICKSTART, *TINY_RUN, "--data.dataset", "folder", "--data.root", root,
-        cwd=tmp_path, script="afx", timeout=300,
+        "fit",
+        "--config",
+        QUICKSTART,
+        *TINY_RUN,
+        "--data.dataset",
+        "folder",
+        "--data.root",
+        root,
+        cwd=tmp_path,
+        script="afx",
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert len(list((tmp_path / "pairs44k" / ".afx_cache").glob("*.npz"))) == 2
@@ -467,12 +596,31 @@ def test_a_folder_recipe_whose_chain_differs_from_the_data_default_trains(tmp_pa
     """recipes/breath.yaml sets model.fx.chain but not data.chain (unused by folder data): both must coexist."""
     root = write_pairs(tmp_path / "pairs", 22050)
     result = run_cli(
-        "fit", "--recipe", "breath", "--data.dataset", "folder", "--data.root", root,
-        "--model.encoder", "afx_lightning.encoders.SmallEncoder",
-        "--data.batch_size", "2", "--data.val_batch_size", "1", "--data.steps_per_epoch", "2",
-        "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false",
-        "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", "logs",
-        cwd=tmp_path, script="afx",
+        "fit",
+        "--recipe",
+        "breath",
+        "--data.dataset",
+        "folder",
+        "--data.root",
+        root,
+        "--model.encoder",
+        "afx_lightning.encoders.SmallEncoder",
+        "--data.batch_size",
+        "2",
+        "--data.val_batch_size",
+        "1",
+        "--data.steps_per_epoch",
+        "2",
+        "--trainer.max_steps",
+        "2",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.logger",
+        "lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.save_dir",
+        "logs",
+        cwd=tmp_path,
+        script="afx",
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert list(tmp_path.glob("logs/**/last.ckpt"))

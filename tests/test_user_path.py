@@ -24,12 +24,20 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-FIT = ["fit", "--config", str(ROOT / "recipes/quickstart.yaml"), "--config", str(ROOT / "tests/configs/quickstart_short.yaml")]
+FIT = [
+    "fit",
+    "--config",
+    str(ROOT / "recipes/quickstart.yaml"),
+    "--config",
+    str(ROOT / "tests/configs/quickstart_short.yaml"),
+]
 
 
 def _run(args: list, cwd: Path, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
     proc = subprocess.run(args, check=False, cwd=cwd, capture_output=True, text=True, timeout=timeout, **kwargs)
-    assert proc.returncode == 0, f"{' '.join(map(str, args))} -> {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, (
+        f"{' '.join(map(str, args))} -> {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
     return proc
 
 
@@ -63,7 +71,10 @@ def test_fit_then_process_evaluate_and_resume_through_the_cli(tmp_path):
     # afx process: any rate and channel count in, the input's length, rate and channels out
     sr, x = 44100, _stereo(1.5, 44100)
     sf.write(tmp_path / "in.wav", x, sr, subtype="PCM_16")
-    _run([afx, "process", "--ckpt", str(ckpt), "in.wav", "out.wav", "--automation", "auto.csv", "--no-progress"], tmp_path)
+    _run(
+        [afx, "process", "--ckpt", str(ckpt), "in.wav", "out.wav", "--automation", "auto.csv", "--no-progress"],
+        tmp_path,
+    )
     info = sf.info(tmp_path / "out.wav")
     assert (info.samplerate, info.channels, info.frames) == (sr, 2, len(x))
     y, _ = sf.read(tmp_path / "out.wav", dtype="float32")
@@ -76,7 +87,9 @@ def test_fit_then_process_evaluate_and_resume_through_the_cli(tmp_path):
     for side, signal in (("input", x[:, 0]), ("target", np.tanh(3 * x[:, 0]) / 3)):
         (tmp_path / "pairs/test" / side).mkdir(parents=True)
         sf.write(tmp_path / "pairs/test" / side / "a.wav", signal, sr)
-    proc = _run([afx, "evaluate", "--ckpt", str(ckpt), "--data", "pairs", "--split", "test", "--json", "scores.json"], tmp_path)
+    proc = _run(
+        [afx, "evaluate", "--ckpt", str(ckpt), "--data", "pairs", "--split", "test", "--json", "scores.json"], tmp_path
+    )
     assert "a.wav" in proc.stdout and "mean" in proc.stdout
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert [f["name"] for f in scores["files"]] == ["a.wav"]
@@ -106,7 +119,18 @@ def test_a_non_editable_install_into_a_fresh_venv_lists_chains_and_finds_recipes
         pytest.skip("uv is not installed (it comes from requirements.lock)")
     # a copy of the source tree, so the build writes its build/ and egg-info there and not into the checkout
     src = tmp_path / "src"
-    skip = {".venv", ".git", ".pytest_cache", ".ruff_cache", "__pycache__", "build", "dist", "runs", "wandb", "lightning_logs"}
+    skip = {
+        ".venv",
+        ".git",
+        ".pytest_cache",
+        ".ruff_cache",
+        "__pycache__",
+        "build",
+        "dist",
+        "runs",
+        "wandb",
+        "lightning_logs",
+    }
     shutil.copytree(ROOT, src, ignore=lambda _, names: [n for n in names if n in skip or n.endswith(".egg-info")])
     # uv itself is installed by pip, not from uv's cache: the fresh venv does not need it
     lock, keep = [], True
@@ -126,7 +150,11 @@ def test_a_non_editable_install_into_a_fresh_venv_lists_chains_and_finds_recipes
     except AssertionError:  # a wheel missing from uv's cache: fetch it
         offline = []
         _run([uv, "pip", "sync", "--require-hashes", "--python", str(python), "lock.txt"], tmp_path, env=env)
-    _run([uv, "pip", "install", *offline, "--no-deps", "--no-build-isolation", "--python", str(python), str(src)], tmp_path, env=env)
+    _run(
+        [uv, "pip", "install", *offline, "--no-deps", "--no-build-isolation", "--python", str(python), str(src)],
+        tmp_path,
+        env=env,
+    )
     shutil.rmtree(src)  # the installed package must not need its source tree
 
     elsewhere = tmp_path / "elsewhere"
@@ -143,9 +171,17 @@ def test_a_non_editable_install_into_a_fresh_venv_lists_chains_and_finds_recipes
     found = dict(line.split(" ", 1) for line in recipes.splitlines())
     assert {"quickstart", "breath", "amp", "mastering"} <= set(found), recipes
     assert all(Path(p).is_file() and Path(p).is_relative_to(venv) for p in found.values()), recipes
-    listed = subprocess.run([str(venv / "bin" / "afx"), "recipes", "list"], check=False, cwd=elsewhere, env=env,
-                            capture_output=True, text=True)
+    listed = subprocess.run(
+        [str(venv / "bin" / "afx"), "recipes", "list"],
+        check=False,
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if listed.returncode == 0:  # `afx recipes list`, where this version has it
         assert "quickstart" in listed.stdout
-    config = _run([str(venv / "bin" / "afx"), "fit", "--recipe", "quickstart", "--print_config"], elsewhere, env=env).stdout
+    config = _run(
+        [str(venv / "bin" / "afx"), "fit", "--recipe", "quickstart", "--print_config"], elsewhere, env=env
+    ).stdout
     assert "pb_mb_compressor" in config and "SmallEncoder" in config

@@ -11,8 +11,9 @@ from effects_registry import vst3_chains as V
 
 _missing = [p.name for p in (V.ZAMULTICOMPX2, V.ZAMGEQ31, V.ZAMAXIMX2, V.ZAMCOMP) if not p.exists()]
 if _missing:
-    pytest.skip(f"VST3 bundles {_missing} are not installed (sudo apt-get install zam-plugins)",
-                allow_module_level=True)
+    pytest.skip(
+        f"VST3 bundles {_missing} are not installed (sudo apt-get install zam-plugins)", allow_module_level=True
+    )
 
 SR = 22050
 BLOCK = 1024
@@ -61,7 +62,8 @@ def test_layouts_names_and_counts(mastering):
     assert mastering.param_names == (
         per_band("threshold", "ratio", "makeup")
         + ["compressor.freq0", "compressor.freq1", "compressor.level_out"]
-        + [f"eq.g_{k}" for k in range(29)] + ["eq.g_out"]
+        + [f"eq.g_{k}" for k in range(29)]
+        + ["eq.g_out"]
         + ["limiter.th", "limiter.ceiling", "limiter.release"]
     )
     fixed = {p.name: p.fixed for p in mastering.params if not p.trainable}
@@ -140,8 +142,11 @@ def test_mastering_parts_do_what_their_names_say(mastering):
     tail = slice(4 * BLOCK, None)
     compressor, eq, limiter = mastering.effects
     compressor.reset()
-    squashed = stream(compressor, x, theta(compressor, **{f"threshold{b}": -40.0 for b in range(3)},
-                                           **{f"ratio{b}": 20.0 for b in range(3)}))
+    squashed = stream(
+        compressor,
+        x,
+        theta(compressor, **{f"threshold{b}": -40.0 for b in range(3)}, **{f"ratio{b}": 20.0 for b in range(3)}),
+    )
     assert rms_db(x[tail]) - rms_db(squashed[tail]) > 10.0  # bands enabled: the toggles are really on
     eq.reset()
     assert rms_db(stream(eq, x, theta(eq, g_out=6.0))[tail]) - rms_db(x[tail]) == pytest.approx(6.0, abs=0.05)
@@ -159,8 +164,13 @@ def test_reset_replays_identically_and_equals_a_fresh_chain(mastering):
     th = theta(
         mastering,
         **{f"compressor__threshold{b}": -30.0 for b in range(3)},
-        compressor__makeup1=6.0, compressor__freq0=300.0, eq__g_10=6.0, eq__g_20=-6.0,
-        limiter__th=-10.0, limiter__ceiling=-0.5, limiter__release=50.0,
+        compressor__makeup1=6.0,
+        compressor__freq0=300.0,
+        eq__g_10=6.0,
+        eq__g_20=-6.0,
+        limiter__th=-10.0,
+        limiter__ceiling=-0.5,
+        limiter__release=50.0,
     )
     x = noise(6 * BLOCK, scale=0.2, seed=3)
     mastering.reset()

@@ -13,8 +13,8 @@ on (and its faults are isolated in) the worker that slot is on. Torch-free, like
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Sequence
 
 import numpy as np
 
@@ -27,7 +27,7 @@ class ChannelLayout:
     chain_channels: int
 
     @classmethod
-    def of(cls, chain_channels: int, channels: int, chain_name: str, what: str = "input") -> "ChannelLayout":
+    def of(cls, chain_channels: int, channels: int, chain_name: str, what: str = "input") -> ChannelLayout:
         """The layout, or a one-line ``ValueError`` naming the chain and ``what`` has the other channel count."""
         chain_channels, channels = int(chain_channels), int(channels)
         if channels < 1:
@@ -55,7 +55,7 @@ class ChannelLayout:
         """Channels of each instance's block (the pool's channel count)."""
         return self.chain_channels
 
-    def slots(self, slots: Sequence[int]) -> List[int]:
+    def slots(self, slots: Sequence[int]) -> list[int]:
         """Row slots -> the pool slots of their channel instances (row by row, channel by channel)."""
         k = self.instances
         return [int(s) * k + i for s in slots for i in range(k)]

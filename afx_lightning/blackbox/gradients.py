@@ -16,7 +16,7 @@ probability about discrete_epsilon per parameter: it sets how often a pair carri
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 import torch
 
@@ -53,8 +53,8 @@ class GradientEstimator:
         self,
         theta: torch.Tensor,
         generator: torch.Generator,
-        sizes: Optional[torch.Tensor] = None,
-        discrete: Optional[torch.Tensor] = None,
+        sizes: torch.Tensor | None = None,
+        discrete: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """θ [M, P] -> (params [M, 1 + 2D, P]: θ, θ⁺ x D, θ⁻ x D; step [M, D, P] = θ⁺ − θ⁻).
 
@@ -79,7 +79,7 @@ class GradientEstimator:
         minus = (base - down).clamp(0.0, 1.0)
         return torch.cat([base, plus, minus], dim=1), plus - minus
 
-    def combine(self, projections: torch.Tensor, step: torch.Tensor, keep: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def combine(self, projections: torch.Tensor, step: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """s [M, D] and step [M, D, P] -> gradient estimate [M, P].
 
         ``keep`` [M, D, P]: the columns each pair informs (see ``layer``); the others get zero from it.

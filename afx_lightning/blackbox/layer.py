@@ -24,8 +24,9 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Literal, Mapping, MutableMapping, Optional, Union
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ from .pool import BuildStats, FaultStats, FxWorkerPool, RenderResult, SlotGroup
 
 log = logging.getLogger(__name__)
 
-ChainSource = Union[str, Callable[..., Chain]]
+ChainSource = str | Callable[..., Chain]
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class PerturbationStream:
     CHECKPOINT_KEY = "afx_spsa_directions"
     LEGACY_CHECKPOINT_KEY = "afx_spsa_generator"  # one torch generator state, the same on every rank
 
-    def __init__(self, seed: int = 0, rank: Optional[int] = None):
+    def __init__(self, seed: int = 0, rank: int | None = None):
         self.seed, self.rank, self.draws = int(seed), rank, 0
 
     def next_generator(self) -> torch.Generator:
@@ -105,10 +106,10 @@ class PerturbationStream:
         self.draws += 1
         return torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
 
-    def state_dict(self) -> Dict[str, int]:
+    def state_dict(self) -> dict[str, int]:
         return {"seed": self.seed, "draws": self.draws}
 
-    def load_state_dict(self, state: Dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, int]) -> None:
         self.seed, self.draws = int(state["seed"]), int(state["draws"])
 
     def save_to(self, checkpoint: MutableMapping[str, Any]) -> None:
@@ -149,10 +150,11 @@ class _BlackBoxFunction(torch.autograd.Function):
     """y = f(x, θ) through plugins; ∂L/∂θ from the perturbed renders saved at forward time."""
 
     @staticmethod
-    def forward(ctx, theta, audio, layer: "BlackBoxLayer", slots, fresh):  # type: ignore[override]
+    def forward(ctx, theta, audio, layer: BlackBoxLayer, slots, fresh):  # type: ignore[override]
         generator = layer.directions.next_generator()
-        params, step = layer.estimator.perturb(theta.detach().to("cpu", torch.float32), generator, layer._sizes,
-                                               layer._discrete_columns)
+        params, step = layer.estimator.perturb(
+            theta.detach().to("cpu", torch.float32), generator, layer._sizes, layer._discrete_columns
+        )
         pairs = step.shape[1]
         codec = layer.codec
         index = None
@@ -179,12 +181,15 @@ class _BlackBoxFunction(torch.autograd.Function):
             lo = torch.where(same_minus[..., None, None], minus, base)
             ctx.difference = hi - lo
             theta0 = params[:, :1].expand_as(step)
-            ctx.step = (torch.where(same_plus[..., None], params[:, 1 : 1 + pairs], theta0)
-                        - torch.where(same_minus[..., None], params[:, 1 + pairs :], theta0))
+            ctx.step = torch.where(same_plus[..., None], params[:, 1 : 1 + pairs], theta0) - torch.where(
+                same_minus[..., None], params[:, 1 + pairs :], theta0
+            )
             continuous = torch.from_numpy(codec.owner < 0)
             ctx.keep = (same_plus | same_minus)[..., None] & continuous
             # The discrete columns: the pairs whose renders drew different values, from their true losses.
-            jumped = torch.from_numpy(codec.jump_columns(index[:, 1 : 1 + pairs].numpy(), index[:, 1 + pairs :].numpy()))
+            jumped = torch.from_numpy(
+                codec.jump_columns(index[:, 1 : 1 + pairs].numpy(), index[:, 1 + pairs :].numpy())
+            )
             layer._jumps = _Jumps(theta, to_device(plus, audio), to_device(minus, audio), step, jumped, ctx.failed)
         return to_device(out[:, 0], audio)
 
@@ -233,7 +238,7 @@ class BlackBoxLayer(nn.Module):
         gradient: Literal["spsa", "fd"] = "spsa",
         epsilon: float = 0.01,
         num_perturbations: int = 1,
-        num_workers: Optional[int] = None,
+        num_workers: int | None = None,
         timeout_s: float = 30.0,
         max_retries: int = 1,
         seed: int = 0,
@@ -260,9 +265,9 @@ class BlackBoxLayer(nn.Module):
         self.build_timeout_s = build_timeout_s
         self.seed = seed
         self.directions = PerturbationStream(seed)
-        self._pool: Optional[FxWorkerPool] = None
-        self.last_result: Optional[RenderResult] = None
-        self._jumps: Optional[_Jumps] = None
+        self._pool: FxWorkerPool | None = None
+        self.last_result: RenderResult | None = None
+        self._jumps: _Jumps | None = None
 
     def set_epsilon(self, epsilon: float) -> None:
         """A new SPSA step ε from the next training forward on (``schedule.EpsilonOnPlateau``)."""
@@ -270,7 +275,9 @@ class BlackBoxLayer(nn.Module):
 
         self.estimator = dataclasses.replace(self.estimator, epsilon=float(epsilon))  # checks the range
         if self.codec.has_discrete:
-            self._sizes = torch.from_numpy(self.codec.perturbation_sizes(epsilon, self.estimator.discrete_epsilon)).float()
+            self._sizes = torch.from_numpy(
+                self.codec.perturbation_sizes(epsilon, self.estimator.discrete_epsilon)
+            ).float()
 
     @property
     def num_params(self) -> int:
@@ -289,8 +296,9 @@ class BlackBoxLayer(nn.Module):
             self._pool = FxWorkerPool(
                 self.chain_factory,
                 {
-                    "train": SlotGroup(self.num_slots * self.layout.instances,
-                                       self.estimator.num_instances(self.num_params)),
+                    "train": SlotGroup(
+                        self.num_slots * self.layout.instances, self.estimator.num_instances(self.num_params)
+                    ),
                     "eval": SlotGroup(self.num_eval_slots * self.layout.instances, 1),
                 },
                 channels=self.layout.width,
@@ -302,8 +310,11 @@ class BlackBoxLayer(nn.Module):
                 max_retries=self.max_retries,
                 build_timeout_s=self.build_timeout_s,
             )
-            log.info("fx: %d plugin worker(s) for this process (local rank %s)", self._pool.num_workers,
-                     os.environ.get("LOCAL_RANK", "0"))
+            log.info(
+                "fx: %d plugin worker(s) for this process (local rank %s)",
+                self._pool.num_workers,
+                os.environ.get("LOCAL_RANK", "0"),
+            )
         return self._pool
 
     @property
@@ -314,7 +325,9 @@ class BlackBoxLayer(nn.Module):
     def build_stats(self) -> BuildStats:
         return self._pool.build_stats if self._pool is not None else BuildStats()
 
-    def forward(self, audio: torch.Tensor, theta: torch.Tensor, slot: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, audio: torch.Tensor, theta: torch.Tensor, slot: torch.Tensor, fresh: torch.Tensor
+    ) -> torch.Tensor:
         m = audio.shape[0]
         if theta.shape != (m, self.num_params):
             raise ValueError(
@@ -349,10 +362,17 @@ class BlackBoxLayer(nn.Module):
         coeff = torch.zeros(jumps.theta.shape, dtype=torch.float32)
         if jumps.keep.any():
             with torch.no_grad():
-                differences = torch.stack(
-                    [per_item_loss(jumps.plus[:, j]) - per_item_loss(jumps.minus[:, j]) for j in range(jumps.plus.shape[1])],
-                    dim=1,
-                ).float().cpu()  # [M, D]
+                differences = (
+                    torch.stack(
+                        [
+                            per_item_loss(jumps.plus[:, j]) - per_item_loss(jumps.minus[:, j])
+                            for j in range(jumps.plus.shape[1])
+                        ],
+                        dim=1,
+                    )
+                    .float()
+                    .cpu()
+                )  # [M, D]
             coeff = self.estimator.combine(differences, jumps.step, jumps.keep)
             coeff[jumps.failed] = 0.0
         coeff = coeff.to(device=jumps.theta.device, dtype=jumps.theta.dtype)
@@ -364,8 +384,9 @@ class BlackBoxLayer(nn.Module):
         channel with its row's parameters): out [M, I, C, N]; a row fails when any of its channels did."""
         audio_np = audio.detach().to("cpu", torch.float32).numpy()
         layout = self.layout
-        result = self.pool.render(group, layout.slots(slots), layout.rows(fresh), layout.split(audio_np),
-                                  layout.repeat(params.numpy()))
+        result = self.pool.render(
+            group, layout.slots(slots), layout.rows(fresh), layout.split(audio_np), layout.repeat(params.numpy())
+        )
         if layout.instances > 1 or layout.width != layout.channels:
             result.out = layout.merge(result.out)
             result.failed = layout.channel_failed(result.failed).any(axis=1)
@@ -390,5 +411,9 @@ class BlackBoxLayer(nn.Module):
         return (
             f"chain={self.info.name!r}, P={self.num_params}, slots={self.num_slots}/{self.num_eval_slots}, "
             f"gradient={e.method}, epsilon={e.epsilon}, K={e.num_perturbations}"
-            + (f", discrete={len(self.codec.discrete)} (epsilon {e.discrete_epsilon})" if self.codec.has_discrete else "")
+            + (
+                f", discrete={len(self.codec.discrete)} (epsilon {e.discrete_epsilon})"
+                if self.codec.has_discrete
+                else ""
+            )
         )

@@ -7,9 +7,9 @@ worker per step; audio and parameters stay in shared memory), so pickling them c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, IntEnum
-from typing import Callable, Dict, List
 
 from .shared import SharedLayout
 
@@ -50,7 +50,7 @@ class WorkerConfig:
     chain_factory: Callable[..., object]
     sample_rate: int
     block_size: int
-    groups: Dict[str, GroupLayout]
+    groups: dict[str, GroupLayout]
 
 
 # ---------------------------------------------------------------- pool -> worker
@@ -67,9 +67,9 @@ class Render:
     """Render ``rows`` (their audio and parameters are in the group's shared memory) through ``slots``."""
 
     group: str
-    rows: List[int]
-    slots: List[int]
-    fresh: List[bool]
+    rows: list[int]
+    slots: list[int]
+    fresh: list[bool]
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class Rendered:
     """Reply to :class:`Render`: the rows that faulted, CPU seconds spent rendering (construction excluded),
     and the instances built with the wall seconds that took."""
 
-    faults: List[RowFault]
+    faults: list[RowFault]
     cpu_s: float
     instances_built: int
     build_s: float

@@ -21,10 +21,10 @@ import subprocess
 import sys
 import time
 import weakref
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing import Pipe
 from multiprocessing.connection import wait
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -81,7 +81,7 @@ class FaultStats:
     worker_restarts: int = 0
     slots_reset: int = 0
 
-    def as_dict(self) -> Dict[str, int]:
+    def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
 
     def record(self, kind: FaultKind) -> None:
@@ -112,7 +112,7 @@ class BuildStats:
     instances_built: int = 0
     build_s: float = 0.0
 
-    def as_dict(self) -> Dict[str, float]:
+    def as_dict(self) -> dict[str, float]:
         return dict(self.__dict__)
 
 
@@ -133,7 +133,7 @@ class RenderResult:
 
     out: np.ndarray
     failed: np.ndarray
-    events: List[FaultEvent] = field(default_factory=list)
+    events: list[FaultEvent] = field(default_factory=list)
     plugin_cpu_s: float = 0.0
     wall_s: float = 0.0
     instances_built: int = 0
@@ -152,7 +152,10 @@ def _local_world_size(cpus: int) -> int:
         per_task = os.environ.get("SLURM_CPUS_PER_TASK", "")
         if per_task.isdigit() and cpus <= int(per_task):
             return 1
-        value = os.environ.get("SLURM_NTASKS_PER_NODE") or os.environ.get("SLURM_STEP_TASKS_PER_NODE", "").split("(")[0].split(",")[0]
+        value = (
+            os.environ.get("SLURM_NTASKS_PER_NODE")
+            or os.environ.get("SLURM_STEP_TASKS_PER_NODE", "").split("(")[0].split(",")[0]
+        )
     if value:
         try:
             return max(1, int(value))
@@ -193,7 +196,7 @@ class FxWorkerPool:
         block_size: int,
         num_params: int,
         sample_rate: int,
-        num_workers: Optional[int] = None,
+        num_workers: int | None = None,
         timeout_s: float = ROW_TIMEOUT_S,
         max_retries: int = 1,
         build_timeout_s: float = BUILD_TIMEOUT_S,
@@ -217,7 +220,7 @@ class FxWorkerPool:
         self.max_retries = int(max_retries)
         self.stats = FaultStats()
         self.build_stats = BuildStats()
-        self._shared: Dict[str, SharedArrays] = {}
+        self._shared: dict[str, SharedArrays] = {}
         for name, g in self.groups.items():
             self._shared[name] = SharedArrays(
                 [
@@ -234,10 +237,10 @@ class FxWorkerPool:
             block_size=block_size,
             groups={n: GroupLayout(self._shared[n].layout, g.instances) for n, g in self.groups.items()},
         )
-        self._procs: List[Optional[subprocess.Popen]] = [None] * self.num_workers
-        self._conns: List[Optional[object]] = [None] * self.num_workers
+        self._procs: list[subprocess.Popen | None] = [None] * self.num_workers
+        self._conns: list[object | None] = [None] * self.num_workers
         # Which slots each worker has created instances for, so a restart knows whose state was lost.
-        self._live_slots: List[set] = [set() for _ in range(self.num_workers)]
+        self._live_slots: list[set] = [set() for _ in range(self.num_workers)]
         self._finalizer = weakref.finalize(self, _shutdown, self._procs, self._conns, list(self._shared.values()))
         for w in range(self.num_workers):
             self._spawn(w)
@@ -329,10 +332,10 @@ class FxWorkerPool:
 
         attempts = [0] * m
         failed = np.zeros(m, dtype=bool)
-        events: List[FaultEvent] = []
+        events: list[FaultEvent] = []
         cpu = 0.0
         built, build_s = 0, 0.0
-        todo: Dict[int, List[int]] = {}
+        todo: dict[int, list[int]] = {}
         for row, slot in enumerate(slots):
             todo.setdefault(slot % self.num_workers, []).append(row)
         while todo:
@@ -355,7 +358,7 @@ class FxWorkerPool:
                         built += reply.instances_built
                         build_s += reply.build_s
                         problems = reply.faults
-                        retry_rows: List[int] = []
+                        retry_rows: list[int] = []
                     else:  # the worker died or hung: find the row it was on and re-run those it never reached
                         status = arrays["status"]
                         culprit = [r for r in rows if status[r] in _ACTIVE]
@@ -364,7 +367,9 @@ class FxWorkerPool:
                         problems = [RowFault(r, reply.kind, reply.message) for r in culprit]
                         # Faults the worker had handled but could not report before it died.
                         problems += [
-                            RowFault(r, FaultKind.EXCEPTION, "plugin error (details lost: the worker died later in the step)")
+                            RowFault(
+                                r, FaultKind.EXCEPTION, "plugin error (details lost: the worker died later in the step)"
+                            )
                             for r in rows
                             if status[r] == RowState.FAULT
                         ]
@@ -376,8 +381,9 @@ class FxWorkerPool:
                         row = fault.row
                         self.stats.record(fault.kind)
                         events.append(FaultEvent(fault.kind, group, row, slots[row], fault.message))
-                        log.warning("fx fault (%s) in group %r slot %d: %s", fault.kind.value, group, slots[row],
-                                    fault.message)
+                        log.warning(
+                            "fx fault (%s) in group %r slot %d: %s", fault.kind.value, group, slots[row], fault.message
+                        )
                         if attempts[row] < self.max_retries:
                             attempts[row] += 1
                             self.stats.retries += 1
@@ -394,7 +400,7 @@ class FxWorkerPool:
         self.build_stats.build_s += build_s
         return RenderResult(out, failed, events, cpu, time.perf_counter() - t0, built, build_s)
 
-    def _check_rows(self, group: str, spec: SlotGroup, slots: List[int], audio: np.ndarray, params: np.ndarray) -> None:
+    def _check_rows(self, group: str, spec: SlotGroup, slots: list[int], audio: np.ndarray, params: np.ndarray) -> None:
         m = len(slots)
         if m == 0:
             raise ValueError("render() needs at least one row")
@@ -412,15 +418,15 @@ class FxWorkerPool:
             raise ValueError(f"params must be shaped {expected_params} (rows, instances, P), got {tuple(params.shape)}")
 
     def _wait_any(
-        self, busy: Dict[int, List[int]], status: np.ndarray, started: np.ndarray, instances: int
-    ) -> Dict[int, Rendered | WorkerLost]:
+        self, busy: dict[int, list[int]], status: np.ndarray, started: np.ndarray, instances: int
+    ) -> dict[int, Rendered | WorkerLost]:
         """Block until at least one busy worker answers (its :class:`Rendered`), dies, or overruns a row's build or
         render limit (a :class:`WorkerLost`)."""
         waitables = {self._conns[w]: w for w in busy}  # a dead worker's pipe reads as EOF
         poll = min(POLL_S, self.timeout_s / 4)
         while True:
             ready = wait(list(waitables), timeout=poll)
-            outcome: Dict[int, Rendered | WorkerLost] = {}
+            outcome: dict[int, Rendered | WorkerLost] = {}
             for obj in ready:
                 w = waitables[obj]
                 if w in outcome:
@@ -454,15 +460,17 @@ class FxWorkerPool:
                 row, state = active
                 elapsed = now - started[row]
                 if state == RowState.BUILDING and elapsed > self.build_timeout_s:
-                    outcome[w] = WorkerLost(FaultKind.BUILD_TIMEOUT, f"building {instances} plugin instance(s) "
-                                            f"exceeded build_timeout_s={self.build_timeout_s:g} s")
+                    outcome[w] = WorkerLost(
+                        FaultKind.BUILD_TIMEOUT,
+                        f"building {instances} plugin instance(s) exceeded build_timeout_s={self.build_timeout_s:g} s",
+                    )
                 elif state == RowState.RUNNING and elapsed > self.timeout_s:
                     outcome[w] = WorkerLost(FaultKind.TIMEOUT, f"plugin call exceeded {self.timeout_s:g} s")
             if outcome:
                 return outcome
 
 
-def _describe_exit(code: Optional[int]) -> str:
+def _describe_exit(code: int | None) -> str:
     if code is not None and code < 0:
         try:
             return f"killed by {signal.Signals(-code).name}"
@@ -471,7 +479,7 @@ def _describe_exit(code: Optional[int]) -> str:
     return f"exit code {code}"
 
 
-def _shutdown(procs, conns, shared: List[SharedArrays]) -> None:
+def _shutdown(procs, conns, shared: list[SharedArrays]) -> None:
     for conn in conns:
         if conn is not None:
             try:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from multiprocessing import resource_tracker, shared_memory
-from typing import Dict, Tuple
 
 import numpy as np
 
-ArraySpec = Tuple[str, Tuple[int, ...], str]  # name, shape, dtype
+ArraySpec = tuple[str, tuple[int, ...], str]  # name, shape, dtype
 
 
 @dataclass(frozen=True)
@@ -16,7 +15,7 @@ class SharedLayout:
     """Where each array lives inside the block; small and picklable, sent once to each worker."""
 
     block_name: str
-    arrays: Tuple[Tuple[str, Tuple[int, ...], str, int], ...]  # name, shape, dtype, byte offset
+    arrays: tuple[tuple[str, tuple[int, ...], str, int], ...]  # name, shape, dtype, byte offset
 
 
 def _aligned(n: int, align: int = 64) -> int:
@@ -26,7 +25,7 @@ def _aligned(n: int, align: int = 64) -> int:
 class SharedArrays:
     """Owner side: allocates the block; :meth:`attach` gives a worker the same arrays by layout."""
 
-    def __init__(self, specs: Tuple[ArraySpec, ...] | list[ArraySpec]):
+    def __init__(self, specs: tuple[ArraySpec, ...] | list[ArraySpec]):
         offsets, offset = [], 0
         for name, shape, dtype in specs:
             offsets.append((name, tuple(int(s) for s in shape), np.dtype(dtype).str, offset))
@@ -70,7 +69,7 @@ class AttachedArrays:
         return self.arrays[name]
 
 
-def _views(shm: shared_memory.SharedMemory, layout: SharedLayout) -> Dict[str, np.ndarray]:
+def _views(shm: shared_memory.SharedMemory, layout: SharedLayout) -> dict[str, np.ndarray]:
     return {
         name: np.ndarray(shape, dtype=np.dtype(dtype), buffer=shm.buf, offset=offset)
         for name, shape, dtype, offset in layout.arrays

@@ -15,7 +15,6 @@ import pickle
 import signal
 import time
 import traceback
-from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -31,7 +30,7 @@ def worker_main(conn) -> None:  # pragma: no cover - runs in a child process
     config: WorkerConfig = pickle.loads(init.config)
     groups = {name: AttachedArrays(g.layout) for name, g in config.groups.items()}
     conn.send(Ready(os.getpid()))
-    instances: Dict[Tuple[str, int], list] = {}
+    instances: dict[tuple[str, int], list] = {}
 
     def build(group: str, slot: int) -> list:
         drop(group, slot)
@@ -61,7 +60,7 @@ def worker_main(conn) -> None:  # pragma: no cover - runs in a child process
         arrays = groups[message.group]
         audio, params, out = arrays["audio"], arrays["params"], arrays["out"]
         status, started = arrays["status"], arrays["started"]
-        faults: List[RowFault] = []
+        faults: list[RowFault] = []
         built, build_s, build_cpu_s = 0, 0.0, 0.0
         cpu_start = time.process_time()
         for row, slot, is_fresh in zip(message.rows, message.slots, message.fresh, strict=True):

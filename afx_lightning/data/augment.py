@@ -11,7 +11,7 @@ are a pure function of the stream state, so a resumed run makes identical batche
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from .datasets import DataError, PairedClips
 from .streams import StreamStep
 
 
-def range_option(name: str, value: Optional[Sequence[float]]) -> Optional[tuple[float, float]]:
+def range_option(name: str, value: Sequence[float] | None) -> tuple[float, float] | None:
     """``[low, high]`` as two floats, or a one-line error naming ``data.<name>``."""
     if value is None:
         return None
@@ -43,8 +43,9 @@ class InputAugmentation:
     already drew), so one object serves one training stream.
     """
 
-    def __init__(self, gain_db: Optional[Sequence[float]] = None, noise_snr_db: Optional[Sequence[float]] = None,
-                 seed: int = 0):
+    def __init__(
+        self, gain_db: Sequence[float] | None = None, noise_snr_db: Sequence[float] | None = None, seed: int = 0
+    ):
         self.gain_db = range_option("augment_gain_db", gain_db)
         self.noise_snr_db = range_option("augment_noise_snr_db", noise_snr_db)
         self.seed = int(seed)
@@ -55,8 +56,16 @@ class InputAugmentation:
     def active(self) -> bool:
         return self.gain_db is not None or self.noise_snr_db is not None
 
-    def apply(self, clips: PairedClips, step: StreamStep, train_step: int, rank: int, context: np.ndarray,
-              frame: np.ndarray, context_before: int) -> None:
+    def apply(
+        self,
+        clips: PairedClips,
+        step: StreamStep,
+        train_step: int,
+        rank: int,
+        context: np.ndarray,
+        frame: np.ndarray,
+        context_before: int,
+    ) -> None:
         """Augment the rows' ``context`` and ``frame`` in place; ``train_step`` is the stream step of this batch.
 
         Noise comes in frame-sized blocks keyed by sample position, so overlapping contexts and frames of a play

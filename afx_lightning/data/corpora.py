@@ -40,9 +40,9 @@ import hashlib
 import math
 import re
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
 
 from .datasets import Clip, DataError, PairedClips
 from .preprocess import AUDIO_SUFFIXES, PreprocessOptions, prepare_pair
@@ -75,7 +75,8 @@ class PairSpec:
 
 def _audio_files(folder: Path) -> list[Path]:
     return sorted(
-        p for p in folder.iterdir()
+        p
+        for p in folder.iterdir()
         if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith("._")
     )
 
@@ -165,8 +166,13 @@ def daps_pairs(
     """DAPS pairs ``<input_dir>/f1_script1_<input_dir>.wav`` ↔ ``<target_dir>/f1_script1_<target_dir>.wav``, split by speaker."""
     root = Path(root).expanduser()
     inputs, targets = root / input_dir, root / target_dir
-    _require_dir(inputs, f"DAPS input folder; data.root should be the unpacked daps/ folder with {input_dir}/ and {target_dir}/")
-    _require_dir(targets, f"DAPS target folder; data.root should be the unpacked daps/ folder with {input_dir}/ and {target_dir}/")
+    _require_dir(
+        inputs, f"DAPS input folder; data.root should be the unpacked daps/ folder with {input_dir}/ and {target_dir}/"
+    )
+    _require_dir(
+        targets,
+        f"DAPS target folder; data.root should be the unpacked daps/ folder with {input_dir}/ and {target_dir}/",
+    )
     by_key = {_strip_folder_suffix(p.stem, target_dir): p for p in _audio_files(targets)}
     val, test = {s.lower() for s in val_speakers}, {s.lower() for s in test_speakers}
     pairs = []
@@ -177,7 +183,9 @@ def daps_pairs(
         key = _strip_folder_suffix(path.stem, input_dir)
         target = by_key.get(key)
         if target is None:
-            raise DataError(f"{path}: missing target {targets / f'{key}_{target_dir}.wav'} (DAPS pairs by speaker_script)")
+            raise DataError(
+                f"{path}: missing target {targets / f'{key}_{target_dir}.wav'} (DAPS pairs by speaker_script)"
+            )
         speaker = key.split("_", 1)[0].lower()
         split = "val" if speaker in val else "test" if speaker in test else "train"
         pairs.append(PairSpec(path, target, key, split))
@@ -187,7 +195,7 @@ def daps_pairs(
 # --------------------------------------------------------------------------------------------------- glob pairs
 
 
-def _key_of(pattern: re.Pattern, path: Path) -> Optional[str]:
+def _key_of(pattern: re.Pattern, path: Path) -> str | None:
     match = pattern.search(path.stem)
     if match is None:
         return None
@@ -221,7 +229,9 @@ def glob_pairs(
             if key is None:
                 raise DataError(f"{path}: name does not match data.pair_key {pair_key!r}")
             if key in found:
-                raise DataError(f"{path}: pair key {key!r} also matches {found[key]} (make data.pair_key more specific)")
+                raise DataError(
+                    f"{path}: pair key {key!r} also matches {found[key]} (make data.pair_key more specific)"
+                )
             found[key] = path
         return found
 
@@ -314,7 +324,7 @@ def folder_pairs(
     root: str | Path,
     input_dir: str = "input",
     target_dir: str = "target",
-    fractions: Optional[Sequence[float]] = None,
+    fractions: Sequence[float] | None = None,
 ) -> list[PairSpec]:
     """A user's paired folder: ``root/{train,val,test}/{input,target}/`` as split, or ``root/{input,target}/``
     split by :func:`split_files` with ``fractions`` (default 0.8/0.1/0.1). Pairs by file name."""
@@ -328,7 +338,9 @@ def folder_pairs(
         for split in SPLITS:
             if (root / split).is_dir():
                 where = f"{input_dir}/ and {target_dir}/ in each of train/, val/ (and test/)"
-                pairs += [PairSpec(i, t, i.stem, split) for i, t in _named_pairs(root / split, input_dir, target_dir, where)]
+                pairs += [
+                    PairSpec(i, t, i.stem, split) for i, t in _named_pairs(root / split, input_dir, target_dir, where)
+                ]
         return pairs
     if not (root / input_dir).is_dir() and not (root / target_dir).is_dir():
         raise DataError(
@@ -383,12 +395,12 @@ class CorpusClips(PairedClips):
 def corpus_pairs(
     dataset: str,
     root: str | Path,
-    input_dir: Optional[str] = None,
-    target_dir: Optional[str] = None,
-    input_glob: Optional[str] = None,
-    target_glob: Optional[str] = None,
-    pair_key: Optional[str] = None,
-    split_fractions: Optional[Sequence[float]] = None,
+    input_dir: str | None = None,
+    target_dir: str | None = None,
+    input_glob: str | None = None,
+    target_glob: str | None = None,
+    pair_key: str | None = None,
+    split_fractions: Sequence[float] | None = None,
 ) -> list[PairSpec]:
     """All pairs of a corpus (``daps``, ``idmt``, ``mixes``) or paired ``folder``, with their splits (through its
     :mod:`.sources` class, which holds the dataset's defaults)."""
@@ -396,8 +408,15 @@ def corpus_pairs(
 
     if root is None:
         raise DataError(f"data.root is not set: point it at the unpacked {dataset} corpus")
-    options = SourceOptions(root=str(root), input_dir=input_dir, target_dir=target_dir, input_glob=input_glob,
-                            target_glob=target_glob, pair_key=pair_key, split_fractions=split_fractions)
+    options = SourceOptions(
+        root=str(root),
+        input_dir=input_dir,
+        target_dir=target_dir,
+        input_glob=input_glob,
+        target_glob=target_glob,
+        pair_key=pair_key,
+        split_fractions=split_fractions,
+    )
     source = make_source(dataset, options)
     if not isinstance(source, FileSource):
         raise DataError(f"unknown corpus {dataset!r} (folder, daps, idmt or mixes)")
@@ -407,9 +426,9 @@ def corpus_pairs(
 def missing_corpus(
     dataset: str,
     root: str | Path,
-    input_dir: Optional[str] = None,
-    target_dir: Optional[str] = None,
-    input_glob: Optional[str] = None,
+    input_dir: str | None = None,
+    target_dir: str | None = None,
+    input_glob: str | None = None,
 ) -> str:
     """One line for a corpus folder that is not there: where to put it and what its download is called."""
     given = Path(root).expanduser()

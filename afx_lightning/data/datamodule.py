@@ -34,8 +34,9 @@ data order (a warning says so).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -73,7 +74,7 @@ class _EvalBatches(IterableDataset):
 class _TrainBatches(IterableDataset):
     """One epoch of the data module's persistent training stream."""
 
-    def __init__(self, owner: "AudioFxDataModule"):
+    def __init__(self, owner: AudioFxDataModule):
         self._owner = owner
 
     def __len__(self) -> int:
@@ -91,7 +92,7 @@ class _ResumableLoader(DataLoader):
     saves nothing rather than a count one prefetched batch ahead.
     """
 
-    def __init__(self, dataset: _TrainBatches, owner: "AudioFxDataModule"):
+    def __init__(self, dataset: _TrainBatches, owner: AudioFxDataModule):
         super().__init__(dataset, batch_size=None, num_workers=0)
         self._owner = owner
 
@@ -176,7 +177,7 @@ class AudioFxDataModule(pl.LightningDataModule):
     def __init__(
         self,
         dataset: str = "demo",
-        root: Optional[str] = None,
+        root: str | None = None,
         demo_chain: str = "pb_mb_compressor",
         batch_size: int = 100,
         val_batch_size: int = 8,
@@ -192,24 +193,24 @@ class AudioFxDataModule(pl.LightningDataModule):
         demo_seconds: float = 6.0,
         demo_variation: float = 0.1,
         demo_spread: float = 0.3,
-        input_dir: Optional[str] = None,
-        target_dir: Optional[str] = None,
+        input_dir: str | None = None,
+        target_dir: str | None = None,
         length_tolerance: int = 1024,
-        cache_dir: Optional[str] = None,
-        align: Optional[bool] = None,
+        cache_dir: str | None = None,
+        align: bool | None = None,
         max_lag_seconds: float = 1.0,
-        loudness_lufs: Optional[float] = None,
-        highpass_hz: Optional[float] = None,
-        input_glob: Optional[str] = None,
-        target_glob: Optional[str] = None,
-        pair_key: Optional[str] = None,
-        split_fractions: Optional[list[float]] = None,
-        augment_noise_snr_db: Optional[list[float]] = None,
-        augment_gain_db: Optional[list[float]] = None,
-        predict_files: Optional[list[str]] = None,
-        predict_output_dir: Optional[str] = None,
+        loudness_lufs: float | None = None,
+        highpass_hz: float | None = None,
+        input_glob: str | None = None,
+        target_glob: str | None = None,
+        pair_key: str | None = None,
+        split_fractions: list[float] | None = None,
+        augment_noise_snr_db: list[float] | None = None,
+        augment_gain_db: list[float] | None = None,
+        predict_files: list[str] | None = None,
+        predict_output_dir: str | None = None,
         predict_overwrite: bool = False,
-        predict_smoothing_hz: Optional[float] = None,
+        predict_smoothing_hz: float | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -225,34 +226,56 @@ class AudioFxDataModule(pl.LightningDataModule):
         self._check_sizes()
         if split_fractions is not None:
             split_fractions = list(check_fractions(split_fractions))
-        self.source: DataSource = make_source(dataset, SourceOptions(
-            root=root, input_dir=input_dir, target_dir=target_dir, input_glob=input_glob, target_glob=target_glob,
-            pair_key=pair_key, split_fractions=split_fractions, sample_rate=self._sample_rate, channels=self.channels,
-            frame_size=self.frame_size, seed=self.seed, cache_dir=cache_dir, align=align,
-            max_lag_seconds=float(max_lag_seconds), length_tolerance=int(length_tolerance),
-            preprocessing=Preprocessing(highpass_hz=None if highpass_hz is None else float(highpass_hz),
-                                        loudness_lufs=None if loudness_lufs is None else float(loudness_lufs)),
-            demo_chain=demo_chain, demo_clips=int(demo_clips), demo_val_clips=int(demo_val_clips),
-            demo_test_clips=int(demo_test_clips), demo_seconds=float(demo_seconds),
-            demo_variation=float(demo_variation), demo_spread=float(demo_spread),
-        ))
+        self.source: DataSource = make_source(
+            dataset,
+            SourceOptions(
+                root=root,
+                input_dir=input_dir,
+                target_dir=target_dir,
+                input_glob=input_glob,
+                target_glob=target_glob,
+                pair_key=pair_key,
+                split_fractions=split_fractions,
+                sample_rate=self._sample_rate,
+                channels=self.channels,
+                frame_size=self.frame_size,
+                seed=self.seed,
+                cache_dir=cache_dir,
+                align=align,
+                max_lag_seconds=float(max_lag_seconds),
+                length_tolerance=int(length_tolerance),
+                preprocessing=Preprocessing(
+                    highpass_hz=None if highpass_hz is None else float(highpass_hz),
+                    loudness_lufs=None if loudness_lufs is None else float(loudness_lufs),
+                ),
+                demo_chain=demo_chain,
+                demo_clips=int(demo_clips),
+                demo_val_clips=int(demo_val_clips),
+                demo_test_clips=int(demo_test_clips),
+                demo_seconds=float(demo_seconds),
+                demo_variation=float(demo_variation),
+                demo_spread=float(demo_spread),
+            ),
+        )
         self.augmentation = InputAugmentation(augment_gain_db, augment_noise_snr_db, seed=self.seed)
         self.predict_options = PredictOptions(
-            [str(f) for f in predict_files] if predict_files is not None else None, predict_output_dir,
-            bool(predict_overwrite), None if predict_smoothing_hz is None else float(predict_smoothing_hz),
+            [str(f) for f in predict_files] if predict_files is not None else None,
+            predict_output_dir,
+            bool(predict_overwrite),
+            None if predict_smoothing_hz is None else float(predict_smoothing_hz),
         )
         self.source.check()  # a bad run stops here, before any logger or worker starts
-        self._splits: dict[str, Optional[PairedClips]] = {}
+        self._splits: dict[str, PairedClips | None] = {}
         self._train = TrainStream(self.batch_size, self.seed)
 
     @classmethod
     def from_clips(
         cls,
         train: PairedClips,
-        val: Optional[PairedClips] = None,
-        test: Optional[PairedClips] = None,
+        val: PairedClips | None = None,
+        test: PairedClips | None = None,
         **kwargs: Any,
-    ) -> "AudioFxDataModule":
+    ) -> AudioFxDataModule:
         """A data module over clips built in code (tests, notebooks); other options as in the constructor."""
         kwargs.setdefault("sample_rate", train.sample_rate)
         dm = cls(**kwargs)
@@ -275,15 +298,15 @@ class AudioFxDataModule(pl.LightningDataModule):
         return self._split("train").num_channels
 
     @property
-    def root(self) -> Optional[str]:
+    def root(self) -> str | None:
         return self.source.root
 
     @property
-    def input_dir(self) -> Optional[str]:
+    def input_dir(self) -> str | None:
         return self.source.input_dir if isinstance(self.source, FileSource) else None
 
     @property
-    def target_dir(self) -> Optional[str]:
+    def target_dir(self) -> str | None:
         return self.source.target_dir if isinstance(self.source, FileSource) else None
 
     def _check_sizes(self) -> None:
@@ -299,7 +322,9 @@ class AudioFxDataModule(pl.LightningDataModule):
             if value < 1:
                 raise DataError(f"data.{name} must be at least 1, got {value}")
         if self.context_size < self.frame_size:
-            raise DataError(f"data.context_size ({self.context_size}) must be at least data.frame_size ({self.frame_size})")
+            raise DataError(
+                f"data.context_size ({self.context_size}) must be at least data.frame_size ({self.frame_size})"
+            )
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -313,7 +338,7 @@ class AudioFxDataModule(pl.LightningDataModule):
             raise DataError(f"data.dataset={self.dataset} reads no files: it has no preprocessing options")
         return self.source.preprocess_options()
 
-    def _split(self, split: str, required: bool = True) -> Optional[PairedClips]:
+    def _split(self, split: str, required: bool = True) -> PairedClips | None:
         """The clips of a split, loaded and checked once."""
         if split not in self._splits:
             clips = self.source.clips(split)
@@ -324,9 +349,12 @@ class AudioFxDataModule(pl.LightningDataModule):
         if clips is None and required:
             raise DataError(f"data: no {split} split ({self.source.missing(split)})")
         return clips
+
     def _check_clips(self, split: str, clips: PairedClips) -> None:
         if clips.sample_rate != self._sample_rate:
-            raise DataError(f"data: {split} clips are at {clips.sample_rate} Hz but data.sample_rate is {self._sample_rate} Hz")
+            raise DataError(
+                f"data: {split} clips are at {clips.sample_rate} Hz but data.sample_rate is {self._sample_rate} Hz"
+            )
         if not any(c.num_samples >= self.frame_size for c in clips):
             raise DataError(f"data: no {split} clip is at least one frame ({self.frame_size} samples) long")
         train = self._splits.get("train")
@@ -369,7 +397,11 @@ class AudioFxDataModule(pl.LightningDataModule):
             if clips is not None:
                 parts.append(f"{split} {len(clips)} clips/{clips.total_seconds:.1f} s")
         sizes = ", ".join(parts) or "not loaded yet"
-        channels = f"{self._splits['train'].num_channels} ch" if self._splits.get("train") is not None else f"{self.channels} ch"
+        channels = (
+            f"{self._splits['train'].num_channels} ch"
+            if self._splits.get("train") is not None
+            else f"{self.channels} ch"
+        )
         return (
             f"data: {source} | {sizes} | {channels} @ {self._sample_rate} Hz | M={self.batch_size} slots "
             f"(val {self.val_batch_size}) x N={self.frame_size}, context {self.context_size} "
@@ -393,7 +425,7 @@ class AudioFxDataModule(pl.LightningDataModule):
     def _frame_counts(self, clips: PairedClips) -> list[int]:
         return [c.num_samples // self.frame_size for c in clips]
 
-    def make_batch(self, clips: PairedClips, step: StreamStep, train_step: Optional[int] = None) -> Batch:
+    def make_batch(self, clips: PairedClips, step: StreamStep, train_step: int | None = None) -> Batch:
         """Cut the audio a schedule step asks for.
 
         ``train_step`` (the training stream's step index of this batch) turns on the input augmentation when

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import struct
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence, Union
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from ..errors import AfxError
 if TYPE_CHECKING:
     from .preprocess import PreprocessOptions
 
-ChainSource = Union[str, Callable[..., Chain]]
+ChainSource = str | Callable[..., Chain]
 
 
 class DataError(AfxError, ValueError):
@@ -191,7 +192,10 @@ class PairedFolder(PairedClips):
 
         if options is None:
             options = PreprocessOptions(
-                sample_rate=sample_rate, channels=channels, align=False, length_tolerance=length_tolerance,
+                sample_rate=sample_rate,
+                channels=channels,
+                align=False,
+                length_tolerance=length_tolerance,
                 silence_floor=silence_floor,
             )
         super().__init__(options.sample_rate, f"{root}/{split}")
@@ -210,11 +214,19 @@ class PairedFolder(PairedClips):
     def _load(self) -> list[Clip]:
         from .corpora import CorpusClips, folder_layout, folder_pairs
 
-        pairs = [p for p in folder_pairs(self.root, self.input_dir, self.target_dir, self.split_fractions) if p.split == self.split]
+        pairs = [
+            p
+            for p in folder_pairs(self.root, self.input_dir, self.target_dir, self.split_fractions)
+            if p.split == self.split
+        ]
         if not pairs:
             if folder_layout(self.root) == "split":
-                raise DataError(f"{self.root / self.split / self.input_dir} does not exist (data.root has no {self.split}/ split)")
-            raise DataError(f"{self.root / self.input_dir}: no files fall in the {self.split} split (data.split_fractions)")
+                raise DataError(
+                    f"{self.root / self.split / self.input_dir} does not exist (data.root has no {self.split}/ split)"
+                )
+            raise DataError(
+                f"{self.root / self.input_dir}: no files fall in the {self.split} split (data.split_fractions)"
+            )
         return CorpusClips(pairs, self.options, self.cache_dir, name=self.name)._load()
 
 

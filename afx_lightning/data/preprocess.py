@@ -41,9 +41,9 @@ import math
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -65,12 +65,12 @@ class PreprocessOptions:
     align: bool = True
     max_lag_seconds: float = 1.0
     min_overlap: float = 0.9
-    loudness_lufs: Optional[float] = None
-    highpass_hz: Optional[float] = None
+    loudness_lufs: float | None = None
+    highpass_hz: float | None = None
     silence_floor: float = 1e-7
     # None: the overlap check above (corpora). A number: input and target may differ by at most this many samples
     # (at the model rate, after alignment), the rest is cut off (paired folders: export tails, encoder padding).
-    length_tolerance: Optional[int] = None
+    length_tolerance: int | None = None
 
     def __post_init__(self) -> None:
         if self.sample_rate < 1:
@@ -86,7 +86,7 @@ class PreprocessOptions:
         self.preprocessing.check(self.sample_rate)
 
     @property
-    def preprocessing(self) -> "Preprocessing":
+    def preprocessing(self) -> Preprocessing:
         """The part of these options that inference repeats (high-pass, input loudness)."""
         return Preprocessing(highpass_hz=self.highpass_hz, loudness_lufs=self.loudness_lufs)
 
@@ -101,13 +101,15 @@ class Preprocessing:
     loudness is measured in a first pass, then the gain applied). Alignment is not here: it belongs to pairs.
     """
 
-    highpass_hz: Optional[float] = None  # 2nd-order high-pass cutoff (input and target in training)
-    loudness_lufs: Optional[float] = None  # integrated loudness each input is normalised to
+    highpass_hz: float | None = None  # 2nd-order high-pass cutoff (input and target in training)
+    loudness_lufs: float | None = None  # integrated loudness each input is normalised to
 
     def __post_init__(self) -> None:
         for name in ("highpass_hz", "loudness_lufs"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            ):
                 raise DataError(f"preprocessing {name} must be a finite number or None, got {value!r}")
         if self.highpass_hz is not None and self.highpass_hz <= 0:
             raise DataError(f"data.highpass_hz must be above 0 Hz (and below Nyquist), got {self.highpass_hz}")
@@ -123,7 +125,8 @@ class Preprocessing:
     def describe(self) -> str:
         """``high-pass 60 Hz, input at -25 LUFS``, or ``none``."""
         parts = ([f"high-pass {self.highpass_hz:g} Hz"] if self.highpass_hz is not None else []) + (
-            [f"input at {self.loudness_lufs:g} LUFS"] if self.loudness_lufs is not None else [])
+            [f"input at {self.loudness_lufs:g} LUFS"] if self.loudness_lufs is not None else []
+        )
         return ", ".join(parts) or "none"
 
     def to_config(self) -> dict:
@@ -131,7 +134,7 @@ class Preprocessing:
         return {"highpass_hz": self.highpass_hz, "loudness_lufs": self.loudness_lufs}
 
     @classmethod
-    def from_config(cls, config: Optional[dict]) -> "Preprocessing":
+    def from_config(cls, config: dict | None) -> Preprocessing:
         """The inverse of :meth:`to_config`; None (nothing recorded) is no preprocessing."""
         if config is None:
             return cls()
@@ -142,7 +145,7 @@ class Preprocessing:
             raise DataError(f"preprocessing has unknown keys {unknown} (saved by a newer afx-lightning?)")
         return cls(highpass_hz=config.get("highpass_hz"), loudness_lufs=config.get("loudness_lufs"))
 
-    def highpass_filter(self, sample_rate: int) -> Optional["Highpass"]:
+    def highpass_filter(self, sample_rate: int) -> Highpass | None:
         """A fresh streaming high-pass, or None when there is none."""
         return None if self.highpass_hz is None else Highpass(sample_rate, self.highpass_hz)
 
@@ -223,7 +226,7 @@ class Highpass:
         a0 = 1.0 + alpha
         self.b = np.array([(1.0 + cos) / 2.0, -1.0 - cos, (1.0 + cos) / 2.0]) / a0
         self.a = np.array([1.0, -2.0 * cos / a0, (1.0 - alpha) / a0])
-        self._zi: Optional[np.ndarray] = None
+        self._zi: np.ndarray | None = None
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
         """The next samples (along the last axis) of the stream, filtered; float32."""
@@ -314,7 +317,7 @@ class LoudnessMeter:
         self.samples += x.shape[1]
         self._close_blocks()
 
-    def _close_blocks(self, count: Optional[int] = None) -> None:
+    def _close_blocks(self, count: int | None = None) -> None:
         """Finish the blocks that end inside the samples pushed so far or, at the end, the first ``count`` (the
         last ones cut short by the end of the signal, as pyloudnorm's slices are); keep what later blocks need."""
         while count is None or len(self._blocks) < count:
@@ -481,14 +484,20 @@ def _write_cache(cache_path: Path, result: PreparedPair) -> None:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=cache_path.parent)
         with os.fdopen(fd, "wb") as f:
             np.savez(
-                f, input=result.input, target=result.target, lag=np.int64(result.lag),
-                gain_db=np.float64(result.gain_db), silent=np.bool_(result.silent),
+                f,
+                input=result.input,
+                target=result.target,
+                lag=np.int64(result.lag),
+                gain_db=np.float64(result.gain_db),
+                silent=np.bool_(result.silent),
             )
         os.replace(tmp, cache_path)
     except OSError as err:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        warnings.warn(f"{cache_path.parent}: cannot write the preprocessing cache ({err}); set data.cache_dir", stacklevel=3)
+        warnings.warn(
+            f"{cache_path.parent}: cannot write the preprocessing cache ({err}); set data.cache_dir", stacklevel=3
+        )
 
 
 # --------------------------------------------------------------------------------------------------- augmentation
@@ -497,8 +506,8 @@ def _write_cache(cache_path: Path, result: PreparedPair) -> None:
 def augment_input(
     audio: np.ndarray,
     seed: int | Sequence[int],
-    noise_snr_db: Optional[tuple[float, float]] = None,
-    gain_db: Optional[tuple[float, float]] = None,
+    noise_snr_db: tuple[float, float] | None = None,
+    gain_db: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Train-time augmentation of an *input* clip (as the official code): random gain in ``gain_db`` dB, then
     white noise at a random SNR in ``noise_snr_db`` dB relative to the clip's RMS. Deterministic given ``seed``

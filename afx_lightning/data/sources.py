@@ -17,9 +17,10 @@ pairing rules themselves live in :mod:`.corpora`.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Optional, Protocol, Sequence, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 from .corpora import (
     DEFAULT_DIRS,
@@ -46,19 +47,19 @@ MISSING_ROOT = "data.root is not set: point it at a folder with input/ and targe
 class SourceOptions:
     """The data options a source may read (the data module's own, as given; None: the source's default)."""
 
-    root: Optional[str] = None
-    input_dir: Optional[str] = None
-    target_dir: Optional[str] = None
-    input_glob: Optional[str] = None
-    target_glob: Optional[str] = None
-    pair_key: Optional[str] = None
-    split_fractions: Optional[Sequence[float]] = None
+    root: str | None = None
+    input_dir: str | None = None
+    target_dir: str | None = None
+    input_glob: str | None = None
+    target_glob: str | None = None
+    pair_key: str | None = None
+    split_fractions: Sequence[float] | None = None
     sample_rate: int = 22050
     channels: int = 1
     frame_size: int = 1024
     seed: int = 0
-    cache_dir: Optional[str] = None
-    align: Optional[bool] = None
+    cache_dir: str | None = None
+    align: bool | None = None
     max_lag_seconds: float = 1.0
     length_tolerance: int = 1024
     preprocessing: Preprocessing = Preprocessing()
@@ -80,7 +81,7 @@ class DataSource(Protocol):
     def check(self) -> None:
         """Options and, for files, their layout and pairing (a listing, no audio read): one-line errors, at once."""
 
-    def clips(self, split: str) -> Optional[PairedClips]:
+    def clips(self, split: str) -> PairedClips | None:
         """The clips of ``split`` (loaded lazily by the returned object); None when the source has no such split."""
 
     def missing(self, split: str) -> str:
@@ -111,17 +112,24 @@ class DemoSource:
         if self.options.split_fractions is not None:
             warnings.warn("data.split_fractions is not used by data.dataset=demo", stacklevel=3)
         if self.options.preprocessing.active:
-            warnings.warn("data.highpass_hz / data.loudness_lufs apply to files: data.dataset=demo ignores them", stacklevel=3)
+            warnings.warn(
+                "data.highpass_hz / data.loudness_lufs apply to files: data.dataset=demo ignores them", stacklevel=3
+            )
 
-    def clips(self, split: str) -> Optional[PairedClips]:
+    def clips(self, split: str) -> PairedClips | None:
         o, count = self.options, self._count(split)
         if count < 1:
             return None
         return DemoClips(
-            o.demo_chain, num_clips=count, clip_seconds=o.demo_seconds, sample_rate=o.sample_rate,
+            o.demo_chain,
+            num_clips=count,
+            clip_seconds=o.demo_seconds,
+            sample_rate=o.sample_rate,
             seed=3 * o.seed + SPLITS.index(split),  # distinct audio per split ...
             task_seed=o.seed,  # ... one hidden task for all of them
-            block_size=o.frame_size, depth=o.demo_variation, spread=o.demo_spread,
+            block_size=o.frame_size,
+            depth=o.demo_variation,
+            spread=o.demo_spread,
             name=f"demo {split} [{o.demo_chain}]",
         )
 
@@ -141,14 +149,14 @@ class GivenSource:
 
     name: ClassVar[str] = "given"
 
-    def __init__(self, train: PairedClips, val: Optional[PairedClips] = None, test: Optional[PairedClips] = None):
+    def __init__(self, train: PairedClips, val: PairedClips | None = None, test: PairedClips | None = None):
         self._clips = {"train": train, "val": val, "test": test}
         self.root = None
 
     def check(self) -> None:
         pass
 
-    def clips(self, split: str) -> Optional[PairedClips]:
+    def clips(self, split: str) -> PairedClips | None:
         return self._clips.get(split)
 
     def missing(self, split: str) -> str:
@@ -167,7 +175,7 @@ class FileSource:
     :class:`.corpora.CorpusClips`. Subclasses give their pairs, defaults and missing-data line."""
 
     name: ClassVar[str]
-    default_root: ClassVar[Optional[str]] = None  # where it is looked for when data.root is unset (from the cwd)
+    default_root: ClassVar[str | None] = None  # where it is looked for when data.root is unset (from the cwd)
     default_dirs: ClassVar[tuple[str, str]] = DEFAULT_DIRS["folder"]
     align_by_default: ClassVar[bool] = True
     mono_only: ClassVar[bool] = True  # the public corpora are mono
@@ -178,7 +186,7 @@ class FileSource:
         self.input_dir = options.input_dir or self.default_dirs[0]
         self.target_dir = options.target_dir or self.default_dirs[1]
         self.align = self.align_by_default if options.align is None else bool(options.align)
-        self._pairs: Optional[list[PairSpec]] = None
+        self._pairs: list[PairSpec] | None = None
 
     def find_pairs(self, root: Path) -> list[PairSpec]:
         """Every pair under ``root`` with its split (raises a one-line :class:`DataError` naming what is wrong)."""
@@ -213,15 +221,19 @@ class FileSource:
         """What turns these files into clips (all of it keys the cache)."""
         o = self.options
         return PreprocessOptions(
-            sample_rate=o.sample_rate, channels=o.channels, align=self.align, max_lag_seconds=o.max_lag_seconds,
-            **o.preprocessing.to_config(), length_tolerance=self.length_tolerance(),
+            sample_rate=o.sample_rate,
+            channels=o.channels,
+            align=self.align,
+            max_lag_seconds=o.max_lag_seconds,
+            **o.preprocessing.to_config(),
+            length_tolerance=self.length_tolerance(),
         )
 
-    def length_tolerance(self) -> Optional[int]:
+    def length_tolerance(self) -> int | None:
         """None: the corpora check that a pair overlaps by 90 % instead of a length difference."""
         return None
 
-    def clips(self, split: str) -> Optional[PairedClips]:
+    def clips(self, split: str) -> PairedClips | None:
         pairs = [p for p in self.pairs() if p.split == split]
         if not pairs:
             if split == "test":  # not every dataset has one
@@ -262,7 +274,7 @@ class FolderSource(FileSource):
     def find_pairs(self, root: Path) -> list[PairSpec]:
         return folder_pairs(root, self.input_dir, self.target_dir, self.options.split_fractions)
 
-    def length_tolerance(self) -> Optional[int]:
+    def length_tolerance(self) -> int | None:
         return self.options.length_tolerance
 
     def empty_split(self, split: str) -> str:
@@ -278,7 +290,7 @@ class DapsSource(FileSource):
     """``data.dataset: daps``: :func:`.corpora.daps_pairs`, split by speaker (val f10/m10, test f9/m9)."""
 
     name: ClassVar[str] = "daps"
-    default_root: ClassVar[Optional[str]] = "data/daps"
+    default_root: ClassVar[str | None] = "data/daps"
     default_dirs: ClassVar[tuple[str, str]] = DEFAULT_DIRS["daps"]
 
     def check(self) -> None:
@@ -294,21 +306,22 @@ class GlobSource(FileSource):
     """``data.dataset: idmt``: :func:`.corpora.glob_pairs` (input_glob, target_glob, pair_key), split by key hash."""
 
     name: ClassVar[str] = "idmt"
-    default_root: ClassVar[Optional[str]] = "data/idmt"
+    default_root: ClassVar[str | None] = "data/idmt"
 
     def find_pairs(self, root: Path) -> list[PairSpec]:
         o = self.options
         if not o.input_glob or not o.target_glob:
             raise DataError("data.dataset=idmt needs data.input_glob and data.target_glob (relative to data.root)")
-        return glob_pairs(root, o.input_glob, o.target_glob, o.pair_key or r"^(?P<key>.+)$",
-                          o.split_fractions or GLOB_FRACTIONS)
+        return glob_pairs(
+            root, o.input_glob, o.target_glob, o.pair_key or r"^(?P<key>.+)$", o.split_fractions or GLOB_FRACTIONS
+        )
 
 
 class MixesSource(FileSource):
     """``data.dataset: mixes``: :func:`.corpora.mix_pairs` (paired by song name), split by its hash."""
 
     name: ClassVar[str] = "mixes"
-    default_root: ClassVar[Optional[str]] = "data/mixes"
+    default_root: ClassVar[str | None] = "data/mixes"
     default_dirs: ClassVar[tuple[str, str]] = DEFAULT_DIRS["mixes"]
 
     def find_pairs(self, root: Path) -> list[PairSpec]:

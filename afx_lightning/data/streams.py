@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -27,7 +28,9 @@ StreamMode = Literal["train", "eval"]
 IDLE = -1  # slot_clip value: the slot has no clip (not started yet, or nothing left to play)
 
 
-def shard_frame_counts(frame_counts: Sequence[int], rank: int, world_size: int, what: str = "clips") -> tuple[list[int], bool]:
+def shard_frame_counts(
+    frame_counts: Sequence[int], rank: int, world_size: int, what: str = "clips"
+) -> tuple[list[int], bool]:
     """This rank's view of a split: the frame counts of the clips it does not own set to 0.
 
     Playable clips (at least one frame) are dealt round-robin: the ``i``-th playable clip goes to rank
@@ -110,7 +113,7 @@ class SlotStream:
             self._deck = [int(i) for i in self._rng.permutation(self.playable)]
         return self._deck.pop()
 
-    def __iter__(self) -> "SlotStream":
+    def __iter__(self) -> SlotStream:
         return self
 
     def __next__(self) -> StreamStep:
@@ -190,7 +193,7 @@ class TrainStream:
         elif self._pending is not None:
             self._apply(self._pending)
 
-    def __iter__(self) -> "TrainStream":
+    def __iter__(self) -> TrainStream:
         return self
 
     def __next__(self) -> StreamStep:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
@@ -27,15 +28,17 @@ _FORMATS = {"AIF": "AIFF", "OGA": "OGG", "OPUS": "OGG"}
 class PredictOptions:
     """The data module's ``predict_*`` options. ``smoothing_hz`` None: the ``Processor``'s own default."""
 
-    files: Optional[Sequence[str]] = None
-    output_dir: Optional[str] = None
+    files: Sequence[str] | None = None
+    output_dir: str | None = None
     overwrite: bool = False
-    smoothing_hz: Optional[float] = None
+    smoothing_hz: float | None = None
 
     def check(self) -> None:
         """One-line errors for a predict run that cannot write its outputs (before any model is loaded)."""
         if not self.files:
-            raise DataError("data.predict_files is empty: list the audio files to process (--data.predict_files [a.wav,b.wav])")
+            raise DataError(
+                "data.predict_files is empty: list the audio files to process (--data.predict_files [a.wav,b.wav])"
+            )
         if self.output_dir is None:
             raise DataError("data.predict_output_dir is not set: name an existing folder for the processed files")
         out = Path(self.output_dir).expanduser()
@@ -69,20 +72,20 @@ class FilePrediction:
     """One processed file, as ``predict_step`` returns it; ``audio`` is None once the writer has written it."""
 
     input: str
-    audio: Optional[np.ndarray]  # float32 (channels, samples) at the input's rate
+    audio: np.ndarray | None  # float32 (channels, samples) at the input's rate
     sample_rate: int
-    subtype: Optional[str]  # the input's soundfile subtype: the output keeps its family (PCM_16, FLOAT, ...)
+    subtype: str | None  # the input's soundfile subtype: the output keeps its family (PCM_16, FLOAT, ...)
     seconds: float = 0.0
     dropped_frames: int = 0
     wall_s: float = 0.0
-    input_gain_db: Optional[float] = None
+    input_gain_db: float | None = None
     preprocessing: str = ""
-    output: Optional[str] = None
+    output: str | None = None
     clipped_samples: int = 0
     faults: dict = field(default_factory=dict)
 
 
-def output_format(path: Path, input_subtype: Optional[str]) -> tuple[str, str]:
+def output_format(path: Path, input_subtype: str | None) -> tuple[str, str]:
     """The soundfile format of ``path``'s suffix and a subtype of the input's family (float stays float)."""
     import soundfile as sf
 
@@ -100,8 +103,9 @@ def output_format(path: Path, input_subtype: Optional[str]) -> tuple[str, str]:
     return fmt, want
 
 
-def write_audio_atomic(path: Path, audio: np.ndarray, sample_rate: int, input_subtype: Optional[str] = None,
-                       overwrite: bool = False) -> int:
+def write_audio_atomic(
+    path: Path, audio: np.ndarray, sample_rate: int, input_subtype: str | None = None, overwrite: bool = False
+) -> int:
     """Write ``audio`` (C, T) to ``path`` through a temporary file renamed into place, so a failed or interrupted
     write never leaves a partial file under the final name. Integer formats are clipped to [-1, 1] (libsndfile
     would wrap); returns the number of clipped samples."""
@@ -149,7 +153,7 @@ class PredictionFileWriter(BasePredictionWriter):
         overwrite: replace existing files; default: the data module's ``predict_overwrite``.
     """
 
-    def __init__(self, output_dir: Optional[str] = None, overwrite: Optional[bool] = None):
+    def __init__(self, output_dir: str | None = None, overwrite: bool | None = None):
         super().__init__(write_interval="batch")
         self.output_dir = output_dir
         self.overwrite = overwrite
@@ -158,12 +162,22 @@ class PredictionFileWriter(BasePredictionWriter):
         options = getattr(getattr(trainer, "datamodule", None), "predict_options", None)
         options = options if isinstance(options, PredictOptions) else PredictOptions()
         return PredictOptions(
-            options.files, self.output_dir if self.output_dir is not None else options.output_dir,
-            options.overwrite if self.overwrite is None else bool(self.overwrite), options.smoothing_hz,
+            options.files,
+            self.output_dir if self.output_dir is not None else options.output_dir,
+            options.overwrite if self.overwrite is None else bool(self.overwrite),
+            options.smoothing_hz,
         )
 
-    def write_on_batch_end(self, trainer: Any, pl_module: Any, prediction: Any, batch_indices: Optional[Sequence[int]],
-                           batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def write_on_batch_end(
+        self,
+        trainer: Any,
+        pl_module: Any,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if not isinstance(prediction, FilePrediction) or prediction.audio is None:
             return
         options = self._options(trainer)

@@ -8,8 +8,9 @@ series and is itself an effect, so the black-box layer only ever deals with one 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Mapping, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -36,7 +37,9 @@ class _ParamTable:
         self.log_ratio = np.log(ratio)
         self.any_log, self.any_db = bool(self.is_log.any()), bool(self.is_db.any())
         # discrete parameters: u snaps to the nearest of their values, then a table lookup
-        self.discrete = [(i, np.array(p.plugin_values, dtype=np.float64)) for i, p in enumerate(trainable) if p.discrete]
+        self.discrete = [
+            (i, np.array(p.plugin_values, dtype=np.float64)) for i, p in enumerate(trainable) if p.discrete
+        ]
 
     def to_plugin(self, theta: np.ndarray) -> np.ndarray:
         u = np.clip(np.asarray(theta, dtype=np.float64), 0.0, 1.0)
@@ -146,9 +149,13 @@ class Chain(Effect):
         first = effects[0]
         for e in effects[1:]:
             if e.sample_rate != first.sample_rate:
-                raise ValueError(f"chain {name!r}: {e.name!r} runs at {e.sample_rate} Hz, {first.name!r} at {first.sample_rate} Hz")
+                raise ValueError(
+                    f"chain {name!r}: {e.name!r} runs at {e.sample_rate} Hz, {first.name!r} at {first.sample_rate} Hz"
+                )
             if e.channels != first.channels:
-                raise ValueError(f"chain {name!r}: {e.name!r} has {e.channels} channels, {first.name!r} has {first.channels}")
+                raise ValueError(
+                    f"chain {name!r}: {e.name!r} has {e.channels} channels, {first.name!r} has {first.channels}"
+                )
         effect_names = [e.name for e in effects]
         if len(set(effect_names)) != len(effect_names):
             raise ValueError(f"chain {name!r}: effect names must be unique, got {effect_names}")

@@ -33,15 +33,24 @@ import gc
 import math
 import os
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any
 
 from ..constants import FRAME_SIZE
 from ..errors import AfxError, MissingFileError
 from .base import Chain, Effect
-from .inspect import (PluginInfo, PluginParam, builtin_classes, describe, inferred_scale, lv2_install_hint,
-                      resolve_plugin_file, stream_delay)
+from .inspect import (
+    PluginInfo,
+    PluginParam,
+    builtin_classes,
+    describe,
+    inferred_scale,
+    lv2_install_hint,
+    resolve_plugin_file,
+    stream_delay,
+)
 from .params import ParamSpec, Scale
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -66,9 +75,9 @@ def is_declaration_path(chain: object) -> bool:
 @dataclass(frozen=True)
 class _Train:
     name: str
-    range: Optional[tuple[float, float]]
-    scale: Optional[str]
-    default: Optional[float]
+    range: tuple[float, float] | None
+    scale: str | None
+    default: float | None
 
 
 @dataclass(frozen=True)
@@ -79,7 +88,7 @@ class _PluginDecl:
     effect_name: str
     train: tuple[_Train, ...]
     fixed: tuple[tuple[str, Any], ...]
-    plugin_name: Optional[str]
+    plugin_name: str | None
     where: str  # "chain.yaml, plugin 2 (vst3 ZamComp.vst3)"
 
 
@@ -103,7 +112,9 @@ def _plain(value: Any, where: str) -> None:
         for v in value:
             _plain(v, where)
     elif not isinstance(value, (str, int, float, bool, type(None))):
-        raise DeclarationError(f"{where}: {value!r} ({type(value).__name__}) is not plain data (text, number, list, mapping)")
+        raise DeclarationError(
+            f"{where}: {value!r} ({type(value).__name__}) is not plain data (text, number, list, mapping)"
+        )
 
 
 def _number(value: Any, where: str, what: str) -> float:
@@ -129,8 +140,10 @@ def _train_entries(value: Any, where: str) -> tuple[_Train, ...]:
     if isinstance(value, (list, tuple)):
         bad = [v for v in value if not isinstance(v, str)]
         if bad:
-            raise DeclarationError(f"{where}: train as a list takes parameter names, got {bad[0]!r} "
-                                   "(ranges go in the mapping form: train: {name: [min, max]})")
+            raise DeclarationError(
+                f"{where}: train as a list takes parameter names, got {bad[0]!r} "
+                "(ranges go in the mapping form: train: {name: [min, max]})"
+            )
         return tuple(_Train(v, None, None, None) for v in value)
     if not isinstance(value, Mapping):
         raise DeclarationError(f"{where}: train must be a list of names or a mapping name -> range, got {value!r}")
@@ -143,19 +156,27 @@ def _train_entries(value: Any, where: str) -> tuple[_Train, ...]:
         elif isinstance(spec, Mapping):
             unknown = sorted(set(spec) - set(TRAIN_KEYS))
             if unknown:
-                raise DeclarationError(f"{where}: parameter {name!r}: unknown keys {unknown}; allowed: {', '.join(TRAIN_KEYS)}")
+                raise DeclarationError(
+                    f"{where}: parameter {name!r}: unknown keys {unknown}; allowed: {', '.join(TRAIN_KEYS)}"
+                )
             scale = spec.get("scale")
             if scale is not None:
                 try:
                     scale = Scale(str(scale).lower()).value
                 except ValueError:
-                    raise DeclarationError(f"{where}: parameter {name!r}: scale {scale!r} is not one of "
-                                           f"{', '.join(s.value for s in Scale)}") from None
+                    raise DeclarationError(
+                        f"{where}: parameter {name!r}: scale {scale!r} is not one of "
+                        f"{', '.join(s.value for s in Scale)}"
+                    ) from None
             rng = _range(spec["range"], where, name) if spec.get("range") is not None else None
-            default = _number(spec["default"], where, f"the default of {name!r}") if spec.get("default") is not None else None
+            default = (
+                _number(spec["default"], where, f"the default of {name!r}") if spec.get("default") is not None else None
+            )
             out.append(_Train(name, rng, scale, default))
         else:
-            raise DeclarationError(f"{where}: parameter {name!r}: expected [min, max] or {{range, scale, default}}, got {spec!r}")
+            raise DeclarationError(
+                f"{where}: parameter {name!r}: expected [min, max] or {{range, scale, default}}, got {spec!r}"
+            )
     return tuple(out)
 
 
@@ -172,7 +193,9 @@ def _default_effect_name(backend: str, target: str) -> str:
 def _parse(declaration: Mapping[str, Any], source: str) -> tuple[str, tuple[_PluginDecl, ...]]:
     """Structure only (no plugin is loaded): the chain name and one :class:`_PluginDecl` per plugin."""
     if not isinstance(declaration, Mapping):
-        raise DeclarationError(f"{source}: a chain declaration must be a mapping with 'plugins', got {type(declaration).__name__}")
+        raise DeclarationError(
+            f"{source}: a chain declaration must be a mapping with 'plugins', got {type(declaration).__name__}"
+        )
     _plain(declaration, source)
     unknown = sorted(set(declaration) - set(TOP_KEYS))
     if unknown:
@@ -239,7 +262,7 @@ def _find(info: PluginInfo, pd: _PluginDecl, name: str) -> PluginParam:
 
 
 def _label(p: PluginParam) -> str:
-    """"Threshold (threshold_db)": what the plugin shows, and what the backend addresses."""
+    """ "Threshold (threshold_db)": what the plugin shows, and what the backend addresses."""
     shown = p.description if p.name == p.key and p.description else p.name
     return shown if shown == p.key else f"{shown} ({p.key})"
 
@@ -264,12 +287,16 @@ def _train_spec(t: _Train, p: PluginParam, pd: _PluginDecl, sample_rate: int) ->
         lo, hi = float(p.min), float(p.max)
         if scale == Scale.DB.value:
             if lo <= 0:
-                raise DeclarationError(f"{pd.where}: {t.name!r} spans [{lo:g}, {hi:g}]: give its range in dB for scale db")
+                raise DeclarationError(
+                    f"{pd.where}: {t.name!r} spans [{lo:g}, {hi:g}]: give its range in dB for scale db"
+                )
             lo, hi = 20 * math.log10(lo), 20 * math.log10(hi)
         if p.range_source == "suggested" and p.unit == "Hz":
             hi = min(hi, _FREQUENCY_LIMIT * sample_rate)
     else:
-        raise DeclarationError(f"{pd.where}: {t.name!r} has no range from the plugin; give one: train: {{{t.name}: [min, max]}}")
+        raise DeclarationError(
+            f"{pd.where}: {t.name!r} has no range from the plugin; give one: train: {{{t.name}: [min, max]}}"
+        )
     scale = scale or inferred_scale(p, lo, hi)
     to_plugin = (lambda v: 10.0 ** (v / 20.0)) if scale == Scale.DB.value else (lambda v: v)
     if not _inside(to_plugin(lo), to_plugin(hi), p):
@@ -288,8 +315,15 @@ def _train_spec(t: _Train, p: PluginParam, pd: _PluginDecl, sample_rate: int) ->
     default = min(max(default, lo), hi)
     source = "given" if t.range is not None else f"{p.range_source} range"
     try:
-        return ParamSpec(_spec_name(t.name), lo, hi, default, scale, unit="dB" if scale == Scale.DB.value else p.unit,
-                         description=f"{_label(p)}; {p.kind}, {source}")
+        return ParamSpec(
+            _spec_name(t.name),
+            lo,
+            hi,
+            default,
+            scale,
+            unit="dB" if scale == Scale.DB.value else p.unit,
+            description=f"{_label(p)}; {p.kind}, {source}",
+        )
     except ValueError as exc:
         raise DeclarationError(f"{pd.where}: {exc}") from None
 
@@ -318,11 +352,15 @@ def _fixed_value(name: str, value: Any, p: PluginParam, pd: _PluginDecl) -> tupl
             for v, label in pairs:
                 if str(value) == label or (isinstance(value, (int, float)) and float(v) == float(value)):
                     return float(v), ()
-            raise DeclarationError(f"{pd.where}: {name!r} is a choice of {', '.join(map(str, p.values))}; got {value!r}")
+            raise DeclarationError(
+                f"{pd.where}: {name!r} is a choice of {', '.join(map(str, p.values))}; got {value!r}"
+            )
         return float(_choice_index(value, p, pd, name)), tuple(str(v) for v in p.values)
     number = _number(value, pd.where, f"fixed {name!r}")
     if not _inside(number, number, p):
-        raise DeclarationError(f"{pd.where}: fixed {name!r} = {number:g} lies outside the plugin's [{p.min:g}, {p.max:g}]")
+        raise DeclarationError(
+            f"{pd.where}: fixed {name!r} = {number:g} lies outside the plugin's [{p.min:g}, {p.max:g}]"
+        )
     return number, ()
 
 
@@ -338,8 +376,16 @@ def _resolve(pd: _PluginDecl, sample_rate: int, block_size: int) -> tuple[Plugin
         p = _find(info, pd, name)
         number, choices = _fixed_value(name, value, p, pd)
         lo, hi = (float(p.min), float(p.max)) if p.has_range and p.min <= number <= p.max else (number, number + 1.0)
-        spec = ParamSpec(_spec_name(name), lo, hi, number, Scale.LINEAR, unit=p.unit, fixed=number,
-                         description=f"{_label(p)}; {p.kind}" + (f" = {value}" if p.discrete else ""))
+        spec = ParamSpec(
+            _spec_name(name),
+            lo,
+            hi,
+            number,
+            Scale.LINEAR,
+            unit=p.unit,
+            fixed=number,
+            description=f"{_label(p)}; {p.kind}" + (f" = {value}" if p.discrete else ""),
+        )
         out.append(_Resolved(spec, p.key, choices))
     names = [r.spec.name for r in out]
     twice = sorted({n for n in names if names.count(n) > 1})
@@ -372,7 +418,9 @@ def _builtin_effect(pd: _PluginDecl, resolved: Sequence[_Resolved], sample_rate:
     probe = build()
     for r in resolved:
         spec = r.spec
-        probe.setters[spec.name](spec.fixed_plugin_value if spec.fixed is not None else spec.to_plugin(spec.default_normalized))
+        probe.setters[spec.name](
+            spec.fixed_plugin_value if spec.fixed is not None else spec.to_plugin(spec.default_normalized)
+        )
     effect.latency = stream_delay(probe.plugin, sample_rate, block_size)
     return effect
 
@@ -385,12 +433,18 @@ def _set_raw(param: object, raws: list, value: float) -> None:
     param.raw_value = raws[int(round(value))]
 
 
-def _file_effect(pd: _PluginDecl, info: PluginInfo, resolved: Sequence[_Resolved], sample_rate: int,
-                 block_size: int) -> Effect:
+def _file_effect(
+    pd: _PluginDecl, info: PluginInfo, resolved: Sequence[_Resolved], sample_rate: int, block_size: int
+) -> Effect:
     import pedalboard
 
-    from .pedalboard_backend import (PedalboardEffect, PedalboardGraph, plugin_teardown_silenced, raw_value_setter,
-                                     silence_plugin_teardown)
+    from .pedalboard_backend import (
+        PedalboardEffect,
+        PedalboardGraph,
+        plugin_teardown_silenced,
+        raw_value_setter,
+        silence_plugin_teardown,
+    )
 
     path = resolve_plugin_file(pd.target)
     cache_key = (str(path.resolve()), pd.plugin_name)
@@ -404,17 +458,22 @@ def _file_effect(pd: _PluginDecl, info: PluginInfo, resolved: Sequence[_Resolved
         for r in resolved:
             if r.choices:  # a text choice: its raw values, by index
                 param = plugin.parameters[r.key]
-                setters[r.spec.name] = functools.partial(_set_raw, param, [param.get_raw_value_for(c) for c in r.choices])
+                setters[r.spec.name] = functools.partial(
+                    _set_raw, param, [param.get_raw_value_for(c) for c in r.choices]
+                )
             else:
                 setters[r.spec.name] = raw_value_setter(plugin, r.key, cache_key=cache_key)
         return PedalboardGraph(plugin, setters)
 
     if info.inputs != info.outputs:
-        raise DeclarationError(f"{pd.where}: the plugin has {info.inputs} inputs and {info.outputs} outputs; "
-                               "only equal counts can run in a mono chain")
+        raise DeclarationError(
+            f"{pd.where}: the plugin has {info.inputs} inputs and {info.outputs} outputs; "
+            "only equal counts can run in a mono chain"
+        )
     plugin_channels = info.inputs if info.inputs and info.inputs > 1 else None
-    effect = PedalboardEffect(pd.effect_name, build, [r.spec for r in resolved], sample_rate, block_size,
-                              plugin_channels=plugin_channels)
+    effect = PedalboardEffect(
+        pd.effect_name, build, [r.spec for r in resolved], sample_rate, block_size, plugin_channels=plugin_channels
+    )
     # the delay the stream comes out with, as reported once prepared with the declared values (see PedalboardEffect)
     effect.latency = int(getattr(effect._graph.plugin, "reported_latency_samples", 0) or 0)
     return effect
@@ -424,8 +483,15 @@ def _lv2_effect(pd: _PluginDecl, resolved: Sequence[_Resolved], sample_rate: int
     from .lv2 import LV2Effect
 
     try:
-        return LV2Effect(pd.target, pd.effect_name, sample_rate, block_size, [r.spec for r in resolved],
-                         port_symbols={r.spec.name: r.key for r in resolved}, install_hint=lv2_install_hint(pd.target))
+        return LV2Effect(
+            pd.target,
+            pd.effect_name,
+            sample_rate,
+            block_size,
+            [r.spec for r in resolved],
+            port_symbols={r.spec.name: r.key for r in resolved},
+            install_hint=lv2_install_hint(pd.target),
+        )
     except ValueError as exc:
         raise DeclarationError(f"{pd.where}: {exc}") from None
 
@@ -443,7 +509,7 @@ class DeclaredChain:
         self.name, self._plugins = _parse(self.declaration, self.source)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "DeclaredChain":
+    def from_file(cls, path: str | os.PathLike) -> DeclaredChain:
         """A declaration file; relative plugin file paths are taken from the file's folder."""
         import yaml
 
@@ -519,9 +585,11 @@ class DeclaredChain:
             if pd.plugin_name is not None:
                 entry["plugin_name"] = pd.plugin_name
             entry["train"] = {
-                t.name: {"range": [by_name[_spec_name(t.name)].min, by_name[_spec_name(t.name)].max],
-                         "scale": by_name[_spec_name(t.name)].scale.value,
-                         "default": by_name[_spec_name(t.name)].default}
+                t.name: {
+                    "range": [by_name[_spec_name(t.name)].min, by_name[_spec_name(t.name)].max],
+                    "scale": by_name[_spec_name(t.name)].scale.value,
+                    "default": by_name[_spec_name(t.name)].default,
+                }
                 for t in pd.train
             }
             if pd.fixed:

@@ -22,7 +22,7 @@ and inference import it without torch.
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -58,12 +58,12 @@ class ParamCodec:
         return bool(self.discrete)
 
     @property
-    def column_names(self) -> List[str]:
+    def column_names(self) -> list[str]:
         """One name per θ column: the parameter's, or ``name=option`` for a choice's scores."""
         return [name for p in self.specs for name in ([f"{p.name}={c}" for c in p.choices] or [p.name])]
 
     # ------------------------------------------------------------------ the distribution
-    def probabilities(self, theta: np.ndarray) -> List[np.ndarray]:
+    def probabilities(self, theta: np.ndarray) -> list[np.ndarray]:
         """Per discrete parameter (in order), P(value k) shaped [..., n]."""
         theta = np.clip(np.asarray(theta, dtype=np.float64), 0.0, 1.0)
         out = []
@@ -186,6 +186,7 @@ class ParamCodec:
         discrete = self.owner >= 0
         columns[..., discrete] = changed[..., self.owner[discrete]]
         return columns
+
 
 def _nearest(u: np.ndarray, num_values: int) -> np.ndarray:
     """``params.nearest_index`` over an array."""

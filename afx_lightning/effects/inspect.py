@@ -20,9 +20,9 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import yaml
@@ -49,11 +49,19 @@ VST3_PACKAGE = "zam-plugins"
 #: rate are cut to it when a chain is built.
 BUILTIN_RANGES: dict[str, dict[str, tuple[float, float]]] = {
     "Gain": {"gain_db": (-24.0, 24.0)},
-    "Compressor": {"threshold_db": (-60.0, 0.0), "ratio": (1.0, 20.0), "attack_ms": (0.1, 100.0),
-                   "release_ms": (10.0, 1000.0)},
+    "Compressor": {
+        "threshold_db": (-60.0, 0.0),
+        "ratio": (1.0, 20.0),
+        "attack_ms": (0.1, 100.0),
+        "release_ms": (10.0, 1000.0),
+    },
     "Limiter": {"threshold_db": (-30.0, 0.0), "release_ms": (10.0, 1000.0)},
-    "NoiseGate": {"threshold_db": (-100.0, 0.0), "ratio": (1.0, 20.0), "attack_ms": (0.1, 100.0),
-                  "release_ms": (10.0, 1000.0)},
+    "NoiseGate": {
+        "threshold_db": (-100.0, 0.0),
+        "ratio": (1.0, 20.0),
+        "attack_ms": (0.1, 100.0),
+        "release_ms": (10.0, 1000.0),
+    },
     "HighpassFilter": {"cutoff_frequency_hz": (20.0, 20000.0)},
     "LowpassFilter": {"cutoff_frequency_hz": (20.0, 20000.0)},
     "HighShelfFilter": {"cutoff_frequency_hz": (20.0, 20000.0), "gain_db": (-24.0, 24.0), "q": (0.1, 10.0)},
@@ -63,13 +71,28 @@ BUILTIN_RANGES: dict[str, dict[str, tuple[float, float]]] = {
     "Distortion": {"drive_db": (0.0, 60.0)},
     "Clipping": {"threshold_db": (-60.0, 0.0)},
     "Bitcrush": {"bit_depth": (1.0, 16.0)},
-    "Chorus": {"rate_hz": (0.1, 10.0), "depth": (0.0, 1.0), "centre_delay_ms": (1.0, 50.0), "feedback": (-0.95, 0.95),
-               "mix": (0.0, 1.0)},
-    "Phaser": {"rate_hz": (0.1, 10.0), "depth": (0.0, 1.0), "centre_frequency_hz": (100.0, 10000.0),
-               "feedback": (-0.95, 0.95), "mix": (0.0, 1.0)},
+    "Chorus": {
+        "rate_hz": (0.1, 10.0),
+        "depth": (0.0, 1.0),
+        "centre_delay_ms": (1.0, 50.0),
+        "feedback": (-0.95, 0.95),
+        "mix": (0.0, 1.0),
+    },
+    "Phaser": {
+        "rate_hz": (0.1, 10.0),
+        "depth": (0.0, 1.0),
+        "centre_frequency_hz": (100.0, 10000.0),
+        "feedback": (-0.95, 0.95),
+        "mix": (0.0, 1.0),
+    },
     "Delay": {"delay_seconds": (0.001, 2.0), "feedback": (0.0, 0.95), "mix": (0.0, 1.0)},
-    "Reverb": {"room_size": (0.0, 1.0), "damping": (0.0, 1.0), "wet_level": (0.0, 1.0), "dry_level": (0.0, 1.0),
-               "width": (0.0, 1.0)},
+    "Reverb": {
+        "room_size": (0.0, 1.0),
+        "damping": (0.0, 1.0),
+        "wet_level": (0.0, 1.0),
+        "dry_level": (0.0, 1.0),
+        "width": (0.0, 1.0),
+    },
     "PitchShift": {"semitones": (-12.0, 12.0)},
     "BrickwallLimiter": {"ceiling_db": (-30.0, 0.0), "release_ms": (10.0, 1000.0)},
     "MP3Compressor": {"vbr_quality": (0.0, 10.0)},
@@ -77,8 +100,20 @@ BUILTIN_RANGES: dict[str, dict[str, tuple[float, float]]] = {
 #: Built-in parameters that are switches although pedalboard types them as float.
 BUILTIN_TOGGLES = {("Reverb", "freeze_mode")}
 _BUILTIN_UNITS = (("_db", "dB"), ("_hz", "Hz"), ("_ms", "ms"), ("_seconds", "s"), ("semitones", "semitones"))
-_NOT_EFFECTS = ("Plugin", "Chain", "Mix", "Pedalboard", "PluginContainer", "ExternalPlugin", "VST3Plugin",
-                "AudioUnitPlugin", "Convolution", "IIRFilter", "Invert", "Resample")
+_NOT_EFFECTS = (
+    "Plugin",
+    "Chain",
+    "Mix",
+    "Pedalboard",
+    "PluginContainer",
+    "ExternalPlugin",
+    "VST3Plugin",
+    "AudioUnitPlugin",
+    "Convolution",
+    "IIRFilter",
+    "Invert",
+    "Resample",
+)
 
 
 @dataclass(frozen=True)
@@ -92,9 +127,9 @@ class PluginParam:
 
     name: str
     key: str
-    min: Optional[float]
-    max: Optional[float]
-    default: Optional[float | str]
+    min: float | None
+    max: float | None
+    default: float | str | None
     unit: str = ""
     kind: str = "continuous"
     values: tuple = ()
@@ -119,9 +154,9 @@ class PluginInfo:
     target: str  # the file, the URI or the class name
     name: str
     params: tuple[PluginParam, ...]
-    inputs: Optional[int]  # audio inputs (None: any count)
-    outputs: Optional[int]
-    latency: Optional[int]  # samples at ``sample_rate``; None: the plugin reports none
+    inputs: int | None  # audio inputs (None: any count)
+    outputs: int | None
+    latency: int | None  # samples at ``sample_rate``; None: the plugin reports none
     sample_rate: int
     hidden: tuple[str, ...] = ()  # controls that are not settable (meters, host parameters)
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -129,7 +164,7 @@ class PluginInfo:
     def names(self) -> list[str]:
         return [p.name for p in self.params]
 
-    def find(self, name: str) -> Optional[PluginParam]:
+    def find(self, name: str) -> PluginParam | None:
         """A parameter by its shown name or key; then case- and punctuation-insensitively, if that is unique."""
         for p in self.params:
             if name in (p.name, p.key):
@@ -188,7 +223,7 @@ def lv2_install_hint(uri: str) -> str:
     return next((pkg for prefix, pkg in LV2_PACKAGES.items() if uri.startswith(prefix)), "")
 
 
-def find_vst3(name: str) -> Optional[Path]:
+def find_vst3(name: str) -> Path | None:
     """A bundle named ``name`` (with or without ``.vst3``) in the search paths."""
     stem = name[:-5] if name.lower().endswith(".vst3") else name
     for bundle in installed_vst3():
@@ -204,8 +239,12 @@ def builtin_classes() -> dict[str, type]:
     out = {}
     for name in dir(pedalboard):
         obj = getattr(pedalboard, name)
-        if (isinstance(obj, type) and issubclass(obj, pedalboard.Plugin) and name not in _NOT_EFFECTS
-                and not name.startswith("_")):
+        if (
+            isinstance(obj, type)
+            and issubclass(obj, pedalboard.Plugin)
+            and name not in _NOT_EFFECTS
+            and not name.startswith("_")
+        ):
             out[name] = obj
     return out
 
@@ -226,14 +265,19 @@ def target_backend(target: str) -> str:
     )
 
 
-def describe(target: str, sample_rate: int = SAMPLE_RATE, backend: Optional[str] = None,
-             plugin_name: Optional[str] = None, block_size: int = FRAME_SIZE) -> PluginInfo:
+def describe(
+    target: str,
+    sample_rate: int = SAMPLE_RATE,
+    backend: str | None = None,
+    plugin_name: str | None = None,
+    block_size: int = FRAME_SIZE,
+) -> PluginInfo:
     """The :class:`PluginInfo` of a target (cached per process: loading a VST3 costs ~0.1-0.5 s)."""
     return _describe(backend or target_backend(target), target, int(sample_rate), plugin_name, int(block_size))
 
 
 @functools.lru_cache(maxsize=64)
-def _describe(backend: str, target: str, sample_rate: int, plugin_name: Optional[str], block_size: int) -> PluginInfo:
+def _describe(backend: str, target: str, sample_rate: int, plugin_name: str | None, block_size: int) -> PluginInfo:
     if backend == "lv2":
         return _describe_lv2(target, sample_rate, block_size)
     if backend == "pedalboard":
@@ -299,7 +343,7 @@ def _cpp_parameter(param: object) -> object:
         return None
 
 
-def _file_param(plugin: object, key: str) -> Optional[PluginParam]:
+def _file_param(plugin: object, key: str) -> PluginParam | None:
     """One VST3/AU parameter, or None when it is not settable (a meter, the host's buffer size)."""
     param = plugin.parameters[key]
     native = _cpp_parameter(param) or {}
@@ -335,7 +379,7 @@ def _file_channels(plugin: object, sample_rate: int, block_size: int) -> tuple[i
     return 2, 2
 
 
-def _describe_file(target: str, sample_rate: int, plugin_name: Optional[str], block_size: int) -> PluginInfo:
+def _describe_file(target: str, sample_rate: int, plugin_name: str | None, block_size: int) -> PluginInfo:
     import pedalboard
 
     from .pedalboard_backend import silence_plugin_teardown
@@ -399,22 +443,48 @@ def _describe_lv2(uri: str, sample_rate: int, block_size: int) -> PluginInfo:
             values = tuple(range(int(lo), int(hi) + 1)) if small else ()
         else:
             kind, values = "continuous", ()
-        params.append(PluginParam(port.name, port.symbol, lo, hi, default, unit, kind, values, port.logarithmic,
-                                  "plugin" if lo is not None and hi is not None else ""))
+        params.append(
+            PluginParam(
+                port.name,
+                port.symbol,
+                lo,
+                hi,
+                default,
+                unit,
+                kind,
+                values,
+                port.logarithmic,
+                "plugin" if lo is not None and hi is not None else "",
+            )
+        )
     inputs = sum(1 for p in plugin.ports if p.is_audio and p.is_input)
     outputs = sum(1 for p in plugin.ports if p.is_audio and p.is_output)
     notes: list[str] = []
-    latency: Optional[int] = None
+    latency: int | None = None
     if plugin.latency_port is not None:
         latency = _lv2_latency(uri, sample_rate, block_size, notes)
     # LV2 controls are named by symbol in declarations: show the symbol as the name and the port name as text
-    params = [PluginParam(p.key, p.key, p.min, p.max, p.default, p.unit, p.kind, p.values, p.logarithmic,
-                          p.range_source, p.name) for p in params]
-    return PluginInfo("lv2", uri, plugin.name, tuple(params), inputs, outputs, latency if latency is not None else 0,
-                      sample_rate, tuple(hidden), tuple(notes))
+    params = [
+        PluginParam(
+            p.key, p.key, p.min, p.max, p.default, p.unit, p.kind, p.values, p.logarithmic, p.range_source, p.name
+        )
+        for p in params
+    ]
+    return PluginInfo(
+        "lv2",
+        uri,
+        plugin.name,
+        tuple(params),
+        inputs,
+        outputs,
+        latency if latency is not None else 0,
+        sample_rate,
+        tuple(hidden),
+        tuple(notes),
+    )
 
 
-def _lv2_latency(uri: str, sample_rate: int, block_size: int, notes: list[str]) -> Optional[int]:
+def _lv2_latency(uri: str, sample_rate: int, block_size: int, notes: list[str]) -> int | None:
     """The latency port's value after one block at the defaults (an :class:`~.lv2.LV2Effect` probes it)."""
     from .lv2 import LV2Effect
 
@@ -436,7 +506,7 @@ def _signature_defaults(cls: type) -> dict[str, str]:
     """``name -> default text`` from the pybind11 signature line of ``cls.__init__``."""
     doc = (cls.__init__.__doc__ or "").strip().splitlines()
     line = doc[0] if doc else ""
-    inner = line[line.find("(") + 1: line.rfind(")")]
+    inner = line[line.find("(") + 1 : line.rfind(")")]
     out = {}
     for match in re.finditer(r"(\w+): ([\w.\[\], ]+?) = (<[^>]*>|[^,]+)", inner):
         out[match.group(1)] = match.group(3).strip()
@@ -460,7 +530,9 @@ def _describe_builtin(name: str, sample_rate: int, block_size: int) -> PluginInf
         members = getattr(enum_type, "__members__", None)
         if members:  # a pybind11 enum: LadderFilter.mode, Resample.quality
             labels = tuple(members)
-            params.append(PluginParam(key, key, 0.0, float(max(len(labels) - 1, 1)), current.name, "", "choice", labels))
+            params.append(
+                PluginParam(key, key, 0.0, float(max(len(labels) - 1, 1)), current.name, "", "choice", labels)
+            )
             continue
         if not isinstance(current, (int, float)) or isinstance(current, bool):
             continue
@@ -470,10 +542,15 @@ def _describe_builtin(name: str, sample_rate: int, block_size: int) -> PluginInf
             params.append(PluginParam(key, key, 0.0, 1.0, default, unit, "toggle", (0, 1)))
             continue
         lo, hi = suggested.get(key, (None, None))
-        params.append(PluginParam(key, key, lo, hi, default, unit, "continuous",
-                                  range_source="suggested" if lo is not None else ""))
-    notes = ("pedalboard built-ins declare no ranges: the ranges shown are suggestions; give your own as "
-             "train: {name: [min, max]}",)
+        params.append(
+            PluginParam(
+                key, key, lo, hi, default, unit, "continuous", range_source="suggested" if lo is not None else ""
+            )
+        )
+    notes = (
+        "pedalboard built-ins declare no ranges: the ranges shown are suggestions; give your own as "
+        "train: {name: [min, max]}",
+    )
     latency = stream_delay(plugin, sample_rate, block_size)
     return PluginInfo("pedalboard", name, name, tuple(params), None, None, latency, sample_rate, (), notes)
 
@@ -534,9 +611,11 @@ def _fmt(value: object) -> str:
 def format_info(info: PluginInfo) -> str:
     """The table ``afx effects inspect`` prints, then a declaration to paste."""
     kind = {"vst3": "VST3/AU file", "lv2": "LV2 plugin", "pedalboard": "pedalboard built-in"}[info.backend]
-    lines = [f"{info.name}  ({kind}: {info.target})",
-             f"channels: {info.channels_text}",
-             f"latency: {info.latency} samples at {info.sample_rate} Hz" + _latency_note(info)]
+    lines = [
+        f"{info.name}  ({kind}: {info.target})",
+        f"channels: {info.channels_text}",
+        f"latency: {info.latency} samples at {info.sample_rate} Hz" + _latency_note(info),
+    ]
     show_key = any(p.key != p.name for p in info.params)
     header = ["parameter", *(["key"] if show_key else []), "kind", "min", "max", "default", "unit", "scale", "values"]
     rows = []
@@ -556,8 +635,12 @@ def format_info(info: PluginInfo) -> str:
     if info.hidden:
         lines.append(f"not settable (meters, host parameters; not listed): {', '.join(info.hidden)}")
     lines += [f"note: {n}" for n in info.notes]
-    lines += ["", "# a chain declaration: save as my_chain.yaml, then afx fit ... --model.fx.chain my_chain.yaml "
-                  "--data.demo_chain my_chain.yaml", snippet(info)]
+    lines += [
+        "",
+        "# a chain declaration: save as my_chain.yaml, then afx fit ... --model.fx.chain my_chain.yaml "
+        "--data.demo_chain my_chain.yaml",
+        snippet(info),
+    ]
     return "\n".join(lines)
 
 
@@ -573,7 +656,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
 
 
-def snippet(info: PluginInfo, chain_name: Optional[str] = None) -> str:
+def snippet(info: PluginInfo, chain_name: str | None = None) -> str:
     """A ready-to-paste chain declaration: every continuous parameter with a range trained, the others listed."""
     trainable = [p for p in info.params if p.has_range and not p.discrete]
     entry: dict = {info.backend: info.target}

@@ -33,7 +33,6 @@ import ctypes
 import ctypes.util
 import threading
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
 
 from .base import PluginUnavailable
 
@@ -41,6 +40,7 @@ LILV_SONAME = "liblilv-0.so.0"
 INSTALL_HINT = "sudo apt-get install liblilv-0-0"
 
 # ---------------------------------------------------------------------------------------------- URIs
+
 
 class URI:
     """The LV2 URIs this host uses."""
@@ -87,19 +87,28 @@ class URI:
     ATOM_SEQUENCE = "http://lv2plug.in/ns/ext/atom#Sequence"
     ATOM_CHUNK = "http://lv2plug.in/ns/ext/atom#Chunk"
 
+
 # ---------------------------------------------------------------------------------------------- C types
 
 c_void_p, c_char_p, c_uint32, c_float, c_double, c_bool = (
-    ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_float, ctypes.c_double, ctypes.c_bool
+    ctypes.c_void_p,
+    ctypes.c_char_p,
+    ctypes.c_uint32,
+    ctypes.c_float,
+    ctypes.c_double,
+    ctypes.c_bool,
 )
+
 
 class LV2_Feature(ctypes.Structure):
     _fields_ = [("URI", c_char_p), ("data", c_void_p)]
+
 
 CONNECT_PORT_FN = ctypes.CFUNCTYPE(None, c_void_p, c_uint32, c_void_p)
 HANDLE_FN = ctypes.CFUNCTYPE(None, c_void_p)
 RUN_FN = ctypes.CFUNCTYPE(None, c_void_p, c_uint32)
 EXTENSION_DATA_FN = ctypes.CFUNCTYPE(c_void_p, c_char_p)
+
 
 class LV2_Descriptor(ctypes.Structure):
     _fields_ = [
@@ -113,19 +122,24 @@ class LV2_Descriptor(ctypes.Structure):
         ("extension_data", EXTENSION_DATA_FN),
     ]
 
+
 class LilvInstanceImpl(ctypes.Structure):
     """``struct LilvInstanceImpl`` (public in lilv.h so that the instance calls can be inlined)."""
 
     _fields_ = [("lv2_descriptor", ctypes.POINTER(LV2_Descriptor)), ("lv2_handle", c_void_p), ("pimpl", c_void_p)]
 
+
 URID_MAP_FN = ctypes.CFUNCTYPE(c_uint32, c_void_p, c_char_p)
 URID_UNMAP_FN = ctypes.CFUNCTYPE(c_void_p, c_void_p, c_uint32)  # returns const char* (kept alive by the table)
+
 
 class LV2_URID_Map(ctypes.Structure):
     _fields_ = [("handle", c_void_p), ("map", URID_MAP_FN)]
 
+
 class LV2_URID_Unmap(ctypes.Structure):
     _fields_ = [("handle", c_void_p), ("unmap", URID_UNMAP_FN)]
+
 
 class LV2_Options_Option(ctypes.Structure):
     _fields_ = [
@@ -137,27 +151,31 @@ class LV2_Options_Option(ctypes.Structure):
         ("value", c_void_p),
     ]
 
+
 WORKER_RESPOND_FN = ctypes.CFUNCTYPE(ctypes.c_int, c_void_p, c_uint32, c_void_p)
 WORKER_WORK_FN = ctypes.CFUNCTYPE(ctypes.c_int, c_void_p, WORKER_RESPOND_FN, c_void_p, c_uint32, c_void_p)
 WORKER_RESPONSE_FN = ctypes.CFUNCTYPE(ctypes.c_int, c_void_p, c_uint32, c_void_p)
 WORKER_END_RUN_FN = ctypes.CFUNCTYPE(ctypes.c_int, c_void_p)
 WORKER_SCHEDULE_FN = ctypes.CFUNCTYPE(ctypes.c_int, c_void_p, c_uint32, c_void_p)
 
+
 class LV2_Worker_Interface(ctypes.Structure):
     _fields_ = [("work", WORKER_WORK_FN), ("work_response", WORKER_RESPONSE_FN), ("end_run", WORKER_END_RUN_FN)]
 
+
 class LV2_Worker_Schedule(ctypes.Structure):
     _fields_ = [("handle", c_void_p), ("schedule_work", WORKER_SCHEDULE_FN)]
+
 
 LV2_WORKER_SUCCESS, LV2_WORKER_ERR_UNKNOWN = 0, 1
 
 # ---------------------------------------------------------------------------------------------- the library
 
-_lib: Optional[ctypes.CDLL] = None
+_lib: ctypes.CDLL | None = None
 _lib_lock = threading.Lock()
 
 _P = c_void_p
-_SIGNATURES: Dict[str, Tuple[object, List[object]]] = {
+_SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "lilv_world_new": (_P, []),
     "lilv_world_free": (None, [_P]),
     "lilv_world_load_all": (None, [_P]),
@@ -208,6 +226,7 @@ _SIGNATURES: Dict[str, Tuple[object, List[object]]] = {
     "lilv_node_as_float": (ctypes.c_float, [_P]),
 }
 
+
 def library() -> ctypes.CDLL:
     """``liblilv-0.so.0``, loaded on first use (raises :class:`PluginUnavailable` when it is not installed)."""
     global _lib
@@ -238,6 +257,7 @@ def library() -> ctypes.CDLL:
             _lib = lib
     return _lib
 
+
 def lilv_available() -> bool:
     try:
         library()
@@ -245,11 +265,13 @@ def lilv_available() -> bool:
         return False
     return True
 
+
 # ---------------------------------------------------------------------------------------------- URID map
 
 _urid_lock = threading.Lock()
-_uri_to_urid: Dict[str, int] = {}
-_urid_to_buffer: Dict[int, ctypes.Array] = {}  # NUL-terminated copies, alive for the process (unmap returns them)
+_uri_to_urid: dict[str, int] = {}
+_urid_to_buffer: dict[int, ctypes.Array] = {}  # NUL-terminated copies, alive for the process (unmap returns them)
+
 
 def map_uri(uri: str) -> int:
     """The process-wide URID of ``uri`` (URIDs start at 1; 0 means "no URID")."""
@@ -264,15 +286,18 @@ def map_uri(uri: str) -> int:
             _uri_to_urid[uri] = urid
     return urid
 
+
 def _c_map(handle, uri):  # called by plugins, possibly from their own threads
     try:
         return map_uri(uri.decode()) if uri else 0
     except Exception:  # never let an exception cross into C
         return 0
 
+
 def _c_unmap(handle, urid):
     buf = _urid_to_buffer.get(int(urid))
     return ctypes.addressof(buf) if buf is not None else None
+
 
 _C_MAP = URID_MAP_FN(_c_map)
 _C_UNMAP = URID_UNMAP_FN(_c_unmap)
@@ -296,28 +321,29 @@ ALWAYS_SUPPORTED = frozenset(
     }
 )
 
+
 def supported_features(block_size: int) -> frozenset:
     extra = {URI.POW2_BLOCK} if block_size > 0 and block_size & (block_size - 1) == 0 else set()
     return ALWAYS_SUPPORTED | extra
 
+
 def supported_options() -> frozenset:
-    return frozenset(
-        {URI.MIN_BLOCK, URI.MAX_BLOCK, URI.NOMINAL_BLOCK, URI.SEQUENCE_SIZE, URI.PARAM_SAMPLE_RATE}
-    )
+    return frozenset({URI.MIN_BLOCK, URI.MAX_BLOCK, URI.NOMINAL_BLOCK, URI.SEQUENCE_SIZE, URI.PARAM_SAMPLE_RATE})
+
 
 class _Worker:
     """``worker:schedule`` run synchronously: ``work()`` inside ``schedule_work``, responses after ``run()``."""
 
     def __init__(self) -> None:
-        self.iface: Optional[LV2_Worker_Interface] = None
-        self.handle: Optional[int] = None
-        self._early: List[bytes] = []  # work scheduled before the instance handle was known
-        self._responses: List[bytes] = []
+        self.iface: LV2_Worker_Interface | None = None
+        self.handle: int | None = None
+        self._early: list[bytes] = []  # work scheduled before the instance handle was known
+        self._responses: list[bytes] = []
         self._schedule_cb = WORKER_SCHEDULE_FN(self._schedule)
         self._respond_cb = WORKER_RESPOND_FN(self._respond)
         self.schedule = LV2_Worker_Schedule(None, self._schedule_cb)
 
-    def bind(self, handle: int, iface_ptr: Optional[int]) -> None:
+    def bind(self, handle: int, iface_ptr: int | None) -> None:
         self.handle = handle
         if iface_ptr:
             self.iface = LV2_Worker_Interface.from_address(iface_ptr)
@@ -368,6 +394,7 @@ class _Worker:
         if iface.end_run:
             iface.end_run(self.handle)
 
+
 class HostFeatures:
     """The ``LV2_Feature`` array handed to one instance, and everything it points to (kept alive with it)."""
 
@@ -410,7 +437,9 @@ class HostFeatures:
         )  # NULL-terminated
         self.uris = frozenset(data)
 
+
 # ---------------------------------------------------------------------------------------------- world
+
 
 class _World:
     def __init__(self) -> None:
@@ -421,8 +450,8 @@ class _World:
         if not self.ptr:
             raise PluginUnavailable("lilv_world_new() failed")
         lib.lilv_world_load_all(self.ptr)
-        self._nodes: Dict[str, int] = {}
-        self._plugins: Dict[str, "Plugin"] = {}
+        self._nodes: dict[str, int] = {}
+        self._plugins: dict[str, Plugin] = {}
 
     def node(self, uri: str) -> int:
         """An interned URI node (owned by the world, never freed)."""
@@ -435,8 +464,10 @@ class _World:
     def all_plugins(self) -> int:
         return self.lib.lilv_world_get_all_plugins(self.ptr)
 
-_world: Optional[_World] = None
+
+_world: _World | None = None
 _world_lock = threading.Lock()
+
 
 def world() -> _World:
     global _world
@@ -446,14 +477,16 @@ def world() -> _World:
                 _world = _World()
     return _world
 
-def _node_str(lib, node: int) -> Optional[str]:
+
+def _node_str(lib, node: int) -> str | None:
     if not node:
         return None
     raw = lib.lilv_node_as_uri(node) if lib.lilv_node_is_uri(node) else lib.lilv_node_as_string(node)
     return raw.decode() if raw is not None else None
 
-def _nodes_to_list(lib, nodes: int, free: bool = True) -> List[str]:
-    out: List[str] = []
+
+def _nodes_to_list(lib, nodes: int, free: bool = True) -> list[str]:
+    out: list[str] = []
     if not nodes:
         return out
     it = lib.lilv_nodes_begin(nodes)
@@ -466,7 +499,8 @@ def _nodes_to_list(lib, nodes: int, free: bool = True) -> List[str]:
         lib.lilv_nodes_free(nodes)
     return out
 
-def plugin_uris() -> List[str]:
+
+def plugin_uris() -> list[str]:
     """The URIs of every installed LV2 plugin."""
     w = world()
     lib = w.lib
@@ -480,11 +514,12 @@ def plugin_uris() -> List[str]:
             it = lib.lilv_plugins_next(plugins, it)
     return out
 
-def plugin_names() -> List[Tuple[str, str]]:
+
+def plugin_names() -> list[tuple[str, str]]:
     """(URI, name) of every installed LV2 plugin, without reading their ports (``afx effects list --installed``)."""
     w = world()
     lib = w.lib
-    out: List[Tuple[str, str]] = []
+    out: list[tuple[str, str]] = []
     with w.lock:
         plugins = w.all_plugins()
         it = lib.lilv_plugins_begin(plugins)
@@ -508,7 +543,8 @@ def has_plugin(uri: str) -> bool:
         return False
     return True
 
-def get_plugin(uri: str, install_hint: str = "") -> "Plugin":
+
+def get_plugin(uri: str, install_hint: str = "") -> Plugin:
     """The installed plugin ``uri`` (cached); :class:`PluginUnavailable` names what to install when it is absent."""
     w = world()
     with w.lock:
@@ -525,7 +561,9 @@ def get_plugin(uri: str, install_hint: str = "") -> "Plugin":
         w._plugins[uri] = plugin
         return plugin
 
+
 # ---------------------------------------------------------------------------------------------- plugins
+
 
 @dataclass(frozen=True)
 class PortInfo:
@@ -557,12 +595,16 @@ class PortInfo:
     def kind(self) -> str:
         direction = "input" if self.is_input else "output" if self.is_output else "?"
         for flag, name in (
-            (self.is_audio, "audio"), (self.is_control, "control"), (self.is_cv, "cv"),
-            (self.is_atom, "atom"), (self.is_event, "event"),
+            (self.is_audio, "audio"),
+            (self.is_control, "control"),
+            (self.is_cv, "cv"),
+            (self.is_atom, "atom"),
+            (self.is_event, "event"),
         ):
             if flag:
                 return f"{name} {direction}"
         return f"unknown {direction}"
+
 
 class Plugin:
     """An installed LV2 plugin: its ports and requirements, and :meth:`instantiate`."""
@@ -579,15 +621,13 @@ class Plugin:
         n = int(lib.lilv_plugin_get_num_ports(ptr))
         mins, maxs, defs = (c_float * n)(), (c_float * n)(), (c_float * n)()
         lib.lilv_plugin_get_port_ranges_float(ptr, mins, maxs, defs)
-        self.ports: Tuple[PortInfo, ...] = tuple(self._port_info(i, mins[i], maxs[i], defs[i]) for i in range(n))
+        self.ports: tuple[PortInfo, ...] = tuple(self._port_info(i, mins[i], maxs[i], defs[i]) for i in range(n))
         self._by_symbol = {p.symbol: p for p in self.ports}
-        self.required_features: Tuple[str, ...] = tuple(
-            _nodes_to_list(lib, lib.lilv_plugin_get_required_features(ptr))
-        )
-        self.required_options: Tuple[str, ...] = tuple(
+        self.required_features: tuple[str, ...] = tuple(_nodes_to_list(lib, lib.lilv_plugin_get_required_features(ptr)))
+        self.required_options: tuple[str, ...] = tuple(
             _nodes_to_list(lib, lib.lilv_plugin_get_value(ptr, w.node(URI.REQUIRED_OPTION)))
         )
-        self.extension_data: Tuple[str, ...] = tuple(_nodes_to_list(lib, lib.lilv_plugin_get_extension_data(ptr)))
+        self.extension_data: tuple[str, ...] = tuple(_nodes_to_list(lib, lib.lilv_plugin_get_extension_data(ptr)))
 
     def _port_info(self, index: int, lo: float, hi: float, default: float) -> PortInfo:
         w, lib, p = self._world, self._world.lib, self.ptr
@@ -661,11 +701,11 @@ class Plugin:
                 f"LV2 plugin {self.uri} has no port {symbol!r}; its ports: {[p.symbol for p in self.ports]}"
             ) from None
 
-    def scale_points(self, symbol: str) -> List[Tuple[float, str]]:
+    def scale_points(self, symbol: str) -> list[tuple[float, str]]:
         """(value, label) of a port's ``lv2:scalePoint`` s, by value (an enumeration port's choices)."""
         w, lib = self._world, self._world.lib
         info = self.port(symbol)
-        out: List[Tuple[float, str]] = []
+        out: list[tuple[float, str]] = []
         with w.lock:
             port = lib.lilv_plugin_get_port_by_index(self.ptr, info.index)
             points = lib.lilv_port_get_scale_points(self.ptr, port)
@@ -683,13 +723,13 @@ class Plugin:
         return sorted(out)
 
     @property
-    def latency_port(self) -> Optional[PortInfo]:
+    def latency_port(self) -> PortInfo | None:
         for p in self.ports:
             if p.reports_latency and p.is_control and p.is_output:
                 return p
         return None
 
-    def unsupported_requirements(self, block_size: int) -> Tuple[List[str], List[str]]:
+    def unsupported_requirements(self, block_size: int) -> tuple[list[str], list[str]]:
         """(required features, required options) that this host does not provide."""
         feats = supported_features(block_size)
         opts = supported_options()
@@ -714,7 +754,7 @@ class Plugin:
                 f"{sorted(supported_options())}); refusing to instantiate it"
             )
 
-    def instantiate(self, sample_rate: float, block_size: int) -> "Instance":
+    def instantiate(self, sample_rate: float, block_size: int) -> Instance:
         """A new, not yet activated instance (after :meth:`check_supported`)."""
         self.check_supported(block_size)
         host = HostFeatures(sample_rate, block_size)
@@ -728,13 +768,14 @@ class Plugin:
             )
         return Instance(self, ptr, host)
 
+
 class Instance:
     """One LV2 instance driven through its descriptor's function pointers. Not thread-safe; one user at a time."""
 
     def __init__(self, plugin: Plugin, ptr: int, host: HostFeatures):
         self.plugin = plugin
         self._lib = plugin._world.lib
-        self._ptr: Optional[int] = ptr
+        self._ptr: int | None = ptr
         self.host = host  # keeps the feature structs alive as long as the instance
         impl = LilvInstanceImpl.from_address(ptr)
         self.handle: int = impl.lv2_handle
@@ -753,13 +794,13 @@ class Instance:
     def alive(self) -> bool:
         return self._ptr is not None
 
-    def extension(self, uri: str) -> Optional[int]:
+    def extension(self, uri: str) -> int | None:
         """``extension_data(uri)`` as an address, or None (also when the plugin has no ``extension_data``)."""
         if self._extension_data is None:
             return None
         return self._extension_data(uri.encode()) or None
 
-    def connect_port(self, index: int, address: Optional[int]) -> None:
+    def connect_port(self, index: int, address: int | None) -> None:
         self._check()
         self._connect(self.handle, index, address)
 

@@ -40,7 +40,7 @@ Integer, toggled and enumeration ports receive rounded values.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -56,12 +56,12 @@ _RANGE_TOLERANCE = 1e-4  # relative; TTL files round their bounds (0.01585 vs 0.
 def lv2_params_from_ports(
     uri: str,
     symbols: Sequence[str],
-    ranges: Optional[Mapping[str, tuple]] = None,
-    fixed: Optional[Mapping[str, float]] = None,
-    scales: Optional[Mapping[str, Scale | str]] = None,
+    ranges: Mapping[str, tuple] | None = None,
+    fixed: Mapping[str, float] | None = None,
+    scales: Mapping[str, Scale | str] | None = None,
     install_hint: str = "",
-    sample_rate: Optional[float] = None,
-) -> List[ParamSpec]:
+    sample_rate: float | None = None,
+) -> list[ParamSpec]:
     """Parameter specs for ports of an installed plugin, from the plugin's own metadata.
 
     ``symbols`` are the trainable ports (in order), ``fixed`` maps further symbols to the plugin value they are
@@ -76,7 +76,7 @@ def lv2_params_from_ports(
     unknown = [s for s in list(ranges) + list(scales) if s not in symbols and s not in fixed]
     if unknown:
         raise ValueError(f"ranges/scales given for ports {unknown} that are neither trainable nor fixed")
-    specs: List[ParamSpec] = []
+    specs: list[ParamSpec] = []
     for sym in list(symbols) + [s for s in fixed if s not in symbols]:
         port = plugin.port(sym)
         if not (port.is_control and port.is_input):
@@ -106,7 +106,12 @@ def lv2_params_from_ports(
                 notes.append(f"{text} (values are rounded)")
         specs.append(
             ParamSpec(
-                sym, lo, hi, default, scale, unit=port.unit,
+                sym,
+                lo,
+                hi,
+                default,
+                scale,
+                unit=port.unit,
                 fixed=float(fixed[sym]) if sym in fixed else None,
                 description="; ".join(notes),
             )
@@ -126,7 +131,7 @@ class LV2Effect(Effect):
         params: Sequence[ParamSpec],
         channels: int = 1,
         stereo_mode: str = "dual_mono",
-        port_symbols: Optional[Mapping[str, str]] = None,
+        port_symbols: Mapping[str, str] | None = None,
         install_hint: str = "",
     ):
         if stereo_mode not in STEREO_MODES:
@@ -164,8 +169,8 @@ class LV2Effect(Effect):
             if p.is_control and p.is_input:
                 value = p.default if not math.isnan(p.default) else (p.minimum if not math.isnan(p.minimum) else 0.0)
                 self._initial[p.index] = value * (self.sample_rate if p.sample_rate else 1.0)
-        self._param_ports: List[int] = []
-        used: Dict[str, str] = {}
+        self._param_ports: list[int] = []
+        used: dict[str, str] = {}
         for spec in self.params:
             sym = symbols.get(spec.name, spec.name)
             if sym in used:
@@ -183,8 +188,9 @@ class LV2Effect(Effect):
                 self._initial[port.index] = spec.to_plugin(spec.default_normalized)
                 self._param_ports.append(port.index)
         self._trainable_idx = np.array(self._param_ports, dtype=np.intp)
-        rounded = [plugin.ports[i].integer or plugin.ports[i].toggled or plugin.ports[i].enumeration
-                   for i in self._param_ports]
+        rounded = [
+            plugin.ports[i].integer or plugin.ports[i].toggled or plugin.ports[i].enumeration for i in self._param_ports
+        ]
         self._round_mask = np.array(rounded, dtype=bool)
         self._any_round = bool(self._round_mask.any())
         for i in np.flatnonzero([p.is_input and (p.integer or p.toggled or p.enumeration) for p in ports]):
@@ -195,7 +201,7 @@ class LV2Effect(Effect):
         self._in = np.zeros((len(self._audio_in), n), dtype=np.float32)
         self._out = np.zeros((len(self._audio_out), n), dtype=np.float32)
         self._cv = {p.index: np.zeros(n, dtype=np.float32) for p in ports if p.is_cv}
-        self._atoms: Dict[int, np.ndarray] = {
+        self._atoms: dict[int, np.ndarray] = {
             p.index: np.zeros(ATOM_BUFFER_BYTES // 4, dtype=np.uint32) for p in ports if p.is_atom
         }
         self._atom_in = [a for i, a in self._atoms.items() if ports[i].is_input]
@@ -206,7 +212,7 @@ class LV2Effect(Effect):
         self._latency_index = lat.index if lat is not None else None
         self._mono_in = len(self._audio_in) != self.channels  # mono into a multi-input plugin
         self._mono_out = len(self._audio_out) != self.channels
-        self._instance: Optional[lv.Instance] = None
+        self._instance: lv.Instance | None = None
 
         # --- latency probe on a throw-away instance, then the real (fresh) one
         self._instance = self._new_instance()

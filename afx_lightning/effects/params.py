@@ -21,9 +21,10 @@ sampled in training and decided by the most likely value in evaluation and infer
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import Enum
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 
@@ -82,7 +83,7 @@ class ParamSpec:
     default: float
     scale: Scale = Scale.LINEAR
     unit: str = ""
-    fixed: Optional[float] = None
+    fixed: float | None = None
     description: str = ""
     kind: Kind = Kind.CONTINUOUS
     choices: tuple[str, ...] = ()  # option names of a choice
@@ -94,15 +95,15 @@ class ParamSpec:
         object.__setattr__(self, "choices", tuple(str(c) for c in self.choices))
         object.__setattr__(self, "values", tuple(float(v) for v in self.values))
         if not self.name or not all(c.isalnum() or c in "_." for c in self.name):
-            raise ValueError(f"parameter name {self.name!r} must be non-empty and use only letters, digits, '_' and '.'")
+            raise ValueError(
+                f"parameter name {self.name!r} must be non-empty and use only letters, digits, '_' and '.'"
+            )
         if not self.max > self.min:
             raise ValueError(f"parameter {self.name!r}: max ({self.max}) must be greater than min ({self.min})")
         if self.scale is Scale.LOG and self.min <= 0:
             raise ValueError(f"parameter {self.name!r}: a log scale needs min > 0, got {self.min}")
         if not self.min <= self.default <= self.max:
-            raise ValueError(
-                f"parameter {self.name!r}: default {self.default} lies outside [{self.min}, {self.max}]"
-            )
+            raise ValueError(f"parameter {self.name!r}: default {self.default} lies outside [{self.min}, {self.max}]")
         if self.discrete:
             self._check_discrete()
         elif self.choices or self.values:
@@ -119,55 +120,112 @@ class ParamSpec:
             raise ValueError(f"{what}: fixed {self.fixed} lies outside [{self.min:g}, {self.max:g}]")
         if self.kind is Kind.CHOICE:
             if len(self.choices) < 2 or len(set(self.choices)) != len(self.choices) or not all(self.choices):
-                raise ValueError(f"{what}: needs two or more distinct, non-empty option names, got {list(self.choices)}")
+                raise ValueError(
+                    f"{what}: needs two or more distinct, non-empty option names, got {list(self.choices)}"
+                )
             if (self.min, self.max) != (0, len(self.choices) - 1):
-                raise ValueError(f"{what}: its range is the option index 0..{len(self.choices) - 1}, "
-                                 f"got [{self.min:g}, {self.max:g}] (build it with ParamSpec.choice)")
+                raise ValueError(
+                    f"{what}: its range is the option index 0..{len(self.choices) - 1}, "
+                    f"got [{self.min:g}, {self.max:g}] (build it with ParamSpec.choice)"
+                )
         elif self.choices:
             raise ValueError(f"{what}: only a choice parameter names its options")
         if self.kind is Kind.TOGGLE and (self.min, self.max) != (0, 1):
             raise ValueError(f"{what}: its range is 0 (off) .. 1 (on), got [{self.min:g}, {self.max:g}]")
         if self.values:
             if self.kind is Kind.INTEGER:
-                raise ValueError(f"{what}: an integer parameter's plugin values are its numbers; values are for "
-                                 "choice and toggle parameters")
+                raise ValueError(
+                    f"{what}: an integer parameter's plugin values are its numbers; values are for "
+                    "choice and toggle parameters"
+                )
             if len(self.values) != self.num_values or not all(math.isfinite(v) for v in self.values):
-                raise ValueError(f"{what}: values must hold {self.num_values} finite plugin values, got {list(self.values)}")
+                raise ValueError(
+                    f"{what}: values must hold {self.num_values} finite plugin values, got {list(self.values)}"
+                )
 
     # ------------------------------------------------------------------ constructors of the discrete kinds
     @classmethod
-    def integer(cls, name: str, min: int, max: int, default: Optional[int] = None, *, unit: str = "",
-                fixed: Optional[int] = None, description: str = "") -> "ParamSpec":
+    def integer(
+        cls,
+        name: str,
+        min: int,
+        max: int,
+        default: int | None = None,
+        *,
+        unit: str = "",
+        fixed: int | None = None,
+        description: str = "",
+    ) -> ParamSpec:
         """The whole numbers ``min..max`` (default: ``min``)."""
-        return cls(name, min, max, min if default is None else default, unit=unit, fixed=fixed,
-                   description=description, kind=Kind.INTEGER)
+        return cls(
+            name,
+            min,
+            max,
+            min if default is None else default,
+            unit=unit,
+            fixed=fixed,
+            description=description,
+            kind=Kind.INTEGER,
+        )
 
     @classmethod
-    def choice(cls, name: str, options: Sequence[str], default: Union[str, int, None] = None, *,
-               values: Optional[Sequence[float]] = None, fixed: Union[str, int, None] = None, unit: str = "",
-               description: str = "") -> "ParamSpec":
+    def choice(
+        cls,
+        name: str,
+        options: Sequence[str],
+        default: str | int | None = None,
+        *,
+        values: Sequence[float] | None = None,
+        fixed: str | int | None = None,
+        unit: str = "",
+        description: str = "",
+    ) -> ParamSpec:
         """One of ``options`` (names), default the first. The plugin receives ``values[k]`` for option k
         (default: k itself; e.g. an LV2 enumeration's scale-point values or a VST3 parameter's raw values)."""
         options = tuple(options)
 
-        def index(option: Union[str, int]) -> int:
+        def index(option: str | int) -> int:
             if isinstance(option, str):
                 if option not in options:
                     raise ValueError(f"choice parameter {name!r}: {option!r} is not one of {list(options)}")
                 return options.index(option)
             return int(option)
 
-        return cls(name, 0, len(options) - 1, 0 if default is None else index(default), unit=unit,
-                   fixed=None if fixed is None else index(fixed), description=description, kind=Kind.CHOICE,
-                   choices=options, values=tuple(values or ()))
+        return cls(
+            name,
+            0,
+            len(options) - 1,
+            0 if default is None else index(default),
+            unit=unit,
+            fixed=None if fixed is None else index(fixed),
+            description=description,
+            kind=Kind.CHOICE,
+            choices=options,
+            values=tuple(values or ()),
+        )
 
     @classmethod
-    def toggle(cls, name: str, default: bool = False, *, values: Optional[Sequence[float]] = None,
-               fixed: Optional[bool] = None, description: str = "") -> "ParamSpec":
+    def toggle(
+        cls,
+        name: str,
+        default: bool = False,
+        *,
+        values: Sequence[float] | None = None,
+        fixed: bool | None = None,
+        description: str = "",
+    ) -> ParamSpec:
         """Off or on. The plugin receives ``values[0]`` off and ``values[1]`` on (default 0.0 / 1.0; e.g.
         ``values=(1, 0)`` drives a bypass port from an "enabled" toggle)."""
-        return cls(name, 0, 1, float(bool(default)), fixed=None if fixed is None else float(bool(fixed)),
-                   description=description, kind=Kind.TOGGLE, values=tuple(values or ()))
+        return cls(
+            name,
+            0,
+            1,
+            float(bool(default)),
+            fixed=None if fixed is None else float(bool(fixed)),
+            description=description,
+            kind=Kind.TOGGLE,
+            values=tuple(values or ()),
+        )
 
     # ------------------------------------------------------------------ what a parameter is
     @property
@@ -239,7 +297,7 @@ class ParamSpec:
             return self.min * (self.max / self.min) ** u
         return self.min + u * (self.max - self.min)
 
-    def normalize(self, value: Union[float, str, bool]) -> float:
+    def normalize(self, value: float | str | bool) -> float:
         """A value in range units (dB for ``db``) -> u in [0, 1]. A discrete parameter also takes a label
         (``"bandpass"``, ``"on"``) and lands on its grid point."""
         if self.discrete:
@@ -268,14 +326,14 @@ class ParamSpec:
         return float(self.fixed)
 
     # ------------------------------------------------------------------ plain data
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """Plain data (str, float, lists): JSON/YAML-ready; :meth:`from_dict` rebuilds the spec."""
         data = asdict(self)
         data.update(scale=self.scale.value, kind=self.kind.value, choices=list(self.choices), values=list(self.values))
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ParamSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> ParamSpec:
         """The inverse of :meth:`to_dict`; a dict without ``kind`` (written before kinds existed) is continuous."""
         return cls(**dict(data))
 

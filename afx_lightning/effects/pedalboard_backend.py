@@ -14,9 +14,9 @@ import gc
 import os
 import sys
 import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -183,9 +183,7 @@ class PedalboardEffect(Effect):
     def _render(self, audio: np.ndarray) -> np.ndarray:
         n = audio.shape[1]
         if n > self.block_size:
-            raise ValueError(
-                f"effect {self.name!r} was primed for blocks of {self.block_size} samples, got {n}"
-            )
+            raise ValueError(f"effect {self.name!r} was primed for blocks of {self.block_size} samples, got {n}")
         if self.plugin_channels != self.channels:
             audio = np.repeat(audio, self.plugin_channels, axis=0)
         out = self._graph.plugin.process(audio, self.sample_rate, buffer_size=self.block_size, reset=False)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from .base import Effect
 from .params import ParamSpec
 
-ProcessFn = Callable[[np.ndarray, Dict[str, float], Dict[str, Any]], np.ndarray]
+ProcessFn = Callable[[np.ndarray, dict[str, float], dict[str, Any]], np.ndarray]
 
 
 class FunctionEffect(Effect):
@@ -33,8 +34,8 @@ class FunctionEffect(Effect):
         self._fn = fn
         self._trainable_names = [p.name for p in self.trainable_params]
         self._fixed = {p.name: p.fixed_plugin_value for p in self.params if p.fixed is not None}
-        self._values: Dict[str, float] = {}
-        self.state: Dict[str, Any] = {}
+        self._values: dict[str, float] = {}
+        self.state: dict[str, Any] = {}
         self.reset()
 
     def reset(self) -> None:

@@ -39,8 +39,11 @@ class ParameterEncoder(nn.Module):
 
         cls = type(self)
         init_args = {**self.config_args(), "num_params": int(self.num_params)}
-        missing = [n for n, p in inspect.signature(cls.__init__).parameters.items()
-                   if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in init_args]
+        missing = [
+            n
+            for n, p in inspect.signature(cls.__init__).parameters.items()
+            if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in init_args
+        ]
         if missing:  # a checkpoint would rebuild it with their defaults: wrong, silently or at load time
             raise TypeError(f"{cls.__qualname__}.config_args() does not return its option(s) {', '.join(missing)}")
         return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": init_args}

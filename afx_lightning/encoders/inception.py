@@ -21,7 +21,9 @@ class InceptionBlock(nn.Module):
         self.b1 = conv_bn_relu(in_ch, w, 1)
         self.b5 = nn.Sequential(conv_bn_relu(in_ch, w34, 1), conv_bn_relu(w34, w, 5))
         self.b3 = nn.Sequential(conv_bn_relu(in_ch, w, 1), conv_bn_relu(w, w32, 3), conv_bn_relu(w32, w32, 3))
-        self.bp = nn.Sequential(nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False), conv_bn_relu(in_ch, w2, 1))
+        self.bp = nn.Sequential(
+            nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False), conv_bn_relu(in_ch, w2, 1)
+        )
         self.out_channels = w + w + w32 + w2
 
     def forward(self, x: Tensor) -> Tensor:
@@ -35,7 +37,9 @@ class ReductionBlock(nn.Module):
         super().__init__()
         w, w34, w32 = width, width * 3 // 4, width * 3 // 2
         self.b3 = conv_bn_relu(in_ch, w34, 1, stride=2)
-        self.b3dbl = nn.Sequential(conv_bn_relu(in_ch, w, 1), conv_bn_relu(w, w32, 3), conv_bn_relu(w32, w32, 3, stride=2))
+        self.b3dbl = nn.Sequential(
+            conv_bn_relu(in_ch, w, 1), conv_bn_relu(w, w32, 3), conv_bn_relu(w32, w32, 3, stride=2)
+        )
         self.pool = nn.MaxPool2d(3, stride=2, padding=1)
         self.out_channels = w34 + w32 + in_ch
 

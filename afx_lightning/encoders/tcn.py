@@ -10,7 +10,7 @@ at every frame.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -40,8 +40,9 @@ class _Columns(nn.Module):
     def __init__(self, n_mels: int, channels: int, kernel_size: int, dilations: Sequence[int], stride: int) -> None:
         super().__init__()
         self.stride = stride
-        self.stem = nn.Sequential(nn.Conv1d(n_mels, channels, stride, stride=stride, bias=False),
-                                  nn.BatchNorm1d(channels), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv1d(n_mels, channels, stride, stride=stride, bias=False), nn.BatchNorm1d(channels), nn.ReLU()
+        )
         self.blocks = nn.Sequential(*[_Residual(channels, kernel_size, d) for d in dilations])
         self.span = 1 + sum(b.shrink for b in self.blocks)
         self.receptive_field = stride * self.span  # mel frames
@@ -95,11 +96,16 @@ class TemporalConvEncoder(ParameterEncoder):
             raise ValueError(f"TemporalConvEncoder: dilations must be positive integers, got {list(dilations)}")
         if stride < 1:
             raise ValueError(f"TemporalConvEncoder: stride must be a positive number of mel frames, got {stride}")
-        self.body = nn.Sequential(_Columns(n_mels, channels, kernel_size, [int(d) for d in dilations], int(stride)),
-                                  _Pool())
+        self.body = nn.Sequential(
+            _Columns(n_mels, channels, kernel_size, [int(d) for d in dilations], int(stride)), _Pool()
+        )
         self._build_head(2 * channels)
-        self._options = {"channels": int(channels), "kernel_size": int(kernel_size),
-                         "dilations": [int(d) for d in dilations], "stride": int(stride)}
+        self._options = {
+            "channels": int(channels),
+            "kernel_size": int(kernel_size),
+            "dilations": [int(d) for d in dilations],
+            "stride": int(stride),
+        }
 
     def config_args(self) -> dict:
         return {**super().config_args(), **self._options}

@@ -38,7 +38,9 @@ class BatchRecorder(pl.Callback):
         for key in ("slot", "clip", "position", "fresh"):
             self._row[key] = [int(v) for v in batch[key].tolist()]
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         with self.path.open("a") as f:
             f.write(json.dumps({**self._row, "loss": float(loss)}) + "\n")
@@ -62,8 +64,12 @@ class RankBatchRecorder(pl.Callback):
         self.path = path
 
     def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, kind: str, batch) -> None:
-        row = {"kind": kind, "step": int(trainer.global_step), "rank": int(trainer.global_rank),
-               "world_size": int(trainer.world_size)}
+        row = {
+            "kind": kind,
+            "step": int(trainer.global_step),
+            "rank": int(trainer.global_rank),
+            "world_size": int(trainer.world_size),
+        }
         pool = getattr(getattr(pl_module, "fx", None), "_pool", None)  # started by the first render
         row["fx_workers"] = pool.num_workers if pool is not None else None
         for key in ("slot", "clip", "position", "fresh"):
@@ -74,7 +80,8 @@ class RankBatchRecorder(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
         self._write(trainer, pl_module, "train", batch)
 
-    def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int,
-                                  dataloader_idx: int = 0) -> None:
+    def on_validation_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         if not trainer.sanity_checking:
             self._write(trainer, pl_module, "val", batch)
