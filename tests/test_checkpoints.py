@@ -254,6 +254,7 @@ def test_each_part_describes_itself_and_the_description_rebuilds_it(tmp_path):
         "n_mels": 64,
         "dropout": 0.0,
         "width": 4,
+        "centre": False,
         "num_params": model.fx.num_params,
     }
     assert config["options"]["prior_weight"] == 0.25 and "num_slots" not in config["options"]
