@@ -14,7 +14,10 @@ LOCK_ARGS := pyproject.toml --group dev --universal --python-version 3.10 --gene
 
 .PHONY: install lock demo test test-fast bench lint clean
 
-$(STAMP): $(LOCK) pyproject.toml tests/thirdparty/afx_example_plugin/pyproject.toml
+# The example plugin is installed as a copy (like a user's), so any of its files changing reinstalls it.
+PLUGIN_FILES := $(shell find tests/thirdparty/afx_example_plugin -type f -not -path '*/build/*' -not -path '*.egg-info*' -not -name '*.pyc')
+
+$(STAMP): $(LOCK) pyproject.toml $(PLUGIN_FILES)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@# uv itself comes from the lock (its pinned line and hashes), installed by the venv's own pip.
 	@awk '/^uv==/{p=1} p{print; if ($$0 !~ /\\$$/) exit}' $(LOCK) > $(VENV)/uv-requirement.txt
