@@ -27,6 +27,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 
+from .plots import automation_panel, spectrogram_db, spectrogram_panel  # noqa: E402
+
 
 def run_folder(trainer: pl.Trainer) -> Path:
     """This run's own folder: W&B's run files folder, else the first logger's version folder."""
@@ -44,40 +46,13 @@ def run_folder(trainer: pl.Trainer) -> Path:
     return Path(folder or trainer.default_root_dir)
 
 
-def spectrogram_db(audio: np.ndarray, n_fft: int = 1024, hop: int = 256) -> np.ndarray:
-    """Log-power STFT of mono audio, in dB relative to its peak (for display only)."""
-    x = torch.as_tensor(audio, dtype=torch.float32)
-    spec = torch.stft(x, n_fft, hop, window=torch.hann_window(n_fft), return_complex=True).abs() ** 2
-    db = 10 * torch.log10(spec + 1e-10)
-    return (db - db.max()).clamp(min=-90).numpy()
-
-
 def clip_figure(clip: dict[str, torch.Tensor], param_names: Sequence[str], sample_rate: int, title: str):
     """Spectrograms of input/target/output above a heat map of the automation (rows = parameter names)."""
     fig, axes = plt.subplots(4, 1, figsize=(10, 10), gridspec_kw={"height_ratios": [1, 1, 1, 1.4]})
     seconds = clip["input"].shape[-1] / sample_rate
     for ax, key in zip(axes[:3], ("input", "target", "output")):
-        ax.imshow(
-            spectrogram_db(clip[key].mean(0).numpy()),
-            origin="lower",
-            aspect="auto",
-            extent=(0, seconds, 0, sample_rate / 2000),
-            cmap="magma",
-        )
-        ax.set_ylabel(f"{key}\nkHz")
-    theta = clip["theta"].numpy().T
-    axes[3].imshow(
-        theta,
-        aspect="auto",
-        vmin=0,
-        vmax=1,
-        cmap="viridis",
-        extent=(0, seconds, len(param_names), 0),
-        interpolation="nearest",
-    )
-    axes[3].set_yticks(np.arange(len(param_names)) + 0.5)
-    axes[3].set_yticklabels(param_names, fontsize=max(4, 9 - len(param_names) // 10))
-    axes[3].set_xlabel("seconds")
+        spectrogram_panel(ax, spectrogram_db(clip[key].mean(0).numpy()), seconds, sample_rate, key)
+    automation_panel(axes[3], clip["theta"].numpy().T, param_names, seconds)
     fig.suptitle(title)
     fig.tight_layout()
     return fig

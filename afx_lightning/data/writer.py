@@ -9,9 +9,10 @@ Lightning keeps stay small.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,18 +124,26 @@ def write_audio_atomic(
         clipped = int(over.sum())
         if clipped:
             audio = np.clip(audio, -1.0, 1.0)
+    with atomic_output(path) as tmp:
+        sf.write(tmp, np.ascontiguousarray(audio.T), sample_rate, format=fmt, subtype=subtype)
+    return clipped
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path) -> Iterator[str]:
+    """A temporary file next to ``path`` to write into, renamed onto ``path`` when the block ends and removed if
+    it raises: a failed or interrupted write never leaves a partial file under the final name."""
     folder = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + path.suffix, dir=str(folder))
     os.close(fd)
     try:
-        sf.write(tmp, np.ascontiguousarray(audio.T), sample_rate, format=fmt, subtype=subtype)
+        yield tmp
         os.chmod(tmp, _new_file_mode(path))  # mkstemp makes it private; give it the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return clipped
 
 
 def _new_file_mode(path: Path) -> int:
