@@ -382,3 +382,56 @@ def discrete_toy_chain(sample_rate: int, block_size: int) -> Chain:
         ParamSpec("level", 0.0, 1.0, 0.5),
     )
     return Chain([FunctionEffect("toy", _discrete_toy, params, sample_rate)], name="discrete_toy")
+
+
+def fit_tiny_checkpoint(path, chain: str = "pb_mb_compressor"):
+    """Two in-process training steps of a width-8 SmallEncoder on demo clips of ``chain``, saved to ``path`` with
+    ``trainer.save_checkpoint``; returns the model in eval mode (its plugin pool closed). What the inference and
+    prediction tests need: a real checkpoint in seconds."""
+    import functools
+
+    from lightning.pytorch import Trainer, seed_everything
+
+    from .blackbox import FxConfig
+    from .data import AudioFxDataModule
+    from .encoders import SmallEncoder
+    from .module import DeepAFx
+
+    seed_everything(0)
+    dm = AudioFxDataModule(
+        dataset="demo",
+        demo_chain=chain,
+        batch_size=2,
+        val_batch_size=1,
+        steps_per_epoch=2,
+        context_size=8192,
+        seed=1,
+        demo_clips=2,
+        demo_val_clips=1,
+        demo_test_clips=0,
+        demo_seconds=0.5,
+    )
+    model = DeepAFx(
+        encoder=functools.partial(SmallEncoder, width=8),
+        fx=FxConfig(chain=chain, workers=1),
+        num_slots=2,
+        num_eval_slots=1,
+        plateau_patience=0,
+        lr=1e-2,
+    )
+    trainer = Trainer(
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        callbacks=[],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
+    try:
+        trainer.fit(model, datamodule=dm)
+        trainer.save_checkpoint(path)
+    finally:
+        model.fx.close()
+    return model.eval()

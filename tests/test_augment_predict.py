@@ -135,47 +135,10 @@ data:
 
 
 def _fit_small(ckpt: Path) -> None:
-    """Two training steps in-process (as tests/test_inference.py), saved with trainer.save_checkpoint."""
-    from lightning.pytorch import Trainer, seed_everything
+    """Two training steps in-process, saved with trainer.save_checkpoint (shared with tests/test_inference.py)."""
+    from afx_lightning.testing import fit_tiny_checkpoint
 
-    from afx_lightning.blackbox import FxConfig
-    from afx_lightning.encoders import SmallEncoder
-    from afx_lightning.module import DeepAFx
-
-    seed_everything(0)
-    dm = AudioFxDataModule(
-        dataset="demo",
-        batch_size=2,
-        val_batch_size=1,
-        steps_per_epoch=2,
-        context_size=8192,
-        seed=1,
-        demo_clips=2,
-        demo_val_clips=1,
-        demo_test_clips=0,
-        demo_seconds=0.5,
-    )
-    model = DeepAFx(
-        encoder=functools.partial(SmallEncoder, width=8),
-        fx=FxConfig(chain="pb_mb_compressor", workers=1),
-        num_slots=2,
-        num_eval_slots=1,
-        plateau_patience=0,
-        lr=1e-2,
-    )
-    trainer = Trainer(
-        max_steps=2,
-        logger=False,
-        enable_checkpointing=False,
-        callbacks=[],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
-    trainer.fit(model, datamodule=dm)
-    trainer.save_checkpoint(ckpt)
-    model.fx.close()
+    fit_tiny_checkpoint(ckpt)
 
 
 def _run(*args, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -41,47 +41,10 @@ class Evil:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from lightning.pytorch import Trainer, seed_everything
+    from afx_lightning.testing import fit_tiny_checkpoint
 
-    from afx_lightning.data import AudioFxDataModule
-
-    seed_everything(0)
-    dm = AudioFxDataModule(
-        dataset="demo",
-        demo_chain="pb_mb_compressor",
-        batch_size=2,
-        val_batch_size=1,
-        steps_per_epoch=2,
-        context_size=8192,
-        seed=1,
-        demo_clips=2,
-        demo_val_clips=1,
-        demo_test_clips=0,
-        demo_seconds=0.5,
-    )
-    model = DeepAFx(
-        encoder=functools.partial(SmallEncoder, width=8),
-        fx=FxConfig(chain="pb_mb_compressor", workers=1),
-        num_slots=2,
-        num_eval_slots=1,
-        plateau_patience=0,
-        lr=1e-2,
-    )
-    trainer = Trainer(
-        max_steps=2,
-        logger=False,
-        enable_checkpointing=False,
-        callbacks=[],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
-    trainer.fit(model, datamodule=dm)
     path = tmp_path_factory.mktemp("ckpt") / "model.ckpt"
-    trainer.save_checkpoint(path)
-    model.fx.close()
-    return path, model.eval()
+    return path, fit_tiny_checkpoint(path)
 
 
 def _tone(seconds: float, sr: int, channels: int = 2, seed: int = 0) -> np.ndarray:
