@@ -26,7 +26,13 @@ Distances on the aligned pair (``C`` channels, ``M = N - tau`` valid samples):
     norm, but independent of ``N``, ``n_fft`` and the channel count;
   - ``"mse"``: ``mean(d^2)``, what the official DeepAFx code computes.
 
-``L = time_weight * L_time + freq_weight * L_freq``.
+``L = time_weight * L_time + freq_weight * L_freq + mfcc_weight * L_mfcc``.
+
+The third term (off by default, 0 in the paper) weighs timbre apart from level: ``L_mfcc`` is
+:func:`~afx_lightning.metrics.mfcc_l1_distance` on the aligned pair, the mean absolute difference of the 13 MFCCs of
+the level-matched frames (the features of d_MFCC, in units of 10 dB). ``L_time`` and the linear half of ``L_freq``
+are dominated by the loudest bins, so a model trained on them alone gets the level right long before the spectral
+envelope; the fidelity goals are stated in d_MFCC, whose features this term compares.
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from .constants import LOSS_MAX_SHIFT, N_FFT
+from .constants import LOSS_MAX_SHIFT, N_FFT, SAMPLE_RATE
+from .metrics import mfcc_l1_distance
 
 
 @dataclass
@@ -49,6 +56,7 @@ class DelayInvariantLossOutput:
     loss: Tensor
     time: Tensor
     freq: Tensor
+    mfcc: Tensor  # the timbre term (zeros when mfcc_weight is 0: not computed)
     delay: Tensor  # samples by which pred lags target (int64)
     inverted: Tensor  # True where the polarity-inverted comparison was the smaller one
 
@@ -104,6 +112,8 @@ class DelayInvariantLoss(nn.Module):
         spectral_distance: ``"rms"`` (length-independent form of the paper's L2 norm) or ``"mse"`` (official code).
         normalized_xcorr: pick the delay by normalised cross-correlation (see :func:`estimate_delay`); ``False``
             uses the raw cross-correlation, as the paper and official code do.
+        mfcc_weight: weight of the timbre term ``L_mfcc`` (0: the paper's loss).
+        sample_rate: the audio's rate (the timbre term's mel filterbank).
     """
 
     def __init__(
@@ -115,8 +125,12 @@ class DelayInvariantLoss(nn.Module):
         eps: float = 1e-8,
         spectral_distance: Literal["rms", "mse"] = "rms",
         normalized_xcorr: bool = True,
+        mfcc_weight: float = 0.0,
+        sample_rate: int = SAMPLE_RATE,
     ) -> None:
         super().__init__()
+        if mfcc_weight < 0:
+            raise ValueError(f"model.loss.mfcc_weight must be >= 0, got {mfcc_weight}")
         if spectral_distance not in ("rms", "mse"):
             raise ValueError(f"spectral_distance must be 'rms' or 'mse', got {spectral_distance!r}")
         self.max_shift = max_shift
@@ -126,6 +140,8 @@ class DelayInvariantLoss(nn.Module):
         self.eps = eps
         self.spectral_distance = spectral_distance
         self.normalized_xcorr = normalized_xcorr
+        self.mfcc_weight = mfcc_weight
+        self.sample_rate = sample_rate
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
@@ -157,7 +173,14 @@ class DelayInvariantLoss(nn.Module):
         freq = self._distance(mag_p, mag_y) + self._distance(mag_p.log(), mag_y.log())
 
         loss = self.time_weight * time + self.freq_weight * freq
-        return DelayInvariantLossOutput(loss=loss, time=time, freq=freq, delay=delay, inverted=l1_inv < l1_same)
+        if self.mfcc_weight > 0:
+            timbre = mfcc_l1_distance(p, y, self.sample_rate)
+            loss = loss + self.mfcc_weight * timbre
+        else:
+            timbre = torch.zeros_like(loss)
+        return DelayInvariantLossOutput(
+            loss=loss, time=time, freq=freq, mfcc=timbre, delay=delay, inverted=l1_inv < l1_same
+        )
 
     def _magnitude(self, x: Tensor) -> Tensor:
         """``[B, C, N]`` -> ``[B, C, chunks, n_fft // 2 + 1]`` windowed FFT magnitudes."""
@@ -186,6 +209,7 @@ class LossConfig:
     freq_weight: float = 1.0
     spectral_distance: Literal["rms", "mse"] = "rms"
     normalized_xcorr: bool = True
+    mfcc_weight: float = 0.0
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> LossConfig:
@@ -198,11 +222,13 @@ class LossConfig:
     def get_config(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def build(self, latency: int = 0) -> DelayInvariantLoss:
+    def build(self, latency: int = 0, sample_rate: int = SAMPLE_RATE) -> DelayInvariantLoss:
         return DelayInvariantLoss(
             int(self.max_shift) + int(latency),
             self.time_weight,
             self.freq_weight,
             spectral_distance=self.spectral_distance,
             normalized_xcorr=self.normalized_xcorr,
+            mfcc_weight=self.mfcc_weight,
+            sample_rate=sample_rate,
         )

@@ -104,8 +104,9 @@ class DeepAFx(pl.LightningModule):
             parameters (MSE), as the official code does, before plugins are used.
         plateau_factor, plateau_patience, min_lr: ReduceLROnPlateau on ``val/loss`` (paper: 0.2, 20, 1.6e-6);
             ``plateau_patience=0`` disables it.
-        start_at_defaults: initialise the encoder's output bias at the chain's default parameters.
-        prior_weight: weight of an L2 pull of the predicted parameters toward the chain's defaults (normalised
+        start_at_defaults: initialise the encoder's output bias at the anchor: the chain's default parameters, or
+            the setting a ``schedule.MatchedStart`` found for the training pairs (:meth:`start_at`).
+        prior_weight: weight of an L2 pull of the predicted parameters toward the anchor (normalised
             units, summed over parameters, so each one feels the same pull), added to the training loss only.
             SPSA gives every parameter a gradient estimate of the same size whether the loss depends on it or
             not, so without a pull the parameters the loss cannot see random-walk to the edges of their ranges
@@ -166,9 +167,13 @@ class DeepAFx(pl.LightningModule):
         self.register_buffer(
             "defaults", torch.from_numpy(self.fx.codec.defaults), persistent=False
         )  # one per encoder output
+        # where training starts and what the prior pulls toward (and held columns are held at): the defaults
+        # unless start_at() moves it; saved in checkpoints so that a resumed run keeps its anchor
+        self.register_buffer("anchor", self.defaults.clone(), persistent=False)
+        self.anchor_origin = "defaults"
         if start_at_defaults:
-            self.encoder.init_output_bias(self.defaults, weight_scale=0.1)
-        self.loss = loss.build(self.fx.latency)
+            self.encoder.init_output_bias(self.anchor, weight_scale=0.1)
+        self.loss = loss.build(self.fx.latency, sample_rate)
         self._force_fresh = False
         self._held: Tensor | None = None  # encoder outputs held at the defaults (hold_at_defaults)
         self._processor = None  # afx predict: one inference.Processor per run
@@ -209,10 +214,25 @@ class DeepAFx(pl.LightningModule):
         """Context audio [M, C, T] -> normalised parameters [M, P]."""
         return self.encoder(context)
 
+    @torch.no_grad()
+    def start_at(self, columns: Tensor, origin: str) -> None:
+        """Move the anchor to normalised encoder outputs ``columns`` [W] (``fx.codec.encode`` of a θ) before
+        training: the output bias starts there (with ``start_at_defaults``), the prior and the pretraining pull
+        toward it. ``origin`` says where it came from (logged, saved)."""
+        columns = torch.as_tensor(columns, dtype=self.anchor.dtype).flatten().to(self.anchor.device)
+        if columns.shape != self.anchor.shape:
+            raise ValueError(f"an anchor must be shaped {tuple(self.anchor.shape)}, got {tuple(columns.shape)}")
+        if not bool(((columns >= 0) & (columns <= 1)).all()):
+            raise ValueError("an anchor must lie in [0, 1] (normalised parameters)")
+        self.anchor.copy_(columns)
+        self.anchor_origin = origin
+        if self.hparams.start_at_defaults:
+            self.encoder.init_output_bias(self.anchor, weight_scale=0.1)
+
     def hold_at_defaults(self, columns: Tensor | None) -> None:
-        """Hold some encoder outputs (bool ``[W]``) at the chain's defaults in :meth:`render` (training and
-        evaluation): their θ is exactly the default and gets no gradient. None releases them. Used by
-        ``schedule.GreedyStages`` to train a chain plugin by plugin."""
+        """Hold some encoder outputs (bool ``[W]``) at the anchor (the chain's defaults unless :meth:`start_at`
+        moved it) in :meth:`render` (training and evaluation): their θ is exactly that and gets no gradient. None
+        releases them. Used by ``schedule.GreedyStages`` to train a chain plugin by plugin."""
         if columns is not None and tuple(columns.shape) != tuple(self.defaults.shape):
             raise ValueError(f"held columns must be shaped {tuple(self.defaults.shape)}, got {tuple(columns.shape)}")
         self._held = None if columns is None or not bool(columns.any()) else columns.to(self.defaults.device)
@@ -221,14 +241,17 @@ class DeepAFx(pl.LightningModule):
         """Predict parameters and render the batch's frames through the plugins: (output, theta)."""
         theta = self(batch["context"])
         if self._held is not None:
-            theta = torch.where(self._held.to(theta.device), self.defaults.to(theta.dtype), theta)
+            theta = torch.where(self._held.to(theta.device), self.anchor.to(theta.dtype), theta)
         fresh = batch["fresh"]
         if self._force_fresh and self.training:
             fresh, self._force_fresh = torch.ones_like(fresh), False
         return self.fx(batch["frame"], theta, batch["slot"], fresh), theta
 
-    def _loss(self, out: Tensor, target: Tensor) -> Tensor:
-        per_item = self.loss.per_item(out, target).loss
+    def _loss(self, out: Tensor, target: Tensor, stage: str | None = None) -> Tensor:
+        parts = self.loss.per_item(out, target)
+        per_item = parts.loss
+        if stage is not None and self.loss.mfcc_weight > 0:
+            self.log(f"{stage}/loss_mfcc", parts.mfcc.mean(), batch_size=len(per_item), sync_dist=stage != "train")
         # discrete parameters' gradient from the true loss of the perturbed renders (zero-valued; 0 without any)
         per_item = per_item + self.fx.discrete_term(lambda y: self.loss.per_item(y, target).loss)
         failed = self.fx.last_result.failed if self.fx.last_result is not None else None
@@ -242,15 +265,15 @@ class DeepAFx(pl.LightningModule):
         m = batch["frame"].shape[0]
         if self.global_step < self.hparams.pretrain_steps:
             theta = self(batch["context"])
-            loss = torch.nn.functional.mse_loss(theta, self.defaults.expand_as(theta))
+            loss = torch.nn.functional.mse_loss(theta, self.anchor.expand_as(theta))
             self.log("train/pretrain_mse", loss, prog_bar=True, batch_size=m)
             self._force_fresh = True  # the plugins have not seen these frames: restart them when they join
             return loss
         out, theta = self.render(batch)
-        loss = self._loss(out, batch["target"])
+        loss = self._loss(out, batch["target"], "train")
         self.log("train/loss", loss, prog_bar=True, batch_size=m)
         if self.hparams.prior_weight > 0:
-            prior = (theta - self.defaults).pow(2).sum(dim=-1).mean()
+            prior = (theta - self.anchor).pow(2).sum(dim=-1).mean()
             self.log("train/prior", prior, batch_size=m)
             loss = loss + self.hparams.prior_weight * prior
         result = self.fx.last_result
@@ -270,7 +293,7 @@ class DeepAFx(pl.LightningModule):
     def _eval_step(self, batch: dict[str, Tensor], stage: str) -> None:
         out, theta = self.render(batch)
         m = out.shape[0]
-        self.log(f"{stage}/loss", self._loss(out, batch["target"]), prog_bar=True, batch_size=m, sync_dist=True)
+        self.log(f"{stage}/loss", self._loss(out, batch["target"], stage), prog_bar=True, batch_size=m, sync_dist=True)
         self.log(f"{stage}/loss_identity", self.loss(batch["frame"], batch["target"]), batch_size=m, sync_dist=True)
         clips = self._val_outputs
         for row in range(m):
@@ -413,9 +436,14 @@ class DeepAFx(pl.LightningModule):
         # plain data (weights-only loadable): what ``afx_lightning.inference.load_model`` rebuilds the model from
         checkpoint[CONFIG_KEY] = self.get_config()
         checkpoint["afx_encoder"] = self.encoder.get_config()  # read by afx-lightning before the afx_model description
+        checkpoint["afx_anchor"] = {"columns": self.anchor.tolist(), "origin": self.anchor_origin}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.fx.directions.load_from(checkpoint)
+        anchor = checkpoint.get("afx_anchor")  # absent before anchors: the defaults
+        if anchor is not None and len(anchor["columns"]) == len(self.anchor):
+            self.anchor.copy_(torch.tensor(anchor["columns"], dtype=self.anchor.dtype))
+            self.anchor_origin = str(anchor["origin"])
         config = checkpoint.get(CONFIG_KEY)
         if isinstance(config, dict) and "preprocessing" in config:
             self.preprocessing = Preprocessing.from_config(config["preprocessing"])

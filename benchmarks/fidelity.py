@@ -46,6 +46,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -186,17 +187,8 @@ def reused_oracle(path: Path, task: str, chain: str, manifest: dict, pairs: list
     return {**orc, "reused_from": str(path)}
 
 
-def run_task(task: str, args: argparse.Namespace, work: Path) -> dict:
-    data = fidelity_data.ensure(task, args.data_dir, quick=args.quick)
-    manifest = json.loads((data / "manifest.json").read_text())
-    recipe = ROOT / "recipes" / f"{task}.yaml"
-    chain = recipe_chain(recipe)
-    task_work = work / task
-    if task_work.exists():
-        shutil.rmtree(task_work)
-    task_work.mkdir(parents=True)
-    run_dir = task_work / "run"
-
+def fit_command(recipe: Path, data: Path, task_work: Path, run_dir: Path, args: argparse.Namespace) -> list[str]:
+    """The ``afx fit`` command of one task: the recipe at the benchmark's CPU settings, then ``--fit-args``."""
     fit = afx_command() + [
         "fit",
         "--config",
@@ -232,6 +224,22 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict:
         fit += ["--trainer.max_steps", str(args.max_steps)]
     if args.val_batch_size:
         fit += ["--data.val_batch_size", str(args.val_batch_size)]
+    fit += shlex.split(args.fit_args)
+    return fit
+
+
+def run_task(task: str, args: argparse.Namespace, work: Path) -> dict:
+    data = fidelity_data.ensure(task, args.data_dir, quick=args.quick)
+    manifest = json.loads((data / "manifest.json").read_text())
+    recipe = ROOT / "recipes" / f"{task}.yaml"
+    chain = recipe_chain(recipe)
+    task_work = work / task
+    if task_work.exists():
+        shutil.rmtree(task_work)
+    task_work.mkdir(parents=True)
+    run_dir = task_work / "run"
+
+    fit = fit_command(recipe, data, task_work, run_dir, args)
     log(f"{task}: training {chain} ({recipe.name}) for {args.budget_s:.0f} s on {data}")
     train_wall = run(fit, task_work, args.budget_s + args.startup_timeout_s, task_work / "fit.log")
     best, last = checkpoints(run_dir)
@@ -338,6 +346,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps-per-epoch", type=int, default=100, help="training steps between validations")
     p.add_argument("--val-batch-size", type=int, help="override the recipe's val_batch_size")
     p.add_argument("--max-steps", type=int, help="also stop after this many steps")
+    p.add_argument(
+        "--fit-args",
+        default="",
+        help="more afx fit options, appended after the benchmark's own (e.g. '--model.loss.mfcc_weight 4'): "
+        "an experiment on top of the shipped recipe, recorded in the JSON's settings",
+    )
     p.add_argument("--oracle-budget", type=int, default=600, help="afx match evaluations per test file")
     p.add_argument("--oracle-max-seconds", type=float, default=90.0, help="afx match search time per test file")
     p.add_argument("--oracle-files", type=int, help="match only the first N test files (default all)")

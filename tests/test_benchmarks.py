@@ -101,6 +101,11 @@ def test_fidelity_options_and_splits():
     splits = [fidelity_data.split_by_hash(n) for n in names]
     assert splits == [fidelity_data.split_by_hash(n) for n in names] and set(splits) == {"train", "val", "test"}
     assert fidelity.finite({"a": [float("nan"), 1.0]}) == {"a": [None, 1.0]}
+    # --fit-args: an experiment on top of the recipe, appended after the benchmark's own options (the last wins)
+    args = fidelity.parse_args(["--fit-args=--model.lr 0.01 '--trainer.callbacks.init_args.start={a: 0}'"])
+    fit = fidelity.fit_command(Path("recipes/amp.yaml"), Path("set"), Path("work"), Path("run"), args)
+    assert fit[-3:] == ["--model.lr", "0.01", "--trainer.callbacks.init_args.start={a: 0}"]
+    assert fit.index("--model.lr") < len(fit) - 3  # the benchmark's own lr comes first
 
 
 def test_fidelity_reuses_an_earlier_oracle_only_for_the_same_chain_and_test_files(tmp_path):

@@ -158,3 +158,42 @@ def test_normalized_xcorr_survives_a_loud_event_at_the_frame_end() -> None:
     target, pred = s[..., 1000 : 1000 + N], s[..., 1000 - 60 : 1000 - 60 + N]
     assert estimate_delay(pred, target, 100, normalized=True).item() == 60
     assert DelayInvariantLoss().per_item(pred, target).loss.item() < 1e-3
+
+
+def _lowpass(x: torch.Tensor, passes: int = 8) -> torch.Tensor:
+    """A darker copy: repeated two-tap averaging (about -6 dB at 5 kHz after 8 passes)."""
+    for _ in range(passes):
+        x = 0.5 * (x + torch.roll(x, 1, dims=-1))
+    return x
+
+
+def test_timbre_term_ignores_level_and_delay_but_sees_the_spectral_envelope() -> None:
+    from afx_lightning.loss import LossConfig
+
+    loss = LossConfig(mfcc_weight=2.0).build()
+    pred, target = _windows(delay=23)
+    same = loss.per_item(0.25 * pred, target)  # quieter and late, same timbre
+    darker = loss.per_item(0.25 * _lowpass(pred), target)
+    assert same.mfcc.max() < 0.05
+    assert darker.mfcc.min() > 10 * same.mfcc.max()
+    base = DelayInvariantLoss().per_item(0.25 * _lowpass(pred), target)
+    torch.testing.assert_close(darker.loss, base.loss + 2.0 * darker.mfcc)
+
+
+def test_timbre_term_gradient_matches_finite_differences() -> None:
+    from afx_lightning.loss import LossConfig
+
+    loss = LossConfig(mfcc_weight=1.0, time_weight=0.0, freq_weight=0.0).build()
+    pred, target = (x.double() for x in _windows(delay=0, batch=1))
+    pred = _lowpass(pred, 2).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda p: loss.per_item(p, target).mfcc, (pred,), eps=1e-6, atol=1e-5)
+
+
+def test_timbre_weight_is_checked_and_kept_in_the_config() -> None:
+    from afx_lightning.loss import LossConfig
+
+    with pytest.raises(ValueError, match="model.loss.mfcc_weight must be >= 0"):
+        LossConfig(mfcc_weight=-1.0).build()
+    config = LossConfig(mfcc_weight=3.0).get_config()
+    assert config["mfcc_weight"] == 3.0 and LossConfig.from_config(config).build().mfcc_weight == 3.0
+    assert DelayInvariantLoss().per_item(*_windows(delay=0)).mfcc.abs().max() == 0.0  # off: not computed

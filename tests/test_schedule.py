@@ -14,7 +14,7 @@ from afx_lightning.blackbox import FxConfig
 from afx_lightning.data import ArrayClips, AudioFxDataModule, Clip
 from afx_lightning.encoders import SmallEncoder
 from afx_lightning.module import DeepAFx
-from afx_lightning.schedule import EpsilonOnPlateau, GreedyStages
+from afx_lightning.schedule import EpsilonOnPlateau, GreedyStages, MatchedStart
 from afx_lightning.testing import two_plugin_chain
 
 SR, N = 22050, 512
@@ -175,3 +175,42 @@ def test_gradient_clipping_clips_the_spsa_gradients():
     _trainer([norms], max_steps=2, gradient_clip_val=1e-3, limit_val_batches=0).fit(_model(), datamodule=_data())
     assert len(norms.before) == 2 and min(norms.before) > 1e-3
     assert max(norms.after) <= 1e-3 * (1 + 1e-4)
+
+
+def test_matched_start_moves_the_anchor_to_the_static_match_and_a_resumed_run_keeps_it(tmp_path):
+    """The static search finds the data's tanh(2x)/2 far better than the defaults; training starts there (θ at the
+    first step is the anchor's, not the defaults'), the prior pulls toward it, and a resume neither searches again
+    nor loses it."""
+    model = _model(prior_weight=1.0)
+    defaults = model.defaults.clone()
+    start = MatchedStart(excerpts=2, seconds=1.0, budget=120, max_seconds=60, seed=0)
+    probe = _ThetaProbe()
+    trainer = _trainer([start, probe], max_steps=1, limit_val_batches=0)
+    trainer.fit(model, datamodule=_data())
+    scores = start.result["scores"]
+    assert scores["match"]["mrstft"] < 0.5 * scores["defaults"]["mrstft"]
+    assert model.anchor_origin == "MatchedStart"
+    drive = model.param_names.index("reference.drive")
+    assert abs(float(model.anchor[drive] - defaults[drive])) > 0.1  # the data asks for drive 2, the default is 1
+    first = next(theta for step, training, theta in probe.seen if training and step == 0)
+    assert (first - model.anchor).abs().max() < 0.05 < (first - defaults).abs().max()
+
+    ckpt = tmp_path / "run.ckpt"
+    trainer.save_checkpoint(ckpt)
+    anchor = model.anchor.clone()
+    again, resumed = MatchedStart(excerpts=2, seconds=1.0, budget=120, max_seconds=60), _model(prior_weight=1.0)
+    _trainer([again], max_steps=2, limit_val_batches=0).fit(
+        resumed, datamodule=_data(), ckpt_path=str(ckpt), weights_only=False
+    )
+    assert again.result is None  # no second search
+    assert torch.equal(resumed.anchor, anchor) and resumed.anchor_origin == "MatchedStart"
+
+
+def test_matched_start_checks_its_options_and_names_them():
+    with pytest.raises(ValueError, match="MatchedStart: init must be 'center' or 'defaults', got 'middle'"):
+        MatchedStart(init="middle")
+    with pytest.raises(ValueError, match="excerpts=0"):
+        MatchedStart(excerpts=0)
+    model = _model()
+    with pytest.raises(ValueError, match=r"an anchor must be shaped \(4,\)"):
+        model.start_at(torch.zeros(3), origin="test")
