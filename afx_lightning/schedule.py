@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.utilities import rank_zero_info
 
 
@@ -200,6 +201,8 @@ class MatchedStart(Callback):
     Args:
         excerpts, seconds: how much training audio the search renders per candidate.
         budget, max_seconds: the most objective evaluations and the search's wall-clock cap (whichever first).
+        time_share: with a ``trainer.max_time``, the search also takes at most this share of the time left, so a
+            short run still trains (a 45 s smoke run searches for 9 s).
         objective: ``afx match --objective``.
         init: where the search's mean starts, ``afx match --init``: ``"center"`` of the box (a chain whose defaults
             sit in a corner: a compressor at ratio 1) or ``"defaults"`` (a long chain that is near-transparent at
@@ -218,20 +221,23 @@ class MatchedStart(Callback):
         seconds: float = 4.0,
         budget: int = 400,
         max_seconds: float = 60.0,
+        time_share: float = 0.2,
         objective: str = "mrstft+mfcc",
         init: str = "center",
         start: dict[str, float] | None = None,
         seed: int = 0,
     ):
-        if excerpts < 1 or seconds <= 0 or budget < 1 or max_seconds <= 0:
+        if excerpts < 1 or seconds <= 0 or budget < 1 or max_seconds <= 0 or not 0 < time_share <= 1:
             raise ValueError(
-                "MatchedStart: excerpts and budget must be at least 1, seconds and max_seconds above 0; got "
-                f"excerpts={excerpts}, seconds={seconds}, budget={budget}, max_seconds={max_seconds}"
+                "MatchedStart: excerpts and budget must be at least 1, seconds and max_seconds above 0, time_share in "
+                f"(0, 1]; got excerpts={excerpts}, seconds={seconds}, budget={budget}, max_seconds={max_seconds}, "
+                f"time_share={time_share}"
             )
         self.excerpts, self.seconds, self.budget = int(excerpts), float(seconds), int(budget)
         if init not in ("center", "defaults"):
             raise ValueError(f"MatchedStart: init must be 'center' or 'defaults', got {init!r}")
         self.max_seconds, self.objective, self.init, self.seed = float(max_seconds), objective, init, int(seed)
+        self.time_share = float(time_share)
         self.start = {str(k): float(v) for k, v in (start or {}).items()}
         self.result: dict[str, Any] | None = None  # what the search found (rank 0), for logs and tests
 
@@ -266,6 +272,11 @@ class MatchedStart(Callback):
         data = trainer.datamodule
         rate = int(data.sample_rate)
         x, y = self.excerpt_pair(data.train_clips, rate)
+        max_seconds = self.max_seconds
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        remaining = timer.time_remaining() if timer is not None else None
+        if remaining is not None:
+            max_seconds = max(1.0, min(max_seconds, self.time_share * remaining))
         t0 = time.monotonic()
         found = match_static(
             pl_module.fx.chain_factory,
@@ -274,7 +285,7 @@ class MatchedStart(Callback):
             input_rate=rate,
             target_rate=rate,
             budget=self.budget,
-            max_seconds=self.max_seconds,
+            max_seconds=max_seconds,
             objective=self.objective,
             init=self.init,
             start=self.start,
@@ -289,6 +300,7 @@ class MatchedStart(Callback):
             "scores": scores,
             "evaluations": found.evaluations,
             "seconds": round(time.monotonic() - t0, 1),
+            "max_seconds": max_seconds,
             "audio_seconds": round(x.shape[1] / rate, 1),
         }
         rank_zero_info(

@@ -183,10 +183,11 @@ def test_matched_start_moves_the_anchor_to_the_static_match_and_a_resumed_run_ke
     nor loses it."""
     model = _model(prior_weight=1.0)
     defaults = model.defaults.clone()
-    start = MatchedStart(excerpts=2, seconds=1.0, budget=120, max_seconds=60, seed=0)
+    start = MatchedStart(excerpts=2, seconds=1.0, budget=120, max_seconds=60, time_share=0.25, seed=0)
     probe = _ThetaProbe()
-    trainer = _trainer([start, probe], max_steps=1, limit_val_batches=0)
+    trainer = _trainer([start, probe], max_steps=1, limit_val_batches=0, max_time="00:00:02:00")
     trainer.fit(model, datamodule=_data())
+    assert 1.0 <= start.result["max_seconds"] <= 30.0  # a quarter of the 120 s max_time at most, not 60
     scores = start.result["scores"]
     assert scores["match"]["mrstft"] < 0.5 * scores["defaults"]["mrstft"]
     assert model.anchor_origin == "MatchedStart"
