@@ -173,3 +173,6 @@ def test_fidelity_amp_build_and_quick_benchmark(tmp_path):
     assert amp["scores"]["d_mfcc"]["identity"] > 0.01 and amp["scores"]["mrstft"]["identity"] > 0.1
     assert amp["train"]["steps"] > 0 and amp["train"]["wall_s"] > 0 and amp["oracle"]["files"]
     assert run.stderr.strip().splitlines()[-1].startswith("fidelity: amp: d_MFCC")
+    # the recipe's matched start ran inside the fit's time budget, from the training excerpts
+    fit_log = (tmp_path / "work" / "amp" / "fit.log").read_text(errors="replace")
+    assert "MatchedStart: static setting from" in fit_log, fit_log[-2000:]
