@@ -16,6 +16,7 @@ and the front end alone. ``--encoders`` adds other encoders' encoder-step times 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import statistics
@@ -81,7 +82,7 @@ def frontend_saving(encoder, context, steps: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--chain", default="pb_mb_compressor")
-    parser.add_argument("--encoder", default="inception", choices=["inception", "mobilenet", "small"])
+    parser.add_argument("--encoder", default="inception", choices=["inception", "inception_nchw", "mobilenet", "small"])
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--context", type=int, default=40960)
     parser.add_argument("--steps", type=int, default=3)
@@ -100,6 +101,7 @@ def main() -> None:
 
     encoders = {
         "inception": InceptionEncoder,
+        "inception_nchw": functools.partial(InceptionEncoder, channels_last=False),  # before issue 14's NHWC
         "mobilenet": MobileNetV2Encoder,
         "small": SmallEncoder,
         "tcn": TemporalConvEncoder,

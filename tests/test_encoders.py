@@ -158,3 +158,27 @@ def test_small_encoder_centre_features_tell_when_an_event_is_in_the_frame() -> N
     assert torch.allclose(centre[2], centre[0], atol=1e-3 * centre[0].abs().max())  # an edge click: centre unchanged
     assert (centre[1] - centre[0]).abs().max() > 10 * (centre[2] - centre[0]).abs().max()
     assert SmallEncoder(3, centre=True).head.in_features == 2 * SmallEncoder(3).head.in_features
+
+
+def test_inception_channels_last_gives_the_same_outputs_and_gradients_as_nchw():
+    """NHWC is a speed choice only (issue 14): same weights -> same θ and same weight gradients, in train mode."""
+    import torch
+
+    from afx_lightning.encoders import InceptionEncoder
+
+    torch.manual_seed(0)
+    nchw = InceptionEncoder(5, width=16, num_stages=2, channels_last=False)
+    nhwc = InceptionEncoder(5, width=16, num_stages=2)
+    nhwc.load_state_dict(nchw.state_dict())
+    assert nhwc.body[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert nhwc.get_config()["init_args"]["channels_last"] is True
+    x = 0.1 * torch.randn(3, 1, 8192)
+    outs = []
+    for enc in (nchw, nhwc):
+        enc.train()
+        enc.zero_grad()
+        theta = enc(x)
+        theta.square().sum().backward()
+        outs.append((theta.detach(), enc.head.weight.grad.clone(), enc.body[0][0].weight.grad.clone()))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

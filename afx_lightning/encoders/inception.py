@@ -52,6 +52,11 @@ class InceptionEncoder(ParameterEncoder):
 
     At the defaults (width 64, 6 stages) this is ≈2.8 M parameters, the size the paper reports; the 128 mel bands
     are reduced to 1 and the 157 frames of a 40 960-sample context to 2 before pooling.
+
+    ``channels_last`` (default on) runs the convolutions on NHWC tensors, which oneDNN's CPU kernels prefer: a
+    paper-configuration step (M = 100, forward + backward) took 6.1 s instead of 10.8 s on 2 cores, with the
+    outputs equal within 2e-6 (same weights; ``benchmarks/train_step.py --encoders inception_nchw``). Weights and
+    checkpoints are the same either way.
     """
 
     def __init__(
@@ -62,9 +67,10 @@ class InceptionEncoder(ParameterEncoder):
         num_stages: int = 6,
         n_mels: int = 128,
         dropout: float = 0.0,
+        channels_last: bool = True,
     ) -> None:
         super().__init__(num_params, sample_rate=sample_rate, n_mels=n_mels, dropout=dropout)
-        self.width, self.num_stages = width, num_stages
+        self.width, self.num_stages, self.channels_last = width, num_stages, bool(channels_last)
         layers: list[nn.Module] = [conv_bn_relu(1, width, 5), nn.MaxPool2d(3, stride=2, padding=1)]
         ch = width
         for _ in range(num_stages):
@@ -75,7 +81,19 @@ class InceptionEncoder(ParameterEncoder):
         embed = 4 * width
         layers += [nn.Conv2d(ch, embed, 1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         self.body = nn.Sequential(*layers)
+        if self.channels_last:
+            self.body.to(memory_format=torch.channels_last)
         self._build_head(embed)
 
+    def logits_from_log_mel(self, log_mel: Tensor) -> Tensor:
+        if self.channels_last:
+            log_mel = log_mel.contiguous(memory_format=torch.channels_last)
+        return super().logits_from_log_mel(log_mel)
+
     def config_args(self) -> dict:
-        return {**super().config_args(), "width": self.width, "num_stages": self.num_stages}
+        return {
+            **super().config_args(),
+            "width": self.width,
+            "num_stages": self.num_stages,
+            "channels_last": self.channels_last,
+        }
