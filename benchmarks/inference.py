@@ -227,8 +227,9 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict:
     for enc in ("inception", "tcn"):
         ckpts[enc] = workdir / f"{enc}.ckpt"
         info[enc] = make_checkpoint(ckpts[enc], args.chain, enc, random_head=True)
-    variants = [
-        ("inception_per_context", "inception", dict(share_log_mel=False)),
+    variants = [  # "nchw": the Inception convolutions as they ran before channels-last became the default
+        ("inception_per_context", "inception", dict(share_log_mel=False, nchw=True)),
+        ("inception_log_mel_once_nchw", "inception", dict(nchw=True)),
         ("inception_log_mel_once", "inception", {}),
     ]
     if not args.no_compile:
@@ -237,6 +238,10 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict:
     results, reference = {}, None
     for name, enc, options in variants:
         model = load_model(ckpts[enc])
+        options = dict(options)
+        if options.pop("nchw", False):
+            model.encoder.channels_last = False
+            model.encoder.body.to(memory_format=torch.contiguous_format)
         try:
             proc = Processor(model, predict_hop=args.predict_hop, **options)
             kept, predict = [], proc.predict
@@ -252,6 +257,7 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict:
         row = {
             "encoder": enc,
             **options,
+            "channels_last": bool(getattr(model.encoder, "channels_last", False)),
             "realtime_factor": stats.seconds / stats.wall_s,
             "wall_s": stats.wall_s,
             "predict_s": stats.predict_s,
