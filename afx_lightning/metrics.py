@@ -56,6 +56,14 @@ def _as_bt(x: Tensor) -> Tensor:
     raise ValueError(f"expected audio [B, C, T], [B, T] or [T], got shape {tuple(x.shape)}")
 
 
+def _paired(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """Both as ``[B, T]`` (downmixed), the target in the prediction's dtype; refuses different shapes."""
+    pred, target = _as_bt(pred), _as_bt(target).to(pred.dtype)
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    return pred, target
+
+
 def normalize_level(x: Tensor, eps: float = 1e-12) -> Tensor:
     """Scale each row of ``[B, T]`` to unit mean absolute level (the official d_MFCC's gain matching)."""
     return x / x.abs().mean(dim=-1, keepdim=True).clamp_min(eps)
@@ -84,9 +92,7 @@ def mfcc_distance(
     ``over="frames"``: per-frame distance of 13-dim vectors, averaged over frames (default). ``over="coefficients"``:
     per-coefficient distance of time trajectories, averaged over the 13 coefficients (the official code).
     """
-    pred, target = _as_bt(pred), _as_bt(target).to(pred.dtype)
-    if pred.shape != target.shape:
-        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    pred, target = _paired(pred, target)
     a = mfcc(normalize_level(pred), sample_rate)
     b = mfcc(normalize_level(target), sample_rate)
     if over == "frames":
@@ -106,9 +112,7 @@ def mfcc_l1_distance(pred: Tensor, target: Tensor, sample_rate: int = SAMPLE_RAT
     and the per-coefficient one by chance (two white noises: 0.82); this one separates them (0.54 between two white
     noises, 2.3 for the tone pair, 3.8 for white vs noise low-passed at 1 kHz).
     """
-    pred, target = _as_bt(pred), _as_bt(target).to(pred.dtype)
-    if pred.shape != target.shape:
-        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    pred, target = _paired(pred, target)
     diff = mfcc(normalize_level(pred), sample_rate) - mfcc(normalize_level(target), sample_rate)
     return diff.abs().mean(dim=(1, 2)) / 10.0
 

@@ -175,7 +175,7 @@ class DeepAFx(pl.LightningModule):
             self.encoder.init_output_bias(self.anchor, weight_scale=0.1)
         self.loss = loss.build(self.fx.latency, sample_rate)
         self._force_fresh = False
-        self._held: Tensor | None = None  # encoder outputs held at the defaults (hold_at_defaults)
+        self._held: Tensor | None = None  # encoder outputs held at the anchor (hold_at_anchor)
         self._processor = None  # afx predict: one inference.Processor per run
         self._val_outputs: dict[int, dict[int, tuple]] = {}
 
@@ -229,7 +229,7 @@ class DeepAFx(pl.LightningModule):
         if self.hparams.start_at_defaults:
             self.encoder.init_output_bias(self.anchor, weight_scale=0.1)
 
-    def hold_at_defaults(self, columns: Tensor | None) -> None:
+    def hold_at_anchor(self, columns: Tensor | None) -> None:
         """Hold some encoder outputs (bool ``[W]``) at the anchor (the chain's defaults unless :meth:`start_at`
         moved it) in :meth:`render` (training and evaluation): their θ is exactly that and gets no gradient. None
         releases them. Used by ``schedule.GreedyStages`` to train a chain plugin by plugin."""

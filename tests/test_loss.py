@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from afx_lightning.loss import DelayInvariantLoss, estimate_delay
+from afx_lightning.loss import DelayInvariantLoss, LossConfig, estimate_delay
 
 N = 1024
 START = 2048
@@ -168,8 +168,6 @@ def _lowpass(x: torch.Tensor, passes: int = 8) -> torch.Tensor:
 
 
 def test_timbre_term_ignores_level_and_delay_but_sees_the_spectral_envelope() -> None:
-    from afx_lightning.loss import LossConfig
-
     loss = LossConfig(mfcc_weight=2.0).build()
     pred, target = _windows(delay=23)
     same = loss.per_item(0.25 * pred, target)  # quieter and late, same timbre
@@ -181,8 +179,6 @@ def test_timbre_term_ignores_level_and_delay_but_sees_the_spectral_envelope() ->
 
 
 def test_timbre_term_gradient_matches_finite_differences() -> None:
-    from afx_lightning.loss import LossConfig
-
     loss = LossConfig(mfcc_weight=1.0, time_weight=0.0, freq_weight=0.0).build()
     pred, target = (x.double() for x in _windows(delay=0, batch=1))
     pred = _lowpass(pred, 2).requires_grad_(True)
@@ -190,8 +186,6 @@ def test_timbre_term_gradient_matches_finite_differences() -> None:
 
 
 def test_timbre_weight_is_checked_and_kept_in_the_config() -> None:
-    from afx_lightning.loss import LossConfig
-
     with pytest.raises(ValueError, match="model.loss.mfcc_weight must be >= 0"):
         LossConfig(mfcc_weight=-1.0).build()
     config = LossConfig(mfcc_weight=3.0).get_config()

@@ -63,10 +63,12 @@ def _stereo(seconds: float, sr: int) -> np.ndarray:
 @pytest.mark.slow
 def test_fit_then_process_evaluate_and_resume_through_the_cli(tmp_path):
     afx = str(BIN / "afx")
-    _run([afx, *FIT], tmp_path)
+    fit = [*FIT, "--model.loss.mfcc_weight", "1"]  # the timbre term, set from the command line
+    _run([afx, *fit], tmp_path)
     ckpt = _written_checkpoint(tmp_path)
     step = _checkpoints(tmp_path)[ckpt]
     assert step > 0
+    assert torch.load(ckpt, map_location="cpu", weights_only=True)["afx_model"]["loss"]["mfcc_weight"] == 1.0
 
     # afx process: any rate and channel count in, the input's length, rate and channels out
     sr, x = 44100, _stereo(1.5, 44100)
@@ -100,7 +102,7 @@ def test_fit_then_process_evaluate_and_resume_through_the_cli(tmp_path):
     # resume: the global step continues from the checkpoint's, it does not restart
     before = set(_checkpoints(tmp_path))
     logs_before = set(tmp_path.rglob("metrics.csv"))
-    _run([afx, *FIT, "--ckpt_path", str(ckpt), "--trainer.max_steps", str(step + 3)], tmp_path)
+    _run([afx, *fit, "--ckpt_path", str(ckpt), "--trainer.max_steps", str(step + 3)], tmp_path)
     after = _checkpoints(tmp_path)
     assert max(after.values()) == step + 3
     resumed = [p for p in after if p not in before or p.name == "last.ckpt"]
@@ -108,8 +110,10 @@ def test_fit_then_process_evaluate_and_resume_through_the_cli(tmp_path):
     new_logs = [p for p in tmp_path.rglob("metrics.csv") if p not in logs_before]
     assert new_logs, "the resumed run logged nothing (tests/configs/quickstart_short.yaml has a CSVLogger)"
     with open(new_logs[0]) as f:
-        steps = [int(r["step"]) for r in csv.DictReader(f) if r.get("step")]
+        rows = list(csv.DictReader(f))
+    steps = [int(r["step"]) for r in rows if r.get("step")]
     assert steps and min(steps) >= step, f"the resumed run logged from step {min(steps)}, not from {step}"
+    assert any(r.get("train/loss_mfcc") for r in rows), "the timbre term was not logged"
 
 
 @pytest.mark.slow

@@ -54,7 +54,7 @@ class InceptionEncoder(ParameterEncoder):
     are reduced to 1 and the 157 frames of a 40 960-sample context to 2 before pooling.
 
     ``channels_last`` (default on) runs the convolutions on NHWC tensors, which oneDNN's CPU kernels prefer: a
-    paper-configuration step (M = 100, forward + backward) took 6.1 s instead of 10.8 s on 2 cores, with the
+    paper-configuration encoder step (M = 100, forward + backward) took 5.6 s instead of 9.7 s on 2 cores, with the
     outputs equal within 2e-6 (same weights; ``benchmarks/train_step.py --encoders inception_nchw``). Weights and
     checkpoints are the same either way.
     """
