@@ -12,24 +12,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_fx_layer_benchmark_prints_json():
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "fx_layer.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    result = json.loads(run.stdout)
-    for key in ("fx_step_s", "plugin_cpu_s", "overhead", "per_slot_step_s", "speedup_vs_per_slot_processes"):
-        assert result[key] > 0, key
-    assert not any(result["details"]["fx_fault_stats"].values())  # a benchmark with faults measures nothing
-
-
-@pytest.mark.slow
 def test_run_all_quick_prints_combined_json(tmp_path):
-    """``run_all.py --quick``: every benchmark runs in its own subprocess; one JSON object with all their fields."""
+    """``run_all.py --quick``: every benchmark runs in its own subprocess; one JSON object with all their fields.
+
+    Also the fx_layer smoke test: run_all's ``fx_layer.py --chain pb_mb_compressor --quick`` (the script's defaults
+    plus ``--workers-sweep 1,2 --fd-ratio``) is parsed from its stdout as run by itself, so its own fields are
+    checked here rather than in a second run of the same benchmark."""
     out = tmp_path / "results.json"
     run = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--quick", "--markdown", "--json-out", str(out)],
@@ -46,7 +34,9 @@ def test_run_all_quick_prints_combined_json(tmp_path):
     results = combined["results"]
     assert not [name for name, r in results.items() if "error" in r], results
     fx = results["fx_layer:pb_mb_compressor"]
-    assert fx["fx_step_s"] > 0 and fx["per_slot_step_s"] > 0
+    for key in ("fx_step_s", "plugin_cpu_s", "overhead", "per_slot_step_s", "speedup_vs_per_slot_processes"):
+        assert fx[key] > 0, key
+    assert not any(fx["details"]["fx_fault_stats"].values())  # a benchmark with faults measures nothing
     assert [w["workers"] for w in fx["worker_scaling"]] == [1, 2]
     assert all(w["fx_step_s"] > 0 for w in fx["worker_scaling"])
     assert fx["fd_vs_spsa_step_ratio"] > 0
