@@ -166,3 +166,30 @@ def test_fidelity_amp_build_and_quick_benchmark(tmp_path):
     # the recipe's matched start ran inside the fit's time budget, from the training excerpts
     fit_log = (tmp_path / "work" / "amp" / "fit.log").read_text(errors="replace")
     assert "MatchedStart: static setting from" in fit_log, fit_log[-2000:]
+
+
+@pytest.mark.slow
+def test_breath_set_and_its_band_ceiling(tmp_path, capsys):
+    """The breath set (tiny subset: speech with recorded events in its pauses, target the speech alone), then
+    ``band_ceiling.py`` on it: the manifest places events in every file, and ideal per-frame gains in 1/3-octave
+    bands come far closer to the target than the identity, while the gate's 4 bands cannot (its d_MFCC stays
+    at least 80% of the identity's)."""
+    _, fidelity_data = _fidelity_modules()
+    missing = fidelity_data.missing_packages("breath")
+    if missing:
+        pytest.skip(f"the fidelity breath set needs Debian packages: apt-get install {' '.join(missing)}")
+    data = fidelity_data.ensure("breath", tmp_path / "data", quick=True)
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert manifest["files"] and all(f["events"] for f in manifest["files"])
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import band_ceiling
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert band_ceiling.main(["--data-dir", str(tmp_path / "data"), "--quick"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    identity, bands = result["identity"], result["bands"]
+    assert result["files"] == manifest["counts"]["test"] > 0
+    third = bands["32 third-octave bands"]
+    assert third["d_mfcc"] < 0.6 * identity["d_mfcc"] and third["mrstft"] < 0.6 * identity["mrstft"]
+    assert bands["4 bands (pb_mb_gate defaults)"]["d_mfcc"] > 0.8 * identity["d_mfcc"]

@@ -345,3 +345,23 @@ def test_a_vst3_file_is_an_effect_with_parameters_in_plugin_units():
     assert np.abs(out).max() < 0.5 * 0.9  # and it compresses a loud sine
     with pytest.raises(ValueError, match="no parameter 'nope'"):
         plugin_file_effect(ZAMCOMP, "bad", [ParamSpec("nope", 0, 1, 0)], 22050, 1024)
+
+
+# ---------------------------------------------------------------------------------------------- breath chains
+
+
+def test_graphic_eq_chain_is_idle_at_its_defaults_and_cuts_one_band():
+    chain = build_chain("pb_graphic_eq", SR, BLOCK)
+    assert chain.num_params == 33 and chain.param_names == [f"g_{k}" for k in range(32)] + ["g_out"]
+    x = noise()
+    np.testing.assert_allclose(stream(chain, x, theta(chain))[0], x, atol=1e-5)
+    k = 21  # 2 kHz
+    cut, other = {}, {}
+    for gain in (0.0, -24.0):
+        chain = build_chain("pb_graphic_eq", SR, BLOCK)
+        th = theta(chain, **{f"g_{k}": gain})
+        cut[gain] = steady_gain_db(chain, sine(2000.0, 0.05), th)
+        chain.reset()
+        other[gain] = steady_gain_db(chain, sine(500.0, 0.05), th)
+    assert cut[-24.0] - cut[0.0] == pytest.approx(-24.0, abs=1.5)
+    assert abs(other[-24.0] - other[0.0]) < 0.5
