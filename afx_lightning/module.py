@@ -106,6 +106,9 @@ class DeepAFx(pl.LightningModule):
             ``plateau_patience=0`` disables it.
         start_at_defaults: initialise the encoder's output bias at the anchor: the chain's default parameters, or
             the setting a ``schedule.MatchedStart`` found for the training pairs (:meth:`start_at`).
+        start_spread: how far the untrained encoder's outputs spread around the anchor (the head's initial weights
+            are scaled by it, :meth:`~afx_lightning.encoders.base.ParameterEncoder.init_output_bias`); 0 starts
+            every frame exactly at the anchor.
         prior_weight: weight of an L2 pull of the predicted parameters toward the anchor (normalised
             units, summed over parameters, so each one feels the same pull), added to the training loss only.
             SPSA gives every parameter a gradient estimate of the same size whether the loss depends on it or
@@ -122,6 +125,7 @@ class DeepAFx(pl.LightningModule):
         "plateau_patience",
         "min_lr",
         "start_at_defaults",
+        "start_spread",
         "prior_weight",
     )
 
@@ -142,6 +146,7 @@ class DeepAFx(pl.LightningModule):
         plateau_patience: int = 20,
         min_lr: float = 1.6e-6,
         start_at_defaults: bool = True,
+        start_spread: float = 0.1,
         prior_weight: float = 0.0,
     ):
         super().__init__()
@@ -171,8 +176,10 @@ class DeepAFx(pl.LightningModule):
         # unless start_at() moves it; saved in checkpoints so that a resumed run keeps its anchor
         self.register_buffer("anchor", self.defaults.clone(), persistent=False)
         self.anchor_origin = "defaults"
+        if not 0.0 <= start_spread <= 1.0:
+            raise ValueError(f"model.start_spread must lie in [0, 1], got {start_spread}")
         if start_at_defaults:
-            self.encoder.init_output_bias(self.anchor, weight_scale=0.1)
+            self.encoder.init_output_bias(self.anchor, weight_scale=start_spread)
         self.loss = loss.build(self.fx.latency, sample_rate)
         self._force_fresh = False
         self._held: Tensor | None = None  # encoder outputs held at the anchor (hold_at_anchor)
@@ -227,7 +234,7 @@ class DeepAFx(pl.LightningModule):
         self.anchor.copy_(columns)
         self.anchor_origin = origin
         if self.hparams.start_at_defaults:
-            self.encoder.init_output_bias(self.anchor, weight_scale=0.1)
+            self.encoder.init_output_bias(self.anchor, weight_scale=self.hparams.start_spread)
 
     def hold_at_anchor(self, columns: Tensor | None) -> None:
         """Hold some encoder outputs (bool ``[W]``) at the anchor (the chain's defaults unless :meth:`start_at`

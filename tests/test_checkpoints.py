@@ -244,6 +244,7 @@ def test_each_part_describes_itself_and_the_description_rebuilds_it(tmp_path):
         num_slots=2,
         num_eval_slots=1,
         prior_weight=0.25,
+        start_spread=0.05,
     )
     config = model.get_config()
     assert config["format"] == 2 and config["chain"] == "pb_mb_compressor" and "chain" not in config["fx"]
@@ -258,13 +259,14 @@ def test_each_part_describes_itself_and_the_description_rebuilds_it(tmp_path):
         "num_params": model.fx.num_params,
     }
     assert config["options"]["prior_weight"] == 0.25 and "num_slots" not in config["options"]
+    assert config["options"]["start_spread"] == 0.05
     assert json.loads(json.dumps(config)) == config
     path = tmp_path / "m.ckpt"
     _save(model, path)
     loaded = load_model(path)
     assert loaded.fx_config == FxConfig(chain="pb_mb_compressor", workers=1, epsilon=0.05, seed=5, timeout_s=9.0)
     assert loaded.loss_config == LossConfig(max_shift=200, time_weight=3.0) and loaded.encoder.n_mels == 64
-    assert loaded.hparams.prior_weight == 0.25
+    assert loaded.hparams.prior_weight == 0.25 and loaded.hparams.start_spread == 0.05
     torch.testing.assert_close(_probe(loaded), _probe(model))
     with pytest.raises(ValueError, match="model.fx has no option wokers"):
         FxConfig.from_config({"wokers": 2})
@@ -278,3 +280,35 @@ def test_an_encoder_whose_config_args_miss_an_option_is_refused_when_described()
     with pytest.raises(TypeError, match=r"Wider.config_args\(\) does not return its option\(s\) depth"):
         Wider(3).get_config()
     assert SmallEncoder(3, width=4).get_config()["init_args"]["width"] == 4
+
+
+@pytest.mark.parametrize("spread", [0.0, 0.1])
+def test_start_spread_sets_how_far_untrained_frames_start_from_the_anchor(spread):
+    """In train mode (batch statistics, as SPSA sees the encoder) the default spread starts each frame a few dB
+    off the defaults on a 32-band EQ; 0 starts every frame exactly there, the identity."""
+    torch.manual_seed(0)
+    model = DeepAFx(
+        encoder=functools.partial(SmallEncoder, width=4, centre=True),
+        fx=FxConfig(chain="pb_graphic_eq", workers=1),
+        num_slots=2,
+        num_eval_slots=1,
+        start_spread=spread,
+    ).train()
+    with torch.no_grad():
+        theta = model(0.3 * torch.randn(8, 1, 8192))
+    off = (theta - model.anchor.clamp(0.01, 0.99)).abs()  # the head's bias is logit(clip(anchor))
+    if spread == 0.0:
+        assert off.max().item() < 1e-6
+    else:
+        assert off.max().item() > 0.01 and theta.std(dim=0).max().item() > 0.005
+
+
+def test_start_spread_out_of_range_is_refused_by_name():
+    with pytest.raises(ValueError, match="model.start_spread must lie in"):
+        DeepAFx(
+            encoder=functools.partial(SmallEncoder, width=4),
+            fx=FxConfig(chain="pb_graphic_eq", workers=1),
+            num_slots=1,
+            num_eval_slots=1,
+            start_spread=2.0,
+        )
