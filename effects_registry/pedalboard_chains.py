@@ -17,6 +17,8 @@ reports zero latency and is built as a graph of plain JUCE DSP blocks that pedal
     EQ of PeakFilters at LSP graph_equalizer_x32's ISO 1/3-octave centres) -> ``limiter`` (``th``).
 ``graphic_eq`` (33 params)
     The mastering chain's 32-band EQ alone: driven frame by frame, a dynamic EQ (see :func:`graphic_eq`).
+``octave_eq`` (8 params)
+    8 octave-band PeakFilters: a per-frame spectral cut with few parameters (see :func:`octave_eq`).
 
 Band split. pedalboard's Lowpass/HighpassFilter are 1st order, so a complementary split is exact: a band is
 ``LP(x; f)`` and the remainder is ``x - LP(x; f)``, built as ``Mix([passthrough, Chain([LP, Invert])])``
@@ -339,42 +341,68 @@ def multiband_gate(sample_rate: int, block_size: int) -> Chain:
     return Chain([effect], name="pb_mb_gate")
 
 
+@dataclass(frozen=True)
+class _GraphicEqLayout:
+    """A bank of fixed-frequency PeakFilters with trainable gains ``g_0..``, optionally an output gain ``g_out``."""
+
+    centres_hz: tuple[float, ...] = GEQ32_CENTRES_HZ
+    q: float = THIRD_OCTAVE_Q
+    gain: tuple[float, float] = (-36.0, 14.0)  # LSP's EQ gain [0.01585, 5] linear
+    output_gain: bool = True
+
+    def effect(self, name: str, sample_rate: int, block_size: int) -> PedalboardEffect:
+        """Bands whose centre is at or above ``EQ_NYQUIST_LIMIT`` x Nyquist stay in the layout but do nothing."""
+        active = [f < EQ_NYQUIST_LIMIT * sample_rate / 2.0 for f in self.centres_hz]
+        params: list[ParamSpec] = []
+        for k, (f, on) in enumerate(zip(self.centres_hz, active, strict=True)):
+            note = (
+                ""
+                if on
+                else (
+                    f"; inactive at {sample_rate} Hz (centre >= {EQ_NYQUIST_LIMIT:g} x Nyquist): kept in the layout, "
+                    "its value has no effect"
+                )
+            )
+            params.append(db(f"g_{k}", *self.gain, 0.0, f"gain of the {f:g} Hz band{note}"))
+        if self.output_gain:
+            params.append(db("g_out", -36.0, 12.0, 0.0, "output gain"))
+
+        def noop(value: float) -> None:
+            pass
+
+        def build() -> PedalboardGraph:
+            stages: list[object] = []
+            setters: dict[str, Setter] = {}
+            for k, (f, on) in enumerate(zip(self.centres_hz, active, strict=True)):
+                if on:
+                    peak = pedalboard.PeakFilter(cutoff_frequency_hz=f, gain_db=0.0, q=self.q)
+                    stages.append(peak)
+                    setters[f"g_{k}"] = attribute_setter(peak, "gain_db")
+                else:
+                    setters[f"g_{k}"] = noop
+            if self.output_gain:
+                out = pedalboard.Gain(gain_db=0.0)
+                stages.append(out)
+                setters["g_out"] = attribute_setter(out, "gain_db")
+            return PedalboardGraph(pedalboard.Chain(stages), setters)
+
+        return PedalboardEffect(name, build, params, sample_rate, block_size)
+
+
+#: the mastering chain's EQ: 32 bands at LSP graph_equalizer_x32's centres + output gain
+GEQ32_LAYOUT = _GraphicEqLayout()
+#: 8 octave bands, 63 Hz ... 8 kHz (Q = sqrt(2)), no output gain: a per-frame spectral cut with few parameters
+OCTAVE_LAYOUT = _GraphicEqLayout(
+    centres_hz=(63.0, 125.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0),
+    q=math.sqrt(2.0),
+    gain=(-36.0, 12.0),
+    output_gain=False,
+)
+
+
 def _graphic_eq(sample_rate: int, block_size: int) -> PedalboardEffect:
     """32 PeakFilters (1/3-octave Q) at LSP's centres + output gain; bands near Nyquist are inactive."""
-    nyquist = sample_rate / 2.0
-    active = [f < EQ_NYQUIST_LIMIT * nyquist for f in GEQ32_CENTRES_HZ]
-    params: list[ParamSpec] = []
-    for k, (f, on) in enumerate(zip(GEQ32_CENTRES_HZ, active, strict=True)):
-        note = (
-            ""
-            if on
-            else (
-                f"; inactive at {sample_rate} Hz (centre >= {EQ_NYQUIST_LIMIT:g} x Nyquist): kept in the layout, "
-                "its value has no effect"
-            )
-        )
-        params.append(db(f"g_{k}", -36.0, 14.0, 0.0, f"gain of the {f:g} Hz band{note}"))
-    params.append(db("g_out", -36.0, 12.0, 0.0, "output gain"))
-
-    def noop(value: float) -> None:
-        pass
-
-    def build() -> PedalboardGraph:
-        stages: list[object] = []
-        setters: dict[str, Setter] = {}
-        for k, (f, on) in enumerate(zip(GEQ32_CENTRES_HZ, active, strict=True)):
-            if on:
-                peak = pedalboard.PeakFilter(cutoff_frequency_hz=f, gain_db=0.0, q=THIRD_OCTAVE_Q)
-                stages.append(peak)
-                setters[f"g_{k}"] = attribute_setter(peak, "gain_db")
-            else:
-                setters[f"g_{k}"] = noop
-        out = pedalboard.Gain(gain_db=0.0)
-        stages.append(out)
-        setters["g_out"] = attribute_setter(out, "gain_db")
-        return PedalboardGraph(pedalboard.Chain(stages), setters)
-
-    return PedalboardEffect("eq", build, params, sample_rate, block_size)
+    return GEQ32_LAYOUT.effect("eq", sample_rate, block_size)
 
 
 def _limiter(sample_rate: int, block_size: int) -> PedalboardEffect:
@@ -430,3 +458,16 @@ def graphic_eq(sample_rate: int, block_size: int) -> Chain:
     with 1/3-octave bands it drops to a quarter).
     """
     return Chain([_graphic_eq(sample_rate, block_size)], name="pb_graphic_eq")
+
+
+def octave_eq(sample_rate: int, block_size: int) -> Chain:
+    """8 octave-band PeakFilters (63 Hz ... 8 kHz, Q = sqrt(2)), gains ``g_0..g_7`` [-36, +12] dB: 8 parameters.
+
+    For event removal: driven frame by frame, it can cut an event's spectral shape out of a pause while the room
+    tone around it stays, which a gate cannot (it attenuates the room tone with the event). Octaves are the
+    coarsest bands that can (``benchmarks/band_ceiling.py`` on the breath set: ideal per-frame octave cuts take
+    d_MFCC 32% under identity's, 4 gate bands none), with a quarter of the 32-band EQ's parameters for SPSA to
+    estimate (README, "Real-audio fidelity", for what training reached with it). Idle (the identity) at its
+    defaults.
+    """
+    return Chain([OCTAVE_LAYOUT.effect("octave_eq", sample_rate, block_size)], name="pb_octave_eq")

@@ -365,3 +365,15 @@ def test_graphic_eq_chain_is_idle_at_its_defaults_and_cuts_one_band():
         other[gain] = steady_gain_db(chain, sine(500.0, 0.05), th)
     assert cut[-24.0] - cut[0.0] == pytest.approx(-24.0, abs=1.5)
     assert abs(other[-24.0] - other[0.0]) < 0.5
+
+
+def test_octave_eq_chain_has_8_cuts_and_no_output_gain():
+    chain = build_chain("pb_octave_eq", SR, BLOCK)
+    assert chain.param_names == [f"g_{k}" for k in range(8)]
+    x = noise()
+    np.testing.assert_allclose(stream(chain, x, theta(chain))[0], x, atol=1e-5)
+    chain = build_chain("pb_octave_eq", SR, BLOCK)
+    th = theta(chain, g_4=-20.0)  # the 1 kHz octave
+    assert steady_gain_db(chain, sine(1000.0, 0.05), th) == pytest.approx(-20.0, abs=1.0)
+    chain.reset()
+    assert abs(steady_gain_db(chain, sine(125.0, 0.05), th)) < 0.5
