@@ -79,6 +79,16 @@ def _fidelity_modules():
     return fidelity, fidelity_data
 
 
+def _built_set(task: str, root: Path) -> tuple[Path, dict]:
+    """A fidelity task's tiny set built under ``root`` and its manifest; skips where its Debian packages are missing."""
+    _, fidelity_data = _fidelity_modules()
+    missing = fidelity_data.missing_packages(task)
+    if missing:
+        pytest.skip(f"the fidelity {task} set needs Debian packages: apt-get install {' '.join(missing)}")
+    data = fidelity_data.ensure(task, root, quick=True)
+    return data, json.loads((data / "manifest.json").read_text())
+
+
 def test_fidelity_options_and_splits():
     """--quick shrinks every budget; splits and per-file draws are fixed by name (argument parsing only)."""
     fidelity, fidelity_data = _fidelity_modules()
@@ -120,12 +130,7 @@ def test_fidelity_amp_build_and_quick_benchmark(tmp_path):
     CLI trains, evaluates and matches; every score is finite and the identity is far from the target."""
     import soundfile as sf
 
-    _, fidelity_data = _fidelity_modules()
-    missing = fidelity_data.missing_packages("amp")
-    if missing:
-        pytest.skip(f"the fidelity amp set needs Debian packages: apt-get install {' '.join(missing)}")
-    data = fidelity_data.ensure("amp", tmp_path / "data", quick=True)
-    manifest = json.loads((data / "manifest.json").read_text())
+    data, manifest = _built_set("amp", tmp_path / "data")
     assert all(manifest["counts"][s] > 0 for s in ("train", "val", "test")), manifest["counts"]
     for split in ("train", "val", "test"):
         for inp in (data / split / "input").glob("*.wav"):
@@ -174,12 +179,7 @@ def test_breath_set_and_its_band_ceiling(tmp_path, capsys):
     ``band_ceiling.py`` on it: the manifest places events in every file, and ideal per-frame gains in 1/3-octave
     bands come far closer to the target than the identity, while the gate's 4 bands cannot (its d_MFCC stays
     at least 80% of the identity's)."""
-    _, fidelity_data = _fidelity_modules()
-    missing = fidelity_data.missing_packages("breath")
-    if missing:
-        pytest.skip(f"the fidelity breath set needs Debian packages: apt-get install {' '.join(missing)}")
-    data = fidelity_data.ensure("breath", tmp_path / "data", quick=True)
-    manifest = json.loads((data / "manifest.json").read_text())
+    data, manifest = _built_set("breath", tmp_path / "data")
     assert manifest["files"] and all(f["events"] for f in manifest["files"])
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
