@@ -137,9 +137,7 @@ def multi_resolution_stft_distance(
     averaged over resolutions (hop = n_fft / 4, Hann). The usual definition (Yamamoto et al.; auraloss's
     ``MultiResolutionSTFTLoss`` with unit weights), written here on torch.stft to avoid a dependency for ten lines.
     """
-    pred, target = _as_bt(pred), _as_bt(target).to(pred.dtype)
-    if pred.shape != target.shape:
-        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    pred, target = _paired(pred, target)
     total = torch.zeros(pred.shape[0], dtype=pred.dtype, device=pred.device)
     for n_fft in fft_sizes:
         window = torch.hann_window(n_fft, device=pred.device, dtype=pred.dtype)

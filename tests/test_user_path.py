@@ -169,7 +169,7 @@ def test_a_non_editable_install_into_a_fresh_venv_lists_chains_and_finds_recipes
     assert Path(site.stdout.strip()).is_relative_to(venv), site.stdout  # not the checkout (not editable)
 
     chains = _run([str(venv / "bin" / "afx"), "effects", "list"], elsewhere, env=env).stdout
-    for name in ("pb_mb_compressor", "pb_mb_gate", "pb_mastering"):
+    for name in ("pb_mb_compressor", "pb_mb_gate", "pb_mastering", "pb_graphic_eq", "pb_octave_eq"):
         assert any(line.split()[:1] == [name] and line.split()[-1] == "ok" for line in chains.splitlines()), chains
 
     show = "from afx_lightning import registry\nfor n in registry.recipe_names(): print(n, registry.recipe_path(n))"
