@@ -80,6 +80,45 @@ def test_finite_differences_match_autodiff(frames):
     torch.testing.assert_close(grad, truth, rtol=2e-2, atol=1e-2 * truth.abs().max().item())
 
 
+def test_orthogonal_directions_give_the_gradient_with_as_few_pairs_as_parameters(frames):
+    """K = 4 Hadamard rows on P = 3 parameters: the estimate is the gradient (as finite differences give it, with
+    2P renders), where 4 pairs of independent signs are off by about sqrt((P - 1) / K) of it."""
+    x, theta, weight = frames
+    truth = _autodiff_grad(x, theta, weight)
+    errors = {}
+    for perturbations in ("orthogonal", "random"):
+        layer = BlackBoxLayer(
+            reference_chain, num_slots=4, num_eval_slots=1, epsilon=1e-3, num_perturbations=4,
+            perturbations=perturbations, num_workers=2, seed=3,
+        )  # fmt: skip
+        try:
+            _, grad = _layer_grad(layer, x, theta, weight)
+        finally:
+            layer.close()
+        errors[perturbations] = ((grad - truth).norm(dim=1) / truth.norm(dim=1)).max().item()
+    assert errors["orthogonal"] < 0.03
+    assert errors["random"] > 0.2
+
+
+def test_orthogonal_directions_are_signs_whose_pairs_never_overlap():
+    from afx_lightning.blackbox.gradients import GradientEstimator, orthogonal_directions, sylvester_hadamard
+
+    g = torch.Generator().manual_seed(0)
+    full = orthogonal_directions(5, 8, 6, g)  # K = 8 >= P = 6: a full design on every row
+    assert full.shape == (5, 8, 6) and bool((full.abs() == 1).all())
+    torch.testing.assert_close(full.transpose(1, 2) @ full, 8 * torch.eye(6).expand(5, 6, 6))
+    few = orthogonal_directions(5, 4, 17, g)  # K < P: four distinct rows of the order-32 matrix on 17 columns
+    overlap = (few @ few.transpose(1, 2)).abs() - 17 * torch.eye(4)
+    assert overlap.max().item() < 17  # no direction repeated or negated within a slot (independent signs can)
+    assert not torch.equal(few[0], few[1])  # rows, columns and signs are drawn per slot
+    h = sylvester_hadamard(16)
+    torch.testing.assert_close(h @ h.T, 16 * torch.eye(16))
+    with pytest.raises(ValueError, match="power-of-two order, got 12"):
+        sylvester_hadamard(12)
+    with pytest.raises(ValueError, match="perturbations must be 'random' or 'orthogonal', got 'sobol'"):
+        GradientEstimator(perturbations="sobol")  # type: ignore[arg-type]
+
+
 def test_single_spsa_draws_are_unbiased(frames):
     """K=1 estimates are noisy, but their average over many steps converges to the true gradient."""
     x, theta, weight = frames

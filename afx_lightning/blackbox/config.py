@@ -25,6 +25,8 @@ class FxConfig:
         chain: registered effect chain (``afx effects list``), a chain declaration file (``my_chain.yaml``) or the
             declaration inline (a mapping, see ``afx_lightning.effects.declared``); in Python also a chain factory.
         gradient, epsilon, num_perturbations: SPSA (paper eq. 2; official ε = 0.01) or FD, and K pairs.
+        perturbations: SPSA's K directions, ``random`` (independent signs, the paper's) or ``orthogonal`` (rows of a
+            Hadamard matrix: the gradient without SPSA's cross-talk when K is a power of two >= the chain's P).
         discrete_epsilon: perturbation step of the discrete parameters' relaxed columns.
         workers: plugin worker processes (None: this rank's share of the CPUs).
         timeout_s, max_retries: longest one render may take, and how often a failed row is retried.
@@ -38,6 +40,7 @@ class FxConfig:
     gradient: Literal["spsa", "fd"] = "spsa"
     epsilon: float = 0.01
     num_perturbations: int = 1
+    perturbations: Literal["random", "orthogonal"] = "random"
     discrete_epsilon: float = 0.2
     workers: int | None = None
     timeout_s: float = 30.0
@@ -83,4 +86,5 @@ class FxConfig:
             seed=self.seed,
             build_timeout_s=self.build_timeout_s,
             discrete_epsilon=self.discrete_epsilon,
+            perturbations=self.perturbations,
         )

@@ -11,6 +11,14 @@ only, drawn at random: the other render keeps the forward's discrete values, so 
 continuous difference without a jump in it, while the two one-sided differences average to the central one. The
 renders differ in a discrete value only when a sampling threshold falls inside that step, which happens with
 probability about discrete_epsilon per parameter: it sets how often a pair carries their signal.
+
+SPSA's K directions are either drawn independently (``random``: Rademacher signs, the paper's) or ``orthogonal``:
+K rows of a Sylvester-Hadamard matrix, on P of its columns with random signs. The estimate averages
+Δ_k Δ_kᵀ ∇L over the pairs; independent signs leave cross terms Δ_ki Δ_kj ∇L_j of zero mean but the size of the
+gradient itself (SPSA's noise, ~sqrt((P - 1) / K) of it), orthogonal rows cancel them. When K is a power of two
+and K ≥ P the rows are a full orthogonal design, ΣΔ_kΔ_kᵀ = K·I, and the estimate is the central-difference
+gradient (up to curvature) at SPSA's cost; with K < P it is still unbiased and its K directions never repeat
+or overlap (Bhatnagar et al. 2003, deterministic perturbations for SPSA).
 """
 
 from __future__ import annotations
@@ -23,6 +31,30 @@ import torch
 from ..constants import SPSA_EPSILON
 
 Method = Literal["spsa", "fd"]
+Perturbations = Literal["random", "orthogonal"]
+
+
+def sylvester_hadamard(n: int) -> torch.Tensor:
+    """The n x n ±1 Hadamard matrix of Sylvester's construction (n a power of two): H Hᵀ = n·I."""
+    if n < 1 or n & (n - 1):
+        raise ValueError(f"a Sylvester-Hadamard matrix needs a power-of-two order, got {n}")
+    h = torch.ones(1, 1)
+    while h.shape[0] < n:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    return h
+
+
+def orthogonal_directions(m: int, k: int, p: int, generator: torch.Generator) -> torch.Tensor:
+    """[m, k, p] ±1 directions: per row, k distinct rows and p distinct columns of the smallest Sylvester-Hadamard
+    matrix of order >= max(k, p), the columns' signs flipped at random (which keeps them orthogonal)."""
+    n = 1
+    while n < max(k, p):
+        n *= 2
+    h = sylvester_hadamard(n)
+    rows = torch.argsort(torch.rand(m, n, generator=generator), dim=1)[:, :k]
+    cols = torch.argsort(torch.rand(m, n, generator=generator), dim=1)[:, :p]
+    signs = torch.randint(0, 2, (m, 1, p), generator=generator).float() * 2 - 1
+    return h[rows[:, :, None], cols[:, None, :]] * signs
 
 
 @dataclass(frozen=True)
@@ -31,6 +63,7 @@ class GradientEstimator:
     epsilon: float = SPSA_EPSILON
     num_perturbations: int = 1  # K, averaged (SPSA only)
     discrete_epsilon: float = 0.2  # the one-sided step of discrete parameters' columns, in value steps
+    perturbations: Perturbations = "random"  # SPSA's K directions: independent signs or orthogonal rows
 
     def __post_init__(self) -> None:
         if self.method not in ("spsa", "fd"):
@@ -41,6 +74,8 @@ class GradientEstimator:
             raise ValueError(f"num_perturbations must be >= 1, got {self.num_perturbations}")
         if not 0 < self.discrete_epsilon <= 0.5:
             raise ValueError(f"discrete_epsilon must lie in (0, 0.5], got {self.discrete_epsilon}")
+        if self.perturbations not in ("random", "orthogonal"):
+            raise ValueError(f"perturbations must be 'random' or 'orthogonal', got {self.perturbations!r}")
 
     def num_pairs(self, num_params: int) -> int:
         return self.num_perturbations if self.method == "spsa" else num_params
@@ -62,7 +97,9 @@ class GradientEstimator:
         ``discrete`` [P] bool: columns stepped on one side of each pair only (θ⁺ or θ⁻, drawn per pair).
         """
         m, p = theta.shape
-        if self.method == "spsa":
+        if self.method == "spsa" and self.perturbations == "orthogonal":
+            direction = orthogonal_directions(m, self.num_perturbations, p, generator).to(theta.dtype)
+        elif self.method == "spsa":
             signs = torch.randint(0, 2, (m, self.num_perturbations, p), generator=generator, dtype=torch.int8)
             direction = signs.to(theta.dtype) * 2 - 1
         else:

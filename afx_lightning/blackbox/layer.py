@@ -36,7 +36,7 @@ from ..effects.base import Chain, ParamLayout
 from ..effects.discrete import ParamCodec
 from ..effects.params import ParamSpec
 from .channels import ChannelLayout
-from .gradients import GradientEstimator
+from .gradients import GradientEstimator, Perturbations
 from .pool import BuildStats, FaultStats, FxWorkerPool, RenderResult, SlotGroup
 
 log = logging.getLogger(__name__)
@@ -215,6 +215,8 @@ class BlackBoxLayer(nn.Module):
         num_slots: training slots (= the training batch size M); num_eval_slots likewise for validation.
         gradient: ``spsa`` (paper eq. 2) or ``fd`` (eq. 1; (2P+1) instances per slot, for diagnostics).
         epsilon, num_perturbations: SPSA step ε (official 0.01) and K perturbation pairs averaged.
+        perturbations: how the K directions are drawn: ``random`` signs (the paper's) or ``orthogonal`` rows of a
+            Hadamard matrix (the exact gradient when K is a power of two >= P; see ``gradients``).
         discrete_epsilon: the one-sided step of the columns that drive integer, choice and toggle parameters, in
             value steps (a pair carries their signal with probability about discrete_epsilon per parameter).
         num_workers: plugin worker processes of this process (default: the CPUs this process may use, divided
@@ -244,6 +246,7 @@ class BlackBoxLayer(nn.Module):
         seed: int = 0,
         build_timeout_s: float = 120.0,
         discrete_epsilon: float = 0.2,
+        perturbations: Perturbations = "random",
     ):
         super().__init__()
         self.chain_factory = resolve_chain(chain)
@@ -254,7 +257,7 @@ class BlackBoxLayer(nn.Module):
             raise ValueError(f"data.channels is {channels}: {exc}") from None
         self.sample_rate, self.block_size, self.channels = sample_rate, block_size, channels
         self.num_slots, self.num_eval_slots = num_slots, num_eval_slots
-        self.estimator = GradientEstimator(gradient, epsilon, num_perturbations, discrete_epsilon)
+        self.estimator = GradientEstimator(gradient, epsilon, num_perturbations, discrete_epsilon, perturbations)
         self.codec = ParamCodec(self.info.trainable_params)
         # per-column steps, one-sided on the discrete columns, only where there are any (else the paper's single ε)
         self._sizes = self._discrete_columns = None
@@ -411,6 +414,7 @@ class BlackBoxLayer(nn.Module):
         return (
             f"chain={self.info.name!r}, P={self.num_params}, slots={self.num_slots}/{self.num_eval_slots}, "
             f"gradient={e.method}, epsilon={e.epsilon}, K={e.num_perturbations}"
+            + (f" ({e.perturbations})" if e.perturbations != "random" else "")
             + (
                 f", discrete={len(self.codec.discrete)} (epsilon {e.discrete_epsilon})"
                 if self.codec.has_discrete
