@@ -10,7 +10,8 @@ Usage::
 ``--compare`` (issue 14) processes one ``--seconds`` file (default 20) with each variant in turn, in this process:
 Inception per context (the old path: ``share_log_mel=False``), Inception with the log-mel computed once per file,
 the same with ``compile=True`` (run twice: the first run's extra time is reported as ``compile_s``, the second is
-the measurement), and the streaming ``TemporalConvEncoder``; each with its real-time factor, predict/render split,
+the measurement), and the streaming ``TemporalConvEncoder`` (rendering one frame per pool call as before, then a
+chunk of frames per call, the default); each with its real-time factor, predict/render split,
 speed-up over the first and θ's largest difference from it (same weights). Memory runs are skipped.
 
 Prints one JSON object. The model is untrained (random weights; speed does not depend on them):
@@ -198,6 +199,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--compare", action="store_true", help="issue 14: the inference speed-ups side by side (see above)")
     ap.add_argument("--no-compile", action="store_true", help="--compare without the torch.compile variant")
+    ap.add_argument("--only", default=None, help="--compare: comma-separated variant names (the first is the base)")
     ap.add_argument("--workdir", default=None, help="where the files go (default: a temporary directory)")
     # internal: one memory measurement in a fresh process
     ap.add_argument("--child-peak", default=None, help=argparse.SUPPRESS)
@@ -234,7 +236,14 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict:
     ]
     if not args.no_compile:
         variants.append(("inception_log_mel_once_compiled", "inception", dict(compile=True)))
+    variants.append(("tcn_streaming_render_per_frame", "tcn", dict(render_chunk_frames=1)))  # one call per frame
     variants.append(("tcn_streaming", "tcn", {}))
+    if args.only:
+        wanted = set(args.only.split(","))
+        unknown = sorted(wanted - {name for name, _, _ in variants})
+        if unknown:
+            raise SystemExit(f"inference: --only: no variant {', '.join(unknown)} (see --compare)")
+        variants = [v for v in variants if v[0] in wanted]
     results, reference = {}, None
     for name, enc, options in variants:
         model = load_model(ckpts[enc])
@@ -277,10 +286,11 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict:
         _log(
             f"{name}: {row['realtime_factor']:.1f}x real time (predict {stats.predict_s:.2f} s, render {stats.render_s:.2f} s)"
         )
-    base = results["inception_per_context"]
+    base_name = "inception_per_context" if "inception_per_context" in results else next(iter(results))
+    base = results[base_name]
     for row in results.values():
-        row["speedup_vs_inception_per_context"] = base["wall_s"] / row["wall_s"]
-        row["predict_speedup_vs_inception_per_context"] = base["predict_s"] / row["predict_s"]
+        row[f"speedup_vs_{base_name}"] = base["wall_s"] / row["wall_s"]
+        row[f"predict_speedup_vs_{base_name}"] = base["predict_s"] / row["predict_s"]
     return {
         "mode": "compare",
         "chain": args.chain,

@@ -428,3 +428,45 @@ def test_every_fault_kind_is_counted_under_its_own_name():
         stats.record(kind)
     assert stats.faults == len(FaultKind)
     assert {k: v for k, v in stats.as_dict().items() if v} == {kind.value: 1 for kind in FaultKind}
+
+
+def test_a_slot_renders_consecutive_frames_in_one_call_as_frame_by_frame_and_a_fault_there_comes_back_dry():
+    """``SlotGroup.frames``: a slot's rows in one call are its consecutive frames, in order (inference sends a
+    chunk of frames per call). The block-delay chain's output is its previous input, so any reordering or lost
+    state shows. A frame that raises comes back dry and unretried (its slot's later frames already rendered past
+    it); the next frame starts on fresh instances (silence from the delay), the one after continues from it."""
+    from afx_lightning.testing import TRIGGER_EXCEPTION, faulty_delay_chain
+
+    n = 16
+    rng = np.random.default_rng(0)
+    frames = (0.1 * rng.standard_normal((6, 2, 1, n))).astype(np.float32)  # [frame, slot, C, N]
+    params = np.full((12, 1, 1), 0.5, dtype=np.float32)  # gain 1.0
+    pool = FxWorkerPool(
+        delay_chain, {"process": SlotGroup(2, 1, frames=6)}, channels=1, block_size=n, num_params=1,
+        sample_rate=22050, num_workers=2,
+    )  # fmt: skip
+    try:
+        batched = pool.render("process", [0, 1] * 6, [True, True] + [False] * 10, frames.reshape(12, 1, n), params)
+        with pytest.raises(ValueError, match="at most 6 time"):
+            pool.render("process", [0] * 7, [False] * 7, frames.reshape(12, 1, n)[:7], params[:7])
+    finally:
+        pool.close()
+    out = batched.out.reshape(6, 2, n)
+    np.testing.assert_array_equal(out[0], 0.0)  # fresh instances: the delay starts silent
+    np.testing.assert_array_equal(out[1:], frames[:-1, :, 0])  # each frame is its own slot's previous one
+    assert not batched.failed.any()
+
+    x = (0.1 * rng.standard_normal((4, 1, n))).astype(np.float32)
+    x[1, 0, 0] = TRIGGER_EXCEPTION
+    pool = FxWorkerPool(
+        functools.partial(faulty_delay_chain, latency=n // 2), {"process": SlotGroup(1, 1, frames=4)}, channels=1,
+        block_size=n, num_params=1, sample_rate=22050, num_workers=1, max_retries=1,
+    )  # fmt: skip
+    try:
+        faulty = pool.render("process", [0] * 4, [True, False, False, False], x, np.full((4, 1, 1), 0.5, np.float32))
+    finally:
+        pool.close()
+    assert faulty.failed.tolist() == [False, True, False, False] and pool.stats.retries == 0
+    np.testing.assert_array_equal(faulty.out[1, 0], x[1])  # dry
+    np.testing.assert_array_equal(faulty.out[2, 0, 0, : n // 2], 0.0)  # fresh after the fault
+    np.testing.assert_array_equal(faulty.out[3, 0, 0, : n // 2], x[2, 0, n // 2 :])  # continues from frame 2

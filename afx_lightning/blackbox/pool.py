@@ -9,6 +9,12 @@ Building a row's plugin instances (on a fresh slot: 1 + 2K, FD: 2P + 1 chains) i
 ``build_timeout_s`` (generous: loading a VST3 chain is slow; ``benchmarks/fx_layer.py`` reports ``plugin_build_s``) bounds construction and
 ``timeout_s`` bounds the plugin calls, so a slow-to-load chain does not turn every fresh row into a timeout.
 Construction is counted in :class:`BuildStats`.
+
+A group may take several rows per slot in one call (``SlotGroup.frames``, inference): a slot's rows are its
+consecutive frames, rendered in the order given on its worker, so one message carries many frames and the
+per-call round trip is paid once for all of them. A row that faults there is not retried after its slot's later
+frames have rendered (that would put its state out of order): it comes back dry, and the slot's next frame
+starts on fresh instances, as after any dropped row.
 """
 
 from __future__ import annotations
@@ -61,10 +67,16 @@ _FINISHED = (RowState.DONE, RowState.FAULT)
 
 @dataclass(frozen=True)
 class SlotGroup:
-    """A set of slots with the same number of plugin instances each (train: 1 + 2K, eval: 1)."""
+    """A set of slots with the same number of plugin instances each (train: 1 + 2K, eval: 1), and how many rows
+    (consecutive frames) a slot may have in one render call (``frames``; 1 in training)."""
 
     num_slots: int
     instances: int
+    frames: int = 1
+
+    @property
+    def rows(self) -> int:
+        return self.num_slots * self.frames
 
 
 @dataclass
@@ -224,11 +236,11 @@ class FxWorkerPool:
         for name, g in self.groups.items():
             self._shared[name] = SharedArrays(
                 [
-                    ("audio", (g.num_slots, channels, block_size), "float32"),
-                    ("params", (g.num_slots, g.instances, num_params), "float32"),
-                    ("out", (g.num_slots, g.instances, channels, block_size), "float32"),
-                    ("status", (g.num_slots,), "int32"),
-                    ("started", (g.num_slots,), "float64"),
+                    ("audio", (g.rows, channels, block_size), "float32"),
+                    ("params", (g.rows, g.instances, num_params), "float32"),
+                    ("out", (g.rows, g.instances, channels, block_size), "float32"),
+                    ("status", (g.rows,), "int32"),
+                    ("started", (g.rows,), "float64"),
                 ]
             )
         self._config = WorkerConfig(
@@ -335,6 +347,7 @@ class FxWorkerPool:
         events: list[FaultEvent] = []
         cpu = 0.0
         built, build_s = 0, 0.0
+        restarted: set[int] = set()  # slots whose worker died in this call: their instances are gone
         todo: dict[int, list[int]] = {}
         for row, slot in enumerate(slots):
             todo.setdefault(slot % self.num_workers, []).append(row)
@@ -377,6 +390,7 @@ class FxWorkerPool:
                         self._restart_worker(w)
                         for r in retry_rows:
                             fresh[r] = True  # the replacement worker starts these slots from scratch
+                        restarted.update(slots[r] for r in rows)
                     for fault in problems:
                         row = fault.row
                         self.stats.record(fault.kind)
@@ -384,7 +398,9 @@ class FxWorkerPool:
                         log.warning(
                             "fx fault (%s) in group %r slot %d: %s", fault.kind.value, group, slots[row], fault.message
                         )
-                        if attempts[row] < self.max_retries:
+                        # a slot's later frames already rendered past this row: a retry now would be out of order
+                        overtaken = any(slots[r] == slots[row] and r > row and r not in retry_rows for r in rows)
+                        if attempts[row] < self.max_retries and not overtaken:
                             attempts[row] += 1
                             self.stats.retries += 1
                             fresh[row] = True
@@ -394,7 +410,13 @@ class FxWorkerPool:
                             arrays["out"][row] = arrays["audio"][row]
                             self.stats.rows_dropped += 1
                     if retry_rows:
-                        todo.setdefault(w, []).extend(sorted(retry_rows))
+                        retry_rows = sorted(retry_rows)
+                        if spec.frames > 1:  # one fresh start per slot; its later frames continue from it
+                            seen: set[int] = set()
+                            for r in retry_rows:
+                                fresh[r] = slots[r] not in seen and (fresh[r] or slots[r] in restarted)
+                                seen.add(slots[r])
+                        todo.setdefault(w, []).extend(retry_rows)
         out = arrays["out"][:m].copy()
         self.build_stats.instances_built += built
         self.build_stats.build_s += build_s
@@ -404,8 +426,14 @@ class FxWorkerPool:
         m = len(slots)
         if m == 0:
             raise ValueError("render() needs at least one row")
-        if len(set(slots)) != m:
+        most = max(slots.count(s) for s in set(slots))
+        if most > 1 and spec.frames == 1:
             raise ValueError("each slot may appear only once per batch (its plugin state is sequential)")
+        if most > spec.frames:
+            raise ValueError(
+                f"a slot may appear at most {spec.frames} time(s) per call in group {group!r} (its rows are its "
+                f"consecutive frames), got {most}"
+            )
         if min(slots) < 0 or max(slots) >= spec.num_slots:
             raise ValueError(
                 f"slot ids must lie in [0, {spec.num_slots}) for group {group!r}, got {min(slots)}..{max(slots)}"
