@@ -186,8 +186,11 @@ def test_breath_set_and_its_band_ceiling(tmp_path, capsys):
         import band_ceiling
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    assert band_ceiling.main(["--data-dir", str(tmp_path / "data"), "--quick"]) == 0
+    assert band_ceiling.main(["--data-dir", str(tmp_path / "data"), "--quick", "--learn-steps", "5"]) == 0
     result = json.loads(capsys.readouterr().out)
+    learned = result["learned_by_backprop"]  # the encoder trained onto the ideal octave cuts (a smoke run here)
+    assert learned["steps"] == 5 and learned["bands"] == "8 octave bands"
+    assert 0 < learned["d_mfcc"] < 1 and 0 < learned["mrstft"] < 10
     identity, bands = result["identity"], result["bands"]
     assert result["files"] == manifest["counts"]["test"] > 0
     third = bands["32 third-octave bands"]
