@@ -130,8 +130,9 @@ def _process_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--smoothing-hz",
         type=float,
-        default=PREDICT_SMOOTHING_HZ,
-        help="low-pass cutoff of the parameter curves (0: off)",
+        default=None,
+        help=f"low-pass cutoff of the parameter curves (0: off; default: the checkpoint's model.smoothing_hz, "
+        f"{PREDICT_SMOOTHING_HZ:g} Hz unless its recipe set another)",
     )
     parser.add_argument(
         "--predict-hop",

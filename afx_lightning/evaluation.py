@@ -141,7 +141,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", required=True, type=Path, help="folder with [<split>/]input/*.wav and target/*.wav")
     parser.add_argument("--split", default="test", help="sub-folder of --data to score (if it exists)")
     parser.add_argument("--json", type=Path, help="also write the per-file and mean scores here")
-    parser.add_argument("--smoothing-hz", type=float, default=PREDICT_SMOOTHING_HZ)
+    parser.add_argument(
+        "--smoothing-hz",
+        type=float,
+        default=None,
+        help=f"automation low-pass cutoff (default: the checkpoint's model.smoothing_hz, {PREDICT_SMOOTHING_HZ:g} Hz "
+        "unless its recipe set another; 0: none)",
+    )
     args = parser.parse_args(argv)
     from .inference import Processor, load_model
 

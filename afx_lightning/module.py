@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .blackbox import FxConfig
+from .constants import PREDICT_SMOOTHING_HZ
 from .data import AudioFxDataModule
 from .data.preprocess import Preprocessing
 from .data.writer import FilePrediction, PredictOptions
@@ -114,6 +115,9 @@ class DeepAFx(pl.LightningModule):
             SPSA gives every parameter a gradient estimate of the same size whether the loss depends on it or
             not, so without a pull the parameters the loss cannot see random-walk to the edges of their ranges
             (a 32-band EQ ends at +-30 dB per band); with it, only those the loss keeps asking for move.
+        smoothing_hz: the low-pass cutoff ``afx process`` / ``evaluate`` / ``predict`` apply to the predicted
+            automation unless told otherwise (stored in the checkpoint: the recipe knows its task). 2 Hz suits
+            slow moves (mastering); 0 keeps every frame's decision, which removing short events needs.
     """
 
     #: the module's own options (the optimisation), stored in checkpoints under ``options``
@@ -127,6 +131,7 @@ class DeepAFx(pl.LightningModule):
         "start_at_defaults",
         "start_spread",
         "prior_weight",
+        "smoothing_hz",
     )
 
     def __init__(
@@ -148,6 +153,7 @@ class DeepAFx(pl.LightningModule):
         start_at_defaults: bool = True,
         start_spread: float = 0.1,
         prior_weight: float = 0.0,
+        smoothing_hz: float = PREDICT_SMOOTHING_HZ,
     ):
         super().__init__()
         # a mapping: hyper-parameters given back by load_from_checkpoint (they are stored as plain data)
@@ -176,6 +182,8 @@ class DeepAFx(pl.LightningModule):
         # unless start_at() moves it; saved in checkpoints so that a resumed run keeps its anchor
         self.register_buffer("anchor", self.defaults.clone(), persistent=False)
         self.anchor_origin = "defaults"
+        if smoothing_hz < 0:
+            raise ValueError(f"model.smoothing_hz must be >= 0 (0: no smoothing), got {smoothing_hz}")
         if not 0.0 <= start_spread <= 1.0:
             raise ValueError(f"model.start_spread must lie in [0, 1], got {start_spread}")
         if start_at_defaults:

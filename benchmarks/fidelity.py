@@ -97,10 +97,17 @@ def run(cmd: list[str], cwd: Path, timeout: float, log_file: Path) -> float:
     return wall
 
 
-def recipe_chain(recipe: Path) -> str:
+def recipe_chain(recipe: Path, folder: Path) -> tuple[str, str]:
+    """The recipe's chain as (a label, what ``afx match --chain`` takes): a registered name or file as it is, a
+    chain declared inline in the recipe written to ``folder/chain.yaml`` (labelled by its declared name)."""
     import yaml
 
-    return str(yaml.safe_load(recipe.read_text())["model"]["fx"]["chain"])
+    chain = yaml.safe_load(recipe.read_text())["model"]["fx"]["chain"]
+    if isinstance(chain, dict):
+        path = folder / "chain.yaml"
+        path.write_text(yaml.safe_dump(chain, sort_keys=False))
+        return str(chain.get("name", "declared chain")), str(path)
+    return str(chain), str(chain)
 
 
 def max_time(seconds: float) -> str:
@@ -232,11 +239,11 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict:
     data = fidelity_data.ensure(task, args.data_dir, quick=args.quick)
     manifest = json.loads((data / "manifest.json").read_text())
     recipe = ROOT / "recipes" / f"{task}.yaml"
-    chain = recipe_chain(recipe)
     task_work = work / task
     if task_work.exists():
         shutil.rmtree(task_work)
     task_work.mkdir(parents=True)
+    chain, chain_arg = recipe_chain(recipe, task_work)
     run_dir = task_work / "run"
 
     fit = fit_command(recipe, data, task_work, run_dir, args)
@@ -264,7 +271,7 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict:
     if orc is None:
         log(f"{task}: oracle (afx match --chain {chain}) on {len(pairs)} test file(s)")
         orc = oracle(
-            chain,
+            chain_arg,
             pairs,
             task_work,
             args.oracle_budget,

@@ -89,6 +89,19 @@ def _built_set(task: str, root: Path) -> tuple[Path, dict]:
     return data, json.loads((data / "manifest.json").read_text())
 
 
+def test_the_oracle_searches_a_chain_declared_inside_the_recipe(tmp_path):
+    """breath.yaml declares its chain inline: the oracle's ``afx match --chain`` gets it as a file that builds the
+    same chain, and the JSON labels it by its declared name; a registered name passes through as it is."""
+    fidelity, _ = _fidelity_modules()
+    from afx_lightning.blackbox.layer import describe_chain, resolve_chain
+
+    label, arg = fidelity.recipe_chain(ROOT / "recipes" / "breath.yaml", tmp_path)
+    assert label == "cut_tilt" and Path(arg) == tmp_path / "chain.yaml"
+    info = describe_chain(resolve_chain(arg), 22050, 1024)
+    assert info.num_params == 2
+    assert fidelity.recipe_chain(ROOT / "recipes" / "amp.yaml", tmp_path) == ("pb_mb_compressor", "pb_mb_compressor")
+
+
 def test_fidelity_options_and_splits():
     """--quick shrinks every budget; splits and per-file draws are fixed by name (argument parsing only)."""
     fidelity, fidelity_data = _fidelity_modules()

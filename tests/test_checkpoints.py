@@ -272,6 +272,29 @@ def test_each_part_describes_itself_and_the_description_rebuilds_it(tmp_path):
         FxConfig.from_config({"wokers": 2})
 
 
+def test_the_recipes_automation_smoothing_travels_in_the_checkpoint_to_inference(tmp_path):
+    """``model.smoothing_hz`` is what ``afx process`` / ``evaluate`` smooth with unless told otherwise: breath removal
+    keeps every frame's cut (0), a 2 Hz low-pass would smear it into the speech."""
+    from afx_lightning.inference import Processor
+
+    model = DeepAFx(
+        encoder=functools.partial(SmallEncoder, width=4), fx=FxConfig(chain="pb_mb_compressor", workers=1),
+        num_slots=1, num_eval_slots=1, smoothing_hz=0,
+    )  # fmt: skip
+    path = tmp_path / "m.ckpt"
+    _save(model, path)
+    loaded = load_model(path)
+    try:
+        assert model.get_config()["options"]["smoothing_hz"] == 0
+        assert Processor(loaded).smoothing_hz == 0.0  # the model's own
+        assert Processor(loaded, smoothing_hz=8).smoothing_hz == 8.0  # an explicit --smoothing-hz wins
+        assert Processor(DeepAFx(encoder=functools.partial(SmallEncoder, width=4), num_slots=1)).smoothing_hz == 2.0
+    finally:
+        loaded.fx.close()
+    with pytest.raises(ValueError, match=r"model.smoothing_hz must be >= 0 \(0: no smoothing\), got -1"):
+        DeepAFx(encoder=functools.partial(SmallEncoder, width=4), num_slots=1, smoothing_hz=-1)
+
+
 def test_an_encoder_whose_config_args_miss_an_option_is_refused_when_described():
     class Wider(SmallEncoder):
         def __init__(self, num_params: int, sample_rate: int = 22050, width: int = 16, depth: int = 2) -> None:

@@ -103,7 +103,8 @@ def test_recipes_list_shows_chain_p_and_data(capsys):
     assert set(registry.recipe_names()) <= set(table)
     assert table["quickstart"][1:] == ["pb_mb_compressor", "21", "demo (generated)"]
     breath = yaml.safe_load(BREATH.read_text())
-    assert table["breath"][1:3] == [breath["model"]["fx"]["chain"], "17"]
+    chain = breath["model"]["fx"]["chain"]  # declared in the recipe: listed by its declared name
+    assert table["breath"][1:3] == [chain["name"] if isinstance(chain, dict) else chain, "2"]
     data = breath["data"]
     if data.get("root"):  # the recipe names where its data lives
         assert table["breath"][3].startswith(f"{data['dataset']} at {data['root']}"), table["breath"]
@@ -115,14 +116,14 @@ def test_recipes_list_marks_a_chain_whose_plugins_are_missing(capsys, monkeypatc
     real = registry.build_chain
 
     def build(name, **kwargs):
-        if name == "pb_mb_gate":
+        if name == "pb_mastering":
             raise PluginUnavailable("not installed")
         return real(name, **kwargs)
 
     monkeypatch.setattr(registry, "build_chain", build)
     assert main(["recipes", "list"]) == 0
     table = rows(capsys.readouterr().out)
-    assert table["breath"][1:3] == ["pb_mb_gate", "-"]
+    assert table["mastering"][1:3] == ["pb_mastering", "-"]
     assert table["quickstart"][2] == "21"
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from ..constants import PREDICT_SMOOTHING_HZ
 from ..data.preprocess import LoudnessMeter, Preprocessing
 from ..data.writer import atomic_output
 from ..plots import plot_automation
@@ -86,7 +87,8 @@ class Processor:
 
     Args:
         model: a trained model (e.g. from :func:`load_model`).
-        smoothing_hz: cutoff of the zero-phase low-pass on the θ curves (frame rate ≈ 21.5 Hz); 0 disables it.
+        smoothing_hz: cutoff of the zero-phase low-pass on the θ curves (frame rate ≈ 21.5 Hz); 0 disables it;
+            None: the model's ``smoothing_hz`` (2 Hz unless its recipe set another).
         device: where the encoder runs.
         context_size: encoder context in samples; default: the model's ``context_size`` (set by :func:`load_model`
             from training) or 40 960.
@@ -112,7 +114,7 @@ class Processor:
     def __init__(
         self,
         model,
-        smoothing_hz: float = 2.0,
+        smoothing_hz: float | None = None,
         device: str | torch.device = "cpu",
         context_size: int | None = None,
         batch_size: int = 64,
@@ -128,6 +130,8 @@ class Processor:
         self.predict_hop = int(predict_hop)
         self.model = model.to(device).eval()
         self.device = torch.device(device)
+        if smoothing_hz is None:  # the model's own (the recipe's model.smoothing_hz, stored in its checkpoint)
+            smoothing_hz = model.hparams.get("smoothing_hz", PREDICT_SMOOTHING_HZ)
         self.smoothing_hz = float(smoothing_hz or 0.0)
         self.sample_rate = int(model.hparams.sample_rate)
         self.frame_size = int(model.hparams.frame_size)
