@@ -199,7 +199,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--compare", action="store_true", help="issue 14: the inference speed-ups side by side (see above)")
     ap.add_argument("--no-compile", action="store_true", help="--compare without the torch.compile variant")
-    ap.add_argument("--only", default=None, help="--compare: comma-separated variant names (the first is the base)")
+    ap.add_argument(
+        "--only",
+        default=None,
+        help="--compare: comma-separated variant names (ratios against inception_per_context when chosen, else against "
+        "the first chosen in --compare's order)",
+    )
     ap.add_argument("--workdir", default=None, help="where the files go (default: a temporary directory)")
     # internal: one memory measurement in a fresh process
     ap.add_argument("--child-peak", default=None, help=argparse.SUPPRESS)

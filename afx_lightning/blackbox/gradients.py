@@ -17,12 +17,14 @@ K rows of a Sylvester-Hadamard matrix, on P of its columns with random signs. Th
 Δ_k Δ_kᵀ ∇L over the pairs; independent signs leave cross terms Δ_ki Δ_kj ∇L_j of zero mean but the size of the
 gradient itself (SPSA's noise, ~sqrt((P - 1) / K) of it), orthogonal rows cancel them. When K is a power of two
 and K ≥ P the rows are a full orthogonal design, ΣΔ_kΔ_kᵀ = K·I, and the estimate is the central-difference
-gradient (up to curvature) at SPSA's cost; with K < P it is still unbiased and its K directions never repeat
-or overlap (Bhatnagar et al. 2003, deterministic perturbations for SPSA).
+gradient (up to curvature) at SPSA's cost; with K < P it is still unbiased (the column signs are independent)
+and no direction of a step repeats another or its negative (Bhatnagar et al. 2003, deterministic perturbations
+for SPSA).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,8 +36,10 @@ Method = Literal["spsa", "fd"]
 Perturbations = Literal["random", "orthogonal"]
 
 
+@functools.lru_cache(maxsize=8)
 def sylvester_hadamard(n: int) -> torch.Tensor:
-    """The n x n ±1 Hadamard matrix of Sylvester's construction (n a power of two): H Hᵀ = n·I."""
+    """The n x n ±1 Hadamard matrix of Sylvester's construction (n a power of two): H Hᵀ = n·I. Cached (one per
+    order, built once, never written to): every training step of an orthogonal run indexes it."""
     if n < 1 or n & (n - 1):
         raise ValueError(f"a Sylvester-Hadamard matrix needs a power-of-two order, got {n}")
     h = torch.ones(1, 1)

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 import weakref
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing import Pipe
@@ -347,7 +348,6 @@ class FxWorkerPool:
         events: list[FaultEvent] = []
         cpu = 0.0
         built, build_s = 0, 0.0
-        restarted: set[int] = set()  # slots whose worker died in this call: their instances are gone
         todo: dict[int, list[int]] = {}
         for row, slot in enumerate(slots):
             todo.setdefault(slot % self.num_workers, []).append(row)
@@ -390,7 +390,6 @@ class FxWorkerPool:
                         self._restart_worker(w)
                         for r in retry_rows:
                             fresh[r] = True  # the replacement worker starts these slots from scratch
-                        restarted.update(slots[r] for r in rows)
                     for fault in problems:
                         row = fault.row
                         self.stats.record(fault.kind)
@@ -411,10 +410,10 @@ class FxWorkerPool:
                             self.stats.rows_dropped += 1
                     if retry_rows:
                         retry_rows = sorted(retry_rows)
-                        if spec.frames > 1:  # one fresh start per slot; its later frames continue from it
-                            seen: set[int] = set()
+                        if spec.frames > 1:  # every retried row was marked fresh: only each slot's first
+                            seen: set[int] = set()  # starts over, its later frames continue from it
                             for r in retry_rows:
-                                fresh[r] = slots[r] not in seen and (fresh[r] or slots[r] in restarted)
+                                fresh[r] = slots[r] not in seen
                                 seen.add(slots[r])
                         todo.setdefault(w, []).extend(retry_rows)
         out = arrays["out"][:m].copy()
@@ -426,7 +425,7 @@ class FxWorkerPool:
         m = len(slots)
         if m == 0:
             raise ValueError("render() needs at least one row")
-        most = max(slots.count(s) for s in set(slots))
+        most = 1 if len(set(slots)) == m else max(Counter(slots).values())  # training: one set(), no counting
         if most > 1 and spec.frames == 1:
             raise ValueError("each slot may appear only once per batch (its plugin state is sequential)")
         if most > spec.frames:
