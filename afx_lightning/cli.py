@@ -123,8 +123,19 @@ def _process_parser() -> argparse.ArgumentParser:
         "channels and stereo image, at its rate and length.",
     )
     parser.add_argument("--ckpt", required=True, help="checkpoint of a trained DeepAFx model (loaded weights-only)")
-    parser.add_argument("input", help="audio file to process")
-    parser.add_argument("output", help="where to write the result (refused if it exists, unless --overwrite)")
+    parser.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="INPUT OUTPUT: the audio file to process and where to write the result (refused if it exists, unless "
+        "--overwrite); with --output-dir: one or more inputs",
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        help="process every FILE into this folder under its own name (created if missing); the plugin workers "
+        "start once for all of them",
+    )
     parser.add_argument("--automation", help="write the per-frame parameters to this .csv or .json file")
     parser.add_argument("--plot", help="write input/output spectrograms and the automation to this .png")
     parser.add_argument(
@@ -152,30 +163,65 @@ def _process_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _process_jobs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[tuple[Path, Path]]:
+    """(input, output) pairs from ``FILE...`` and ``--output-dir``; a usage error names what is wrong."""
+    files = [Path(f) for f in args.files]
+    if args.output_dir is None:
+        if len(files) != 2:
+            parser.error(f"give INPUT OUTPUT (got {len(files)} file(s)), or --output-dir DIR and the inputs")
+        return [(files[0], files[1])]
+    for option in ("automation", "plot"):
+        if getattr(args, option) is not None:
+            parser.error(f"--{option} names one file: it cannot go with --output-dir (process files one by one)")
+    names = [f.name for f in files]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        parser.error(f"--output-dir: two inputs would write the same output {args.output_dir / repeated[0]}")
+    return [(f, args.output_dir / f.name) for f in files]
+
+
 def _process(argv: Sequence[str]) -> int:
-    args = _process_parser().parse_args(argv)
+    parser = _process_parser()
+    args = parser.parse_args(argv)
+    jobs = _process_jobs(parser, args)
     from .inference import Processor, load_model
 
     try:
-        model = load_model(args.ckpt)
         processor = Processor(
-            model,
+            load_model(args.ckpt),
             smoothing_hz=args.smoothing_hz,
             device=args.device,
             predict_hop=args.predict_hop,
             compile=args.compile,
         )
-        stats = processor.process_file(
-            args.input,
-            args.output,
-            automation=args.automation,
-            plot=args.plot,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-        )
     except AfxError as exc:
         print(f"afx process: {exc}", file=sys.stderr)
         return 2
+    if args.output_dir is not None:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    with processor:
+        for source, target in jobs:  # a bad file is reported and skipped: the others are still processed
+            try:
+                stats = processor.process_file(
+                    source,
+                    target,
+                    automation=args.automation,
+                    plot=args.plot,
+                    overwrite=args.overwrite,
+                    progress=not args.no_progress,
+                )
+            except AfxError as exc:
+                print(f"afx process: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            _report_processed(target, stats)
+    if failed and len(jobs) > 1:
+        print(f"afx process: {failed} of {len(jobs)} file(s) failed (above)", file=sys.stderr)
+    return 2 if failed else 0
+
+
+def _report_processed(target: Path, stats) -> None:
     note = (
         f"; {stats.dropped_frames} frame(s) failed in the plugin and were passed through dry"
         if stats.dropped_frames
@@ -184,11 +230,10 @@ def _process(argv: Sequence[str]) -> int:
     clip = f"; {stats.clipped_samples} sample(s) clipped to [-1, 1]" if stats.clipped_samples else ""
     prep = f"; {stats.preprocessing}" if stats.preprocessing else ""
     print(
-        f"afx process: wrote {args.output} ({stats.seconds:.1f} s, {stats.frames} frames, "
+        f"afx process: wrote {target} ({stats.seconds:.1f} s, {stats.frames} frames, "
         f"{stats.wall_s:.1f} s wall, real-time factor {stats.real_time_factor:.3f}){note}{clip}{prep}",
         file=sys.stderr,
     )
-    return 0
 
 
 #: (command, one line) in the order ``afx --help`` lists them.

@@ -153,13 +153,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         pairs = paired_files(args.data, args.split)
-        processor = Processor(load_model(args.ckpt), smoothing_hz=args.smoothing_hz)
-        report = evaluate(
-            pairs,
-            lambda audio, rate: processor.process_array(audio, rate)[0],
-            input_gain_db=lambda: processor.last_stats.input_gain_db,
-            preprocessing=processor.preprocessing.describe(),
-        )
+        with Processor(load_model(args.ckpt), smoothing_hz=args.smoothing_hz) as processor:
+            report = evaluate(
+                pairs,
+                lambda audio, rate: processor.process_array(audio, rate)[0],
+                input_gain_db=lambda: processor.last_stats.input_gain_db,
+                preprocessing=processor.preprocessing.describe(),
+            )
     except AfxError as exc:
         print(f"afx evaluate: {exc}", file=sys.stderr)
         return 2

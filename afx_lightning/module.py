@@ -515,7 +515,12 @@ class DeepAFx(pl.LightningModule):
         )
 
     def on_predict_end(self) -> None:
-        self._processor = None  # it holds no plugin: each file renders in its own, closed, one-slot pool
+        if self._processor is not None:
+            self._processor.close()  # its render workers served every file of the run
+        self._processor = None
 
     def teardown(self, stage: str) -> None:
+        if self._processor is not None:  # a predict run that stopped on an error
+            self._processor.close()
+            self._processor = None
         self.fx.close()

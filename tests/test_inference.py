@@ -537,3 +537,62 @@ def test_a_centred_front_end_falls_back_to_per_context_encoding():
         assert Processor(model, context_size=4096).shares_log_mel
     finally:
         model.fx.close()
+
+
+# ------------------------------------------------------------------------------------ many files
+
+
+def test_later_files_reuse_the_render_workers_on_fresh_plugin_state(tmp_path):
+    """The reference chain's low-pass filter carries its state across blocks: state carried from one file to the
+    next would put file A's tail at the start of file B. B through a warm Processor must equal B through a new one."""
+    from afx_lightning.testing import reference_chain
+
+    model = DeepAFx(
+        encoder=functools.partial(SmallEncoder, width=8),
+        fx=FxConfig(chain=reference_chain, workers=1),
+        num_slots=1,
+        num_eval_slots=1,
+    )
+    a, b = _tone(3.0, 22050, 2, seed=1).T[:, : 64 * 1024], _tone(2.0, 22050, 2, seed=2).T  # A ends on a frame
+    with pytest.raises(InferenceError, match=r"more channels than samples \(transposed"):
+        Processor(model).process_array(a.T, 22050)
+    with Processor(model, context_size=4096) as warm:
+        warm.process_array(a, 22050)
+        pids = [p.pid for p in warm._pool._procs]
+        after_a, _ = warm.process_array(b, 22050)
+        assert [p.pid for p in warm._pool._procs] == pids  # the same workers rendered both files
+        procs = warm._pool._procs
+        warm.process_array(b[:1], 22050)  # another channel count: another layout, new workers
+        assert all(p.poll() is not None for p in procs)
+        mono_pool = warm._pool
+    assert warm._pool is None and mono_pool.closed  # close() (leaving the with) stopped them
+    with Processor(model, context_size=4096) as cold:
+        alone, _ = cold.process_array(b, 22050)
+    assert np.abs(b).max() > 0.1 and np.abs(alone[:, :4096]).max() > 0.1
+    np.testing.assert_array_equal(after_a, alone)
+
+
+def test_afx_process_output_dir_processes_every_file_and_reports_the_bad_one(trained, tmp_path, capsys):
+    ckpt, _ = trained
+    inputs = [tmp_path / "a.wav", tmp_path / "missing.wav", tmp_path / "b.wav"]
+    sf.write(inputs[0], _tone(1.0, 22050, 1), 22050)
+    sf.write(inputs[2], _tone(1.5, 44100, 2), 44100)
+    out = tmp_path / "out"
+    code = afx_main(["process", "--ckpt", str(ckpt), "--output-dir", str(out), "--no-progress", *map(str, inputs)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert sorted(p.name for p in out.iterdir()) == ["a.wav", "b.wav"]
+    assert sf.info(out / "b.wav").samplerate == 44100 and sf.info(out / "b.wav").channels == 2
+    assert [line for line in err.splitlines() if "missing.wav" in line][0].startswith("afx process:")
+    assert "1 of 3 file(s) failed" in err
+
+    def usage_error(*args: str) -> str:
+        with pytest.raises(SystemExit) as exit_:
+            afx_main(["process", "--ckpt", str(ckpt), *args])
+        assert exit_.value.code == 2
+        return capsys.readouterr().err
+
+    assert "INPUT OUTPUT (got 3 file(s))" in usage_error(*map(str, inputs))
+    assert "--plot names one file" in usage_error("--output-dir", str(out), "--plot", "p.png", str(inputs[0]))
+    twin = tmp_path / "sub" / "a.wav"
+    assert "same output" in usage_error("--output-dir", str(out), str(inputs[0]), str(twin))

@@ -199,6 +199,7 @@ class FxWorkerPool:
 
     ``timeout_s`` bounds one row's plugin calls, ``build_timeout_s`` the construction of one row's instances;
     a row that overruns either is a fault (its worker is restarted, the row retried or dropped).
+    ``wait_ready=False`` returns once the workers are launched; the first :meth:`render` waits for them.
     """
 
     def __init__(
@@ -213,6 +214,7 @@ class FxWorkerPool:
         timeout_s: float = ROW_TIMEOUT_S,
         max_retries: int = 1,
         build_timeout_s: float = BUILD_TIMEOUT_S,
+        wait_ready: bool = True,
     ):
         try:
             pickle.dumps(chain_factory)
@@ -257,7 +259,16 @@ class FxWorkerPool:
         self._finalizer = weakref.finalize(self, _shutdown, self._procs, self._conns, list(self._shared.values()))
         for w in range(self.num_workers):
             self._spawn(w)
-        self._await_ready(range(self.num_workers))
+        self._starting = list(range(self.num_workers))
+        if wait_ready:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Wait for the workers the constructor started (the first render does, when it was told not to wait:
+        their interpreters start while the caller does other work). A worker that cannot start raises here."""
+        starting, self._starting = self._starting, []
+        if starting:
+            self._await_ready(starting)
 
     # ------------------------------------------------------------------ workers
     def _start_worker(self, w: int) -> None:
@@ -331,6 +342,7 @@ class FxWorkerPool:
         """Render row m of ``audio`` [M, C, N] with ``params[m, i]`` through instance i of slot ``slots[m]``."""
         if self.closed:
             raise RuntimeError("the fx worker pool is closed")
+        self.wait_ready()
         if group not in self.groups:
             raise KeyError(f"unknown slot group {group!r}; this pool has {sorted(self.groups)}")
         spec, arrays = self.groups[group], self._shared[group]

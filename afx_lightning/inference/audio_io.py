@@ -59,6 +59,11 @@ def _array_source(audio: np.ndarray, sample_rate: int) -> _Source:
         audio = audio[None]
     if audio.ndim != 2 or audio.shape[1] == 0:
         raise InferenceError(f"audio must be shaped [channels, samples] with samples > 0, got {audio.shape}")
+    if audio.shape[0] > audio.shape[1]:  # e.g. soundfile's [samples, channels]: one plugin per "channel" otherwise
+        raise InferenceError(
+            f"audio must be shaped [channels, samples], got {audio.shape}: more channels than samples "
+            "(transposed? soundfile reads [samples, channels]: pass audio.T)"
+        )
 
     def blocks() -> Iterator[np.ndarray]:
         for i in range(0, audio.shape[1], READ_BLOCK):
