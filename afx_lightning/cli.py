@@ -157,6 +157,12 @@ def _process_parser() -> argparse.ArgumentParser:
         help="torch.compile the encoder (~3x faster Inception on CPU after a compilation of a minute "
         "or more: for long files)",
     )
+    parser.add_argument(
+        "--quantize",
+        action="store_true",
+        help="run the encoder in int8 (~4x faster Inception on CPU, parameters within 0.02-0.06 of float32; "
+        "calibrated on the first file's first contexts, ~2 s)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--device", default="cpu", help="where the encoder runs (default: cpu)")
@@ -193,8 +199,9 @@ def _process(argv: Sequence[str]) -> int:
             device=args.device,
             predict_hop=args.predict_hop,
             compile=args.compile,
+            quantize=args.quantize,
         )
-    except AfxError as exc:
+    except (AfxError, ValueError) as exc:
         print(f"afx process: {exc}", file=sys.stderr)
         return 2
     if args.output_dir is not None:

@@ -10,7 +10,7 @@ Usage::
 ``--compare`` (issue 14) processes one ``--seconds`` file (default 20) with each variant in turn, in this process:
 Inception per context (the old path: ``share_log_mel=False``), Inception with the log-mel computed once per file,
 the same with ``compile=True`` (run twice: the first run's extra time is reported as ``compile_s``, the second is
-the measurement), and the streaming ``TemporalConvEncoder`` (rendering one frame per pool call as before, then a
+the measurement), the same with ``quantize=True`` (int8; the first run calibrates), and the streaming ``TemporalConvEncoder`` (rendering one frame per pool call as before, then a
 chunk of frames per call, the default, then the same file a second time through the same ``Processor``,
 whose plugin workers are already running, as for every file after the first in ``afx process --output-dir``,
 ``afx evaluate`` and ``afx predict``); each with its real-time factor, predict/render split,
@@ -243,6 +243,7 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict:
     ]
     if not args.no_compile:
         variants.append(("inception_log_mel_once_compiled", "inception", dict(compile=True)))
+    variants.append(("inception_log_mel_once_int8", "inception", dict(quantize=True)))
     variants.append(("tcn_streaming_render_per_frame", "tcn", dict(render_chunk_frames=1)))  # one call per frame
     variants.append(("tcn_streaming", "tcn", {}))
     variants.append(("tcn_streaming_warm_workers", "tcn", dict(warm=True)))  # a later file: workers already up
@@ -266,7 +267,7 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict:
             kept, predict = [], proc.predict
             proc.predict = lambda *a, **k: kept.append(predict(*a, **k)) or kept[-1]  # keep θ of the timed run
             first = None
-            if options.get("compile") or warm:  # the timed run is the second file through this Processor
+            if options.get("compile") or options.get("quantize") or warm:  # timed: the second file through it
                 t0 = time.perf_counter()
                 proc.process_file(speed_in, speed_out, overwrite=True, progress=False)
                 first = time.perf_counter() - t0
@@ -288,9 +289,9 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict:
         }
         if options.get("compile"):
             row["compile_s"] = first - stats.wall_s
-        if warm:
-            row["warm"] = True
-            row["first_file_wall_s"] = first  # the same file, when the workers had to start
+        if warm or options.get("quantize"):
+            row["first_file_wall_s"] = first  # the same file when the workers started (and int8 was calibrated)
+            row["first_file_realtime_factor"] = stats.seconds / first
         raw = kept[-1].raw
         row["theta_range"] = float(np.ptp(raw, axis=0).max())  # how much θ varies over the file (see notes)
         if enc == "inception":

@@ -26,6 +26,7 @@ from afx_lightning.inference import (
     max_step,
     smooth_automation,
 )
+from afx_lightning.inference.audio_io import _array_source
 from afx_lightning.module import DeepAFx
 from afx_lightning.testing import delay_chain
 
@@ -596,3 +597,48 @@ def test_afx_process_output_dir_processes_every_file_and_reports_the_bad_one(tra
     assert "--plot names one file" in usage_error("--output-dir", str(out), "--plot", "p.png", str(inputs[0]))
     twin = tmp_path / "sub" / "a.wav"
     assert "same output" in usage_error("--output-dir", str(out), str(inputs[0]), str(twin))
+
+
+def test_an_int8_encoder_keeps_the_float_features_and_parameters(tmp_path):
+    """int8 (x86 backend) against float32 on the same weights, over a file that fades from loud to 30 dB quieter
+    (calibrated on its loud start): the body's features within 2% (relative norm) and θ within 0.01; the module
+    really is quantized. The streaming encoder and compile together with quantize are refused by name."""
+    from afx_lightning.encoders import InceptionEncoder, TemporalConvEncoder
+    from afx_lightning.inference.processor import _quantized
+
+    model = DeepAFx(
+        encoder=functools.partial(InceptionEncoder, width=16, num_stages=3),
+        fx=FxConfig(chain=delay_chain, workers=1),
+        num_slots=1,
+        num_eval_slots=1,
+    )
+    audio = (_tone(8.0, 22050, 1, seed=3).T * np.logspace(0, -1.5, 8 * 22050)).astype(np.float32)
+    contexts = torch.from_numpy(np.stack([audio[:, s : s + 40960] for s in range(0, 8 * 22050 - 40960, 11025)]))
+    encoder = model.encoder
+    with torch.no_grad():  # batch-norm statistics from real contexts
+        encoder.train()
+        encoder(contexts)
+        encoder.eval()
+        mel = encoder.frontend(contexts)
+        fast = _quantized(encoder)
+        fast.body(mel[:4])  # calibrates on the loud first contexts
+        features, int8_features = encoder.body(mel), fast.body(mel)
+    error = (int8_features - features).norm(dim=1) / features.norm(dim=1)
+    assert error.max() < 0.02, error  # measured 0.006
+    assert any(".quantized" in type(m).__module__ for m in fast.body.int8.modules())  # int8 convolutions
+
+    quiet = _quantized(encoder)
+    with torch.no_grad():
+        quiet.body(mel[-4:])  # calibrated on the quietest contexts only: the loud start must still fit its input range
+    graph = quiet.body.int8
+    node = next(n for n in graph.graph.nodes if n.target is torch.quantize_per_tensor)
+    scale, zero = (float(getattr(graph, a.target)) for a in node.args[1:3])
+    assert mel[:4].max() <= (127 - zero) * scale * 1.01  # quint8 with reduce_range: 0..127
+
+    float_theta = Processor(model, smoothing_hz=0).predict(_array_source(audio, 22050)).raw
+    int8_theta = Processor(model, smoothing_hz=0, quantize=True).predict(_array_source(audio, 22050)).raw
+    assert 0 < np.abs(int8_theta - float_theta).max() < 0.01
+    with pytest.raises(ValueError, match="streaming encoder"):
+        Processor(DeepAFx(encoder=TemporalConvEncoder, fx=FxConfig(chain=delay_chain)), quantize=True)
+    with pytest.raises(ValueError, match="choose one"):
+        Processor(model, compile=True, quantize=True)

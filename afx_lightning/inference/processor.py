@@ -82,6 +82,75 @@ def _compiled(encoder: torch.nn.Module) -> torch.nn.Module:
     return fast
 
 
+class _Int8Body(torch.nn.Module):
+    """An encoder body that runs in int8 (PyTorch's x86 backend: per-channel symmetric weights, batch norms folded
+    into the convolutions), its activation ranges calibrated by min/max on a few contexts of its first batch.
+
+    Convolutions in int8 (VNNI on this kind of CPU) ran the Inception encoder 4.6-6.6x faster than float32 on
+    2 cores. On a trained checkpoint θ stayed within 0.017 of float (normalised units; mean 0.0007) on a steady
+    file and one fading in by 30 dB, within 0.06 (mean 0.0013) on one fading out. The calibration (tracing,
+    observing, converting) costs ~2 s, once per Processor."""
+
+    #: the calibration contexts are also seen this many dB quieter and louder: calibrated on a quiet start alone,
+    #: the loud rest of a file clipped the activations (θ off by up to 0.23 on a trained checkpoint, 0.017 with it)
+    LEVEL_SPREAD_DB = (-24.0, -12.0, 12.0, 24.0)
+
+    def __init__(self, body: torch.nn.Module, norm: torch.nn.BatchNorm2d, calibration_items: int = 4) -> None:
+        super().__init__()
+        import copy
+
+        self.float_body = copy.deepcopy(body).eval().to(memory_format=torch.contiguous_format)
+        # g dB more level is g / 10 more log10 power: after the front end's batch norm, this much per dB
+        scale = 1.0 / torch.sqrt(norm.running_var + norm.eps)
+        if norm.affine:
+            scale = scale * norm.weight
+        self.register_buffer("shift_per_db", (scale / 10.0).detach().reshape(1, -1, 1, 1).clone())
+        self.calibration_items = calibration_items
+        self.int8: torch.nn.Module | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous()
+        if self.int8 is None:
+            pick = x[torch.linspace(0, len(x) - 1, min(len(x), self.calibration_items)).long()]
+            spread = [pick] + [pick + db * self.shift_per_db for db in self.LEVEL_SPREAD_DB]
+            self.int8 = _int8(self.float_body, torch.cat(spread))
+        return self.int8(x)
+
+
+def _int8(body: torch.nn.Module, calibration: torch.Tensor) -> torch.nn.Module:
+    from torch.ao.quantization import QConfig, get_default_qconfig_mapping
+    from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    torch.backends.quantized.engine = "x86"
+    config = QConfig(  # min/max: a handful of contexts suffice (the default histogram observer is ~3x slower)
+        activation=MinMaxObserver.with_args(dtype=torch.quint8, reduce_range=True),
+        weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric),
+    )
+    prepared = prepare_fx(
+        body, get_default_qconfig_mapping("x86").set_global(config), example_inputs=(calibration[:1],)
+    )
+    with torch.no_grad():
+        prepared(calibration)
+    return convert_fx(prepared)
+
+
+def _quantized(encoder: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``encoder`` (eval mode) whose body runs in int8 (:class:`_Int8Body`), for inference only."""
+    import copy
+
+    if getattr(encoder, "streaming", False):
+        raise ValueError(
+            f"quantize: {type(encoder).__name__} is a streaming encoder (one network column per frame); int8 is "
+            "for the CNN encoders, whose every frame runs the whole network"
+        )
+    fast = copy.deepcopy(encoder).eval()
+    fast.body = _Int8Body(encoder.body, encoder.frontend.norm)
+    if hasattr(fast, "channels_last"):
+        fast.channels_last = False  # the int8 kernels take NCHW and reorder internally
+    return fast
+
+
 class Processor:
     """Applies a :class:`~afx_lightning.module.DeepAFx` to whole files or arrays (see the module docstring).
 
@@ -106,6 +175,9 @@ class Processor:
             into the convolutions) on fixed-size batches. About 3x faster for the Inception encoder on CPU, θ
             within 1e-6; the compilation costs a minute or more on a busy 2-core machine (less with inductor's
             on-disk cache warm), so it pays off for long files or many of them.
+        quantize: run the encoder's body in int8 (:class:`_Int8Body`): 4.6-6.6x faster Inception prediction on
+            2 CPU cores, θ within 0.02-0.06 of float32 (mean ~0.001); calibrated once, on the first file's first
+            contexts seen at several levels. Not with ``compile`` nor the streaming encoder.
         render_chunk_frames: consecutive frames sent to the plugin workers per call (each channel's instance
             renders them in order; the output is the same as frame by frame). One round trip per frame made the
             render several times slower than the plugins themselves.
@@ -128,8 +200,11 @@ class Processor:
         preprocessing: Preprocessing | None = None,
         share_log_mel: bool = True,
         compile: bool = False,
+        quantize: bool = False,
         render_chunk_frames: int = RENDER_CHUNK_FRAMES,
     ):
+        if compile and quantize:
+            raise ValueError("compile and quantize are two ways to speed up the encoder: choose one")
         if predict_hop < 1:
             raise ValueError(f"predict_hop must be at least 1, got {predict_hop}")
         self.preprocessing = preprocessing or getattr(model, "preprocessing", None) or Preprocessing()
@@ -151,7 +226,11 @@ class Processor:
         self.render_chunk_frames = int(render_chunk_frames)
         self.share_log_mel = bool(share_log_mel)
         self.fixed_batch = bool(compile)  # a compiled network sees one input shape: short batches are padded
-        self._encoder = _compiled(model.encoder) if compile else model.encoder
+        self._encoder = model.encoder
+        if compile:
+            self._encoder = _compiled(model.encoder)
+        elif quantize:
+            self._encoder = _quantized(model.encoder)
         self.fx = model.fx
         self.latency = int(self.fx.latency)
         self.last_stats: ProcessStats | None = None
