@@ -190,6 +190,8 @@ def _process(argv: Sequence[str]) -> int:
     parser = _process_parser()
     args = parser.parse_args(argv)
     jobs = _process_jobs(parser, args)
+    if args.compile and args.quantize:
+        parser.error("--compile and --quantize are two ways to speed up the encoder: choose one")
     from .inference import Processor, load_model
 
     try:
@@ -201,7 +203,7 @@ def _process(argv: Sequence[str]) -> int:
             compile=args.compile,
             quantize=args.quantize,
         )
-    except (AfxError, ValueError) as exc:
+    except AfxError as exc:
         print(f"afx process: {exc}", file=sys.stderr)
         return 2
     if args.output_dir is not None:

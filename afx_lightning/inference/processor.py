@@ -140,7 +140,7 @@ def _quantized(encoder: torch.nn.Module) -> torch.nn.Module:
     import copy
 
     if getattr(encoder, "streaming", False):
-        raise ValueError(
+        raise InferenceError(
             f"quantize: {type(encoder).__name__} is a streaming encoder (one network column per frame); int8 is "
             "for the CNN encoders, whose every frame runs the whole network"
         )
