@@ -597,6 +597,9 @@ def test_afx_process_output_dir_processes_every_file_and_reports_the_bad_one(tra
     assert "--plot names one file" in usage_error("--output-dir", str(out), "--plot", "p.png", str(inputs[0]))
     twin = tmp_path / "sub" / "a.wav"
     assert "same output" in usage_error("--output-dir", str(out), str(inputs[0]), str(twin))
+    code = afx_main(["process", "--ckpt", str(ckpt), "--output-dir", str(inputs[0]), str(inputs[2])])  # a file
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("afx process: --output-dir") and "\n" not in err
 
 
 def test_an_int8_encoder_keeps_the_float_features_and_parameters(tmp_path):

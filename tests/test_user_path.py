@@ -87,6 +87,12 @@ def test_fit_then_process_evaluate_and_resume_through_the_cli(tmp_path):
         header = next(csv.reader(f))
     assert header[0] == "time_s" and "threshold0" in header  # pb_mb_compressor's parameters, by name
 
+    # many files in one call, the encoder in int8: each written under its own name, rate and channels kept
+    sf.write(tmp_path / "mono.wav", x[:, 0], 22050)
+    _run([afx, "process", "--ckpt", str(ckpt), "--output-dir", "batch", "--quantize", "in.wav", "mono.wav"], tmp_path)
+    assert (sf.info(tmp_path / "batch/in.wav").channels, sf.info(tmp_path / "batch/mono.wav").channels) == (2, 1)
+    assert sf.info(tmp_path / "batch/mono.wav").frames == len(x)
+
     # afx evaluate: model and identity scores per file and on average
     for side, signal in (("input", x[:, 0]), ("target", np.tanh(3 * x[:, 0]) / 3)):
         (tmp_path / "pairs/test" / side).mkdir(parents=True)

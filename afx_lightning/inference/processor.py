@@ -235,7 +235,6 @@ class Processor:
         self.latency = int(self.fx.latency)
         self.last_stats: ProcessStats | None = None
         self._pool = None  # the render pass's FxWorkerPool, kept for the next file of the same layout
-        self._pool_layout: tuple[int, int] | None = None
         from ..data import DataError
 
         try:
@@ -567,7 +566,8 @@ class Processor:
             emit(np.stack([b.flush() for b in back]))
             if written < out_total:  # rounding of the two rate conversions: at most a sample or two
                 emit(np.zeros((c, out_total - written), dtype=np.float32))
-            stats.faults = {k: v - faults_before[k] for k, v in pool.stats.as_dict().items() if v - faults_before[k]}
+            faults = {k: v - faults_before[k] for k, v in pool.stats.as_dict().items()}  # this file's, not the pool's
+            stats.faults = {k: v for k, v in faults.items() if v}
         except BaseException:
             self.close()  # a render cut short (an error, Ctrl-C) may leave rows in flight: start clean next time
             raise
@@ -578,7 +578,10 @@ class Processor:
         ``wait_ready=False``: a new pool's workers start while the caller goes on (predicting the file)."""
         from ..blackbox.pool import FxWorkerPool, SlotGroup
 
-        if self._pool is not None and (self._pool.closed or self._pool_layout != (instances, width)):
+        pool = self._pool
+        if pool is not None and (
+            pool.closed or (pool.groups["process"].num_slots, pool.channels) != (instances, width)
+        ):
             self.close()
         if self._pool is None:
             self._pool = FxWorkerPool(  # one worker per channel instance (up to the CPUs): a crash leaves the others
@@ -594,7 +597,6 @@ class Processor:
                 build_timeout_s=self.fx.build_timeout_s,
                 wait_ready=wait_ready,
             )
-            self._pool_layout = (instances, width)
         return self._pool
 
     def _start_workers(self, source: _Source) -> None:
@@ -607,7 +609,7 @@ class Processor:
         """Stop the render pass's plugin workers (idempotent; the next file starts new ones)."""
         if self._pool is not None:
             self._pool.close()
-        self._pool, self._pool_layout = None, None
+        self._pool = None
 
     def __enter__(self) -> Processor:
         return self
