@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import registry
+from . import memory, registry
 from .constants import FRAME_SIZE, PREDICT_SMOOTHING_HZ, SAMPLE_RATE
 from .effects.base import PluginUnavailable
 from .errors import AfxError
@@ -395,6 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv[0].startswith("-") and argv[0] not in known:
         print(f"afx: unknown command {argv[0]!r}; commands: {', '.join(sorted(known))} (afx --help)", file=sys.stderr)
         return 2
+    if os.environ.get(memory.ENV_VAR, "1").strip() != "0":
+        memory.keep_freed_memory()  # every step and batch reuses the encoder's pages (afx_lightning/memory.py)
     if argv[0] == "process":
         return _process(argv[1:])
     if argv[0] in ("effects", "recipes"):

@@ -15,6 +15,9 @@ chunk of frames per call, the default, then the same file a second time through 
 whose plugin workers are already running, as for every file after the first in ``afx process --output-dir``,
 ``afx evaluate`` and ``afx predict``); each with its real-time factor, predict/render split,
 speed-up over the first and θ's largest difference from it (same weights). Memory runs are skipped.
+Like ``afx process``, the script keeps freed memory in the process (``afx_lightning.memory``); the variants
+marked ``freed_memory_kept: false`` (the per-context and NCHW ones, as the code ran before, and
+``inception_log_mel_once_system_malloc``) run with glibc's default malloc.
 
 Prints one JSON object. The model is untrained (random weights; speed does not depend on them):
 ``DeepAFx(chain, encoder=InceptionEncoder, num_slots=1, num_eval_slots=1)`` saved as a checkpoint (state dict,
@@ -228,6 +231,7 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict:
     import torch
 
     from afx_lightning.inference import Processor, load_model
+    from afx_lightning.memory import freed_memory_kept
 
     speed_in, speed_out = workdir / "speed_in.wav", workdir / "speed_out.wav"
     write_test_file(speed_in, args.seconds)
@@ -236,9 +240,12 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict:
     for enc in ("inception", "tcn"):
         ckpts[enc] = workdir / f"{enc}.ckpt"
         info[enc] = make_checkpoint(ckpts[enc], args.chain, enc, random_head=True)
-    variants = [  # "nchw": the Inception convolutions as they ran before channels-last became the default
-        ("inception_per_context", "inception", dict(share_log_mel=False, nchw=True)),
-        ("inception_log_mel_once_nchw", "inception", dict(nchw=True)),
+    # "nchw": the Inception convolutions as they ran before channels-last became the default; "system_malloc":
+    # glibc's default malloc, as before afx kept freed memory in the process (afx_lightning/memory.py).
+    variants = [
+        ("inception_per_context", "inception", dict(share_log_mel=False, nchw=True, system_malloc=True)),
+        ("inception_log_mel_once_nchw", "inception", dict(nchw=True, system_malloc=True)),
+        ("inception_log_mel_once_system_malloc", "inception", dict(system_malloc=True)),
         ("inception_log_mel_once", "inception", {}),
     ]
     if not args.no_compile:
@@ -258,28 +265,31 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict:
         model = load_model(ckpts[enc])
         options = dict(options)
         warm = options.pop("warm", False)
+        keep_freed = not options.pop("system_malloc", False)
         if options.pop("nchw", False):
             model.encoder.channels_last = False
             model.encoder.body.to(memory_format=torch.contiguous_format)
         proc = None
-        try:
-            proc = Processor(model, predict_hop=args.predict_hop, **options)
-            kept, predict = [], proc.predict
-            proc.predict = lambda *a, **k: kept.append(predict(*a, **k)) or kept[-1]  # keep θ of the timed run
-            first = None
-            if options.get("compile") or options.get("quantize") or warm:  # timed: the second file through it
-                t0 = time.perf_counter()
-                proc.process_file(speed_in, speed_out, overwrite=True, progress=False)
-                first = time.perf_counter() - t0
-            stats = proc.process_file(speed_in, speed_out, overwrite=True, progress=False)
-        finally:
-            if proc is not None:
-                proc.close()
-            model.fx.close()
+        with freed_memory_kept(keep_freed):
+            try:
+                proc = Processor(model, predict_hop=args.predict_hop, **options)
+                kept, predict = [], proc.predict
+                proc.predict = lambda *a, **k: kept.append(predict(*a, **k)) or kept[-1]  # keep θ of the timed run
+                first = None
+                if options.get("compile") or options.get("quantize") or warm:  # timed: the second file through it
+                    t0 = time.perf_counter()
+                    proc.process_file(speed_in, speed_out, overwrite=True, progress=False)
+                    first = time.perf_counter() - t0
+                stats = proc.process_file(speed_in, speed_out, overwrite=True, progress=False)
+            finally:
+                if proc is not None:
+                    proc.close()
+                model.fx.close()
         row = {
             "encoder": enc,
             **options,
             "channels_last": bool(getattr(model.encoder, "channels_last", False)),
+            "freed_memory_kept": keep_freed,
             "realtime_factor": stats.seconds / stats.wall_s,
             "wall_s": stats.wall_s,
             "predict_s": stats.predict_s,
@@ -454,6 +464,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args = parse_args(argv)
+    from afx_lightning.memory import keep_freed_memory
+
+    keep_freed_memory()  # as the afx commands do
     if args.child_peak is not None:
         in_path = None if args.child_peak == "-" else Path(args.child_peak)
         out_path = Path(args.child_out) if args.child_out else None

@@ -10,7 +10,14 @@ Prints one JSON object: seconds per step for the encoder forward+backward, the f
 ``frontend`` (issue 14): what sharing the log-mel front end across a slot's overlapping contexts could save at
 most, measured in the same run: the encoder's forward+backward from the audio (today) against the same from
 a log-mel already computed (the ideal of sharing it exactly: a slot's next context needs only 4 new mel frames),
-and the front end alone. ``--encoders`` adds other encoders' encoder-step times side by side (e.g. tcn).
+and the front end alone.
+
+``encoder_step_s_by_encoder``: the encoder step (forward + backward) of ``--encoder`` and of each of ``--encoders``
+side by side: each step in a fresh child process (malloc set up as ``afx fit`` sets it up, before anything is
+allocated; switching it inside one warm process measures the switch), one warm-up step then one timed, the
+variants in turn per round so that the machine's drift hits all alike. Like ``afx fit``, the script keeps freed
+memory in the process (``afx_lightning.memory``); ``--system-malloc`` also times each encoder with glibc's default
+malloc (``<name>_system_malloc``), so ``inception_nchw_system_malloc`` is the configuration issue 14 started from.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ import functools
 import json
 import platform
 import statistics
+import subprocess
+import sys
 import time
 
 
@@ -33,15 +42,58 @@ def _median_time(fn, steps: int) -> float:
     return statistics.median(out)
 
 
-def encoder_step_s(encoder, context, steps: int) -> float:
-    """Forward + backward of the encoder on the batch of contexts (train mode)."""
+def encoder_factories() -> dict:
+    from afx_lightning.encoders import InceptionEncoder, MobileNetV2Encoder, SmallEncoder, TemporalConvEncoder
+
+    return {
+        "inception": InceptionEncoder,
+        "inception_nchw": functools.partial(InceptionEncoder, channels_last=False),  # before issue 14's NHWC
+        "mobilenet": MobileNetV2Encoder,
+        "small": SmallEncoder,
+        "tcn": TemporalConvEncoder,
+    }
+
+
+def random_contexts(m: int, context: int):
+    import torch
+
+    return 0.1 * torch.randn(m, 1, context, generator=torch.Generator().manual_seed(0))
+
+
+def child_encoder_step(name: str, system_malloc: bool, m: int, context: int, num_params: int) -> float:
+    """In a fresh process (so malloc starts as ``afx fit`` starts it): one warm-up step, then one timed."""
+    from afx_lightning.memory import keep_freed_memory
+
+    if not system_malloc:
+        keep_freed_memory()
+    name = name.removesuffix("_system_malloc")
+    encoder = encoder_factories()[name](num_params)
     encoder.train()
+    x = random_contexts(m, context)
 
     def step():
         encoder.zero_grad()
-        encoder(context).sum().backward()
+        encoder(x).sum().backward()
 
-    return _median_time(step, steps)
+    step()
+    t0 = time.perf_counter()
+    step()
+    return time.perf_counter() - t0
+
+
+def encoder_steps_side_by_side(names: list[str], m: int, context: int, num_params: int, rounds: int) -> dict:
+    """Median encoder step of each variant, each measured in a fresh child process, the variants in turn per round
+    so that the machine's drift hits all alike (``<name>_system_malloc``: glibc's default malloc)."""
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(rounds):
+        for name in names:
+            cmd = [sys.executable, __file__, "--child-step", name, "--batch", str(m), "--context", str(context)]
+            cmd += ["--child-num-params", str(num_params)]
+            run = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+            if run.returncode != 0:
+                raise RuntimeError(f"child {name} failed: {run.stderr[-2000:]}")
+            times[name].append(json.loads(run.stdout.strip().splitlines()[-1])["s"])
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def frontend_saving(encoder, context, steps: int) -> dict:
@@ -89,30 +141,36 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--encoders", default="", help="comma-separated extra encoders to time (encoder step only)")
+    parser.add_argument(
+        "--system-malloc", action="store_true", help="also time each encoder step with glibc's default malloc"
+    )
+    parser.add_argument("--child-step", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-num-params", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child_step is not None:
+        system = args.child_step.endswith("_system_malloc")
+        seconds = child_encoder_step(args.child_step, system, args.batch, args.context, args.child_num_params)
+        print(json.dumps({"s": seconds}))
+        return
     if args.quick:
         args.batch, args.encoder, args.steps, args.warmup = 8, "small", 3, 1
 
     import torch
 
+    from afx_lightning.memory import keep_freed_memory
+
+    freed_memory_kept = keep_freed_memory()  # as afx fit does
+
     from afx_lightning.blackbox import BlackBoxLayer
-    from afx_lightning.encoders import InceptionEncoder, MobileNetV2Encoder, SmallEncoder, TemporalConvEncoder
     from afx_lightning.loss import DelayInvariantLoss
 
-    encoders = {
-        "inception": InceptionEncoder,
-        "inception_nchw": functools.partial(InceptionEncoder, channels_last=False),  # before issue 14's NHWC
-        "mobilenet": MobileNetV2Encoder,
-        "small": SmallEncoder,
-        "tcn": TemporalConvEncoder,
-    }
+    encoders = encoder_factories()
     m, n = args.batch, 1024
     fx = BlackBoxLayer(args.chain, num_slots=m)
     encoder = encoders[args.encoder](fx.num_params)
     loss_fn = DelayInvariantLoss(100 + fx.latency)
     optimizer = torch.optim.Adam(encoder.parameters(), lr=1e-4)
-    g = torch.Generator().manual_seed(0)
-    context = 0.1 * torch.randn(m, 1, args.context, generator=g)
+    context = random_contexts(m, args.context)
     before = (args.context - n) // 2
     frame = context[:, :, before : before + n].contiguous()
     target = 0.5 * frame
@@ -145,10 +203,10 @@ def main() -> None:
         fx.close()
     result = {k: statistics.median(v) for k, v in times.items()}
     result["frontend"] = frontend_saving(encoder, context, args.steps)
-    result["encoder_step_s_by_encoder"] = {
-        name: encoder_step_s(encoders[name](fx.num_params), context, args.steps)
-        for name in [args.encoder] + [e for e in args.encoders.split(",") if e and e != args.encoder]
-    }
+    names = [args.encoder] + [e for e in args.encoders.split(",") if e and e != args.encoder]
+    if args.system_malloc:
+        names += [f"{name}_system_malloc" for name in names]
+    result["encoder_step_s_by_encoder"] = encoder_steps_side_by_side(names, m, args.context, fx.num_params, args.steps)
     result["fx_share"] = result["fx_s"] / result["step_s"]
     result.update(
         chain=args.chain,
@@ -159,6 +217,7 @@ def main() -> None:
         steps=args.steps,
         encoder_params=sum(p.numel() for p in encoder.parameters()),
         torch_threads=torch.get_num_threads(),
+        freed_memory_kept=freed_memory_kept,
         machine=platform.platform(),
         python=platform.python_version(),
         torch=torch.__version__,
