@@ -7,7 +7,10 @@ and zero all of them again: 1.9 M page faults (7.5 GB) per step, about a third o
 off, freed chunks stay in the heap and the next step reuses them (no faults at all after the first step).
 
 The cost is resident memory: the process keeps its high-water mark plus fragmentation (that step peaked at
-6.7 GB instead of 4.6 GB). PyTorch has no general CPU caching allocator, and jemalloc or tcmalloc would have to be
+6.7 GB instead of 4.6 GB). What is reused is a step's working set: a lone block freed and asked for again at the
+same size still gets fresh pages, because glibc's aligned allocations (PyTorch's) do not fit back into the chunk
+they freed, and the heap grows until freed neighbours merge (one 256 MB tensor allocated in a loop settled at
+~1.3-2 GB of heap). PyTorch has no general CPU caching allocator, and jemalloc or tcmalloc would have to be
 preloaded before the interpreter starts; two ``mallopt`` calls need neither. Off glibc (macOS, musl) nothing changes.
 """
 
