@@ -60,13 +60,13 @@ def random_contexts(m: int, context: int):
     return 0.1 * torch.randn(m, 1, context, generator=torch.Generator().manual_seed(0))
 
 
-def child_encoder_step(name: str, system_malloc: bool, m: int, context: int, num_params: int) -> float:
+def child_encoder_step(variant: str, m: int, context: int, num_params: int) -> float:
     """In a fresh process (so malloc starts as ``afx fit`` starts it): one warm-up step, then one timed."""
     from afx_lightning.memory import keep_freed_memory
 
-    if not system_malloc:
+    name = variant.removesuffix("_system_malloc")
+    if name == variant:
         keep_freed_memory()
-    name = name.removesuffix("_system_malloc")
     encoder = encoder_factories()[name](num_params)
     encoder.train()
     x = random_contexts(m, context)
@@ -148,8 +148,7 @@ def main() -> None:
     parser.add_argument("--child-num-params", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_step is not None:
-        system = args.child_step.endswith("_system_malloc")
-        seconds = child_encoder_step(args.child_step, system, args.batch, args.context, args.child_num_params)
+        seconds = child_encoder_step(args.child_step, args.batch, args.context, args.child_num_params)
         print(json.dumps({"s": seconds}))
         return
     if args.quick:
