@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from afx_lightning.blackbox import FxConfig
-from afx_lightning.encoders import SmallEncoder, declared_encoders
+from afx_lightning.encoders import SmallEncoder, TemporalConvEncoder, declared_encoders
 from afx_lightning.inference import InferenceError, load_model
 from afx_lightning.module import CONFIG_KEY, DeepAFx
 
@@ -95,6 +95,27 @@ def test_older_checkpoints_with_only_the_encoder_spec_still_load(tmp_path):
     loaded = load_model(path)
     assert loaded.context_size == 4096 and loaded.fx.num_params == model.fx.num_params
     torch.testing.assert_close(_probe(loaded), _probe(model))
+
+
+def test_a_checkpoint_written_before_an_encoder_option_existed_rebuilds_with_the_value_it_was_trained_with(tmp_path):
+    """The streaming encoder's ``feature_scale`` (default 0.1) came after checkpoints trained at 1.0 were written:
+    one whose description does not name it must predict what it was trained to predict."""
+    tcn = functools.partial(TemporalConvEncoder, channels=8, dilations=(1,), stride=2, feature_scale=1.0)
+    model = _model(tcn)
+    with torch.no_grad():
+        model.encoder.head.weight.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(0))
+    path = tmp_path / "before.ckpt"
+    checkpoint = _save(model, path)
+    del checkpoint[CONFIG_KEY]["encoder"]["init_args"]["feature_scale"]
+    torch.save(checkpoint, path)
+    loaded = load_model(path)
+    assert loaded.encoder.pool.scale == 1.0
+    torch.testing.assert_close(_probe(loaded), _probe(model))
+
+    model = _model(functools.partial(tcn, feature_scale=0.25))  # a checkpoint that names it keeps its own value
+    _save(model, path)
+    assert load_model(path).encoder.pool.scale == 0.25
+    assert TemporalConvEncoder(num_params=2).pool.scale == 0.1  # today's default, for new models
 
 
 @pytest.fixture

@@ -77,6 +77,27 @@ def test_it_trains_is_declared_and_refuses_a_context_shorter_than_its_receptive_
         enc(torch.zeros(1, 1, 1024 + 36 * 256))
     with pytest.raises(ValueError, match="kernel_size must be odd"):
         TemporalConvEncoder(num_params=3, kernel_size=2)
+    with pytest.raises(ValueError, match="feature_scale must be positive, got 0"):
+        TemporalConvEncoder(num_params=3, feature_scale=0)
+
+
+def test_the_feature_scale_bounds_how_far_one_adam_step_moves_the_outputs() -> None:
+    """From the defaults start (head weights 0), Adam's first step moves every head weight by ~lr, so the logits
+    move by ~lr x the pooled features' L1 norm: over a logit unscaled, a tenth of that at the default 0.1."""
+    audio = 0.1 * torch.randn(4, 1, 40960, generator=torch.Generator().manual_seed(0))
+
+    def first_step_move(feature_scale: float) -> float:
+        torch.manual_seed(0)
+        enc = TemporalConvEncoder(num_params=3, feature_scale=feature_scale)
+        enc.init_output_bias(torch.full((3,), 0.5))
+        opt = torch.optim.Adam(enc.parameters(), lr=2e-3)
+        before = enc.logits(audio)
+        (before * torch.tensor([1.0, -1.0, 1.0])).sum().backward()
+        opt.step()
+        return (enc.logits(audio) - before.detach()).abs().mean().item()
+
+    unscaled, default = first_step_move(1.0), first_step_move(0.1)
+    assert unscaled > 1.0 and default < 0.25 * unscaled
 
 
 @pytest.mark.slow

@@ -15,7 +15,13 @@ class ParameterEncoder(nn.Module):
     :meth:`_build_head` with ``F``. The constructor convention ``(num_params, sample_rate, ...)`` with typed keyword
     arguments is what lets LightningCLI / jsonargparse expose every encoder the same way. :meth:`get_config` is
     what a checkpoint stores to rebuild it: a subclass with options of its own adds them in :meth:`config_args`.
+    A subclass that gains an option whose default changes what a trained network computes names it in
+    :attr:`options_since` with the value older checkpoints were trained with.
     """
+
+    options_since: dict[str, object] = {}
+    """Options added after checkpoints of the class were first written -> the value those checkpoints were trained
+    with (a checkpoint that does not name the option is rebuilt with it, not with today's default)."""
 
     def __init__(self, num_params: int, sample_rate: int = 22050, n_mels: int = 128, dropout: float = 0.0) -> None:
         super().__init__()

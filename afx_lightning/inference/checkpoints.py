@@ -112,7 +112,8 @@ def _encoder_factory(spec: Any, path: Path) -> Callable[[int], Any]:
             f"checkpoint {path}: encoder class {class_path!r} is not a subclass of "
             "afx_lightning.encoders.ParameterEncoder; refusing to build it"
         )
-    init_args = {k: v for k, v in init_args.items() if k != "num_params"}
+    # an option added after this checkpoint was written takes the value it was trained with, not today's default
+    init_args = {**cls.options_since, **{k: v for k, v in init_args.items() if k != "num_params"}}
     return functools.partial(cls, **init_args)
 
 
