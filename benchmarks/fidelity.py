@@ -64,7 +64,10 @@ sys.path.insert(0, str(HERE))
 import fidelity_data  # noqa: E402 (a sibling module, importable once HERE is on sys.path)
 
 METRICS = ("d_mfcc", "mrstft", "loudness_diff_lu")
-SMALL_ENCODER = "afx_lightning.encoders.SmallEncoder"
+ENCODERS = {  # --encoder NAME -> the afx fit options that select it
+    "small": ["--model.encoder", "afx_lightning.encoders.SmallEncoder", "--model.encoder.centre", "true"],
+    "tcn": ["--model.encoder", "afx_lightning.encoders.TemporalConvEncoder"],
+}
 
 
 def log(msg: str) -> None:
@@ -206,10 +209,7 @@ def fit_command(recipe: Path, data: Path, task_work: Path, run_dir: Path, args: 
         str(data),
         "--data.cache_dir",
         str(task_work / "cache"),
-        "--model.encoder",
-        SMALL_ENCODER,
-        "--model.encoder.centre",
-        "true",
+        *ENCODERS[args.encoder],
         "--model.lr",
         str(args.lr),
         "--data.batch_size",
@@ -297,7 +297,7 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict:
             "best_step": best_progress["global_step"],
             "batch_size": args.batch_size,
             "lr": args.lr,
-            "encoder": f"{SMALL_ENCODER}(centre=True)",
+            "encoder": " ".join(ENCODERS[args.encoder]),
             "steps_per_epoch": args.steps_per_epoch,
         },
         "evaluate_s": round(eval_wall, 1),
@@ -348,6 +348,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: tiny sets, a few steps, one oracle file")
     p.add_argument("--data-dir", type=Path, default=fidelity_data.DEFAULT_ROOT, help="where the sets are built/cached")
     p.add_argument("--work-dir", type=Path, help="runs, logs and scores (default: a temporary folder, removed)")
+    p.add_argument(
+        "--encoder",
+        choices=sorted(ENCODERS),
+        default="small",
+        help="small: the SmallEncoder with its centre features (default); tcn: the streaming TemporalConvEncoder",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--steps-per-epoch", type=int, default=100, help="training steps between validations")
