@@ -119,6 +119,12 @@ def test_fidelity_options_and_splits():
     fit = fidelity.fit_command(Path("recipes/amp.yaml"), Path("set"), Path("work"), Path("run"), args)
     assert fit[-3:] == ["--model.lr", "0.01", "--trainer.callbacks.init_args.start={a: 0}"]
     assert fit.index("--model.lr") < len(fit) - 3  # the benchmark's own lr comes first
+    # --encoder: the CPU encoder with its centre features by default, the streaming one without any
+    assert "--model.encoder.centre" in fit and "afx_lightning.encoders.SmallEncoder" in fit
+    tcn = fidelity.fit_command(
+        Path("r.yaml"), Path("s"), Path("w"), Path("r"), fidelity.parse_args(["--encoder", "tcn"])
+    )
+    assert "afx_lightning.encoders.TemporalConvEncoder" in tcn and "--model.encoder.centre" not in tcn
 
 
 def test_fidelity_reuses_an_earlier_oracle_only_for_the_same_chain_and_test_files(tmp_path):
