@@ -26,10 +26,11 @@ def _randomised(enc: TemporalConvEncoder) -> TemporalConvEncoder:
     return enc.eval()
 
 
-def test_one_pass_over_the_file_gives_each_contexts_own_outputs() -> None:
+@pytest.mark.parametrize("centre", [False, True])
+def test_one_pass_over_the_file_gives_each_contexts_own_outputs(centre: bool) -> None:
     """``logits_at`` on a stretch of log-mel equals encoding each window alone (1e-5), and the contexts differ."""
     torch.manual_seed(0)
-    enc = _randomised(TemporalConvEncoder(num_params=5, channels=16, dilations=(1, 2, 4), stride=2))
+    enc = _randomised(TemporalConvEncoder(num_params=5, channels=16, dilations=(1, 2, 4), stride=2, centre=centre))
     assert enc.receptive_field == 30  # 15 columns of 2 mel frames
     mel = torch.randn(1, 1, 128, 95)
     window = 41  # an odd window: its last frame is beyond the stem's grid, alone and in the stretch
@@ -79,6 +80,20 @@ def test_it_trains_is_declared_and_refuses_a_context_shorter_than_its_receptive_
         TemporalConvEncoder(num_params=3, kernel_size=2)
     with pytest.raises(ValueError, match="feature_scale must be positive, got 0"):
         TemporalConvEncoder(num_params=3, feature_scale=0)
+
+
+def test_centre_adds_the_column_under_the_frame_being_processed() -> None:
+    """The middle output column is the one centred on the context's middle, where the data module puts the frame."""
+    enc = _randomised(TemporalConvEncoder(num_params=2, channels=8, dilations=(1,), stride=2, centre=True))
+    assert enc.head.in_features == 3 * 8 and enc.get_config()["init_args"]["centre"] is True
+    mel = torch.zeros(1, 1, 128, 40)
+    with torch.no_grad():
+        columns = enc.columns(enc.frontend.norm(mel))  # [1, 8, 40 // 2 - 3 + 1 = 18]
+        features = enc.body(enc.frontend.norm(mel))
+        mel[..., 18:22] = 3.0  # an event in the middle two stem columns
+        moved = enc.body(enc.frontend.norm(mel)) - features
+    torch.testing.assert_close(features[:, 16:], 0.1 * columns[..., 9])
+    assert moved[:, 16:].abs().max() > 1e-3
 
 
 def test_the_feature_scale_bounds_how_far_one_adam_step_moves_the_outputs() -> None:

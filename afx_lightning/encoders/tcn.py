@@ -58,14 +58,18 @@ class _Columns(nn.Module):
 
 class _Pool(nn.Module):
     """``[..., C, W]`` -> ``[..., 2C]``: mean and max over the columns (the max keeps short events visible, as in the
-    SmallEncoder), times a fixed ``scale`` (see :class:`TemporalConvEncoder`'s ``feature_scale``)."""
+    SmallEncoder), with ``centre`` also the middle column (``[..., 3C]``), all times a fixed ``scale`` (see
+    :class:`TemporalConvEncoder`'s ``feature_scale`` and ``centre``)."""
 
-    def __init__(self, scale: float) -> None:
+    def __init__(self, scale: float, centre: bool) -> None:
         super().__init__()
-        self.scale = scale
+        self.scale, self.centre = scale, centre
 
     def forward(self, columns: Tensor) -> Tensor:
-        return torch.cat([columns.mean(dim=-1), columns.amax(dim=-1)], dim=-1) * self.scale
+        pooled = [columns.mean(dim=-1), columns.amax(dim=-1)]
+        if self.centre:
+            pooled.append(columns[..., columns.shape[-1] // 2])
+        return torch.cat(pooled, dim=-1) * self.scale
 
 
 class TemporalConvEncoder(ParameterEncoder):
@@ -86,6 +90,12 @@ class TemporalConvEncoder(ParameterEncoder):
     0.481); 0.03 learns too slowly (0.55), 0.3 is in between. It changes how training moves, not what the network
     can express. Checkpoints written before the option existed were trained at 1.0 and load so
     (:attr:`options_since`).
+
+    ``centre=True`` adds the middle output column to the pooled features, the one centred on the frame being
+    processed (the data module centres it in its context): a per-frame decision such as cutting a breath needs
+    what is in the frame, not only somewhere in the context (the SmallEncoder's ``centre`` does the same). Through
+    the residual connections that column holds the stem's column of the frame itself plus the dilated context
+    around it, and it is the same column in training and in one pass over a file.
     """
 
     streaming = True
@@ -102,6 +112,7 @@ class TemporalConvEncoder(ParameterEncoder):
         n_mels: int = 128,
         dropout: float = 0.0,
         feature_scale: float = 0.1,
+        centre: bool = False,
     ) -> None:
         super().__init__(num_params, sample_rate=sample_rate, n_mels=n_mels, dropout=dropout)
         if not feature_scale > 0:
@@ -114,15 +125,16 @@ class TemporalConvEncoder(ParameterEncoder):
             raise ValueError(f"TemporalConvEncoder: stride must be a positive number of mel frames, got {stride}")
         self.body = nn.Sequential(
             _Columns(n_mels, channels, kernel_size, [int(d) for d in dilations], int(stride)),
-            _Pool(float(feature_scale)),
+            _Pool(float(feature_scale), bool(centre)),
         )
-        self._build_head(2 * channels)
+        self._build_head((3 if centre else 2) * channels)
         self._options = {
             "channels": int(channels),
             "kernel_size": int(kernel_size),
             "dilations": [int(d) for d in dilations],
             "stride": int(stride),
             "feature_scale": float(feature_scale),
+            "centre": bool(centre),
         }
 
     def config_args(self) -> dict:
