@@ -31,6 +31,7 @@ Usage::
     python benchmarks/fidelity.py                       # all tasks, 300 s of training each (~30 min on 2 cores)
     python benchmarks/fidelity.py --tasks amp --budget-s 120
     python benchmarks/fidelity.py --quick               # smoke run: tiny sets, a few steps, 1 oracle file
+    python benchmarks/fidelity.py --tasks breath --encoder tcn --fit-args="--model.encoder.centre true"
     python benchmarks/fidelity.py --oracle-json earlier.json   # train and score again, reuse the static oracle
 
 Output: one JSON object on stdout, ``{"benchmark": "fidelity", "settings": ..., "tasks": {task: result}}``,
