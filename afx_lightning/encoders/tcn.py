@@ -165,5 +165,5 @@ class TemporalConvEncoder(ParameterEncoder):
             self.columns(log_mel[..., :window])  # raises the one-line error naming the context
         columns = self.columns(self.frontend.norm(log_mel))[0]  # [C, K // stride - span + 1]
         index = (starts.to(columns.device) // stride)[:, None] + torch.arange(width, device=columns.device)
-        features = self.pool(columns[:, index].permute(1, 0, 2))  # [Q, C, W] -> [Q, 2C]
+        features = self.pool(columns[:, index].permute(1, 0, 2))  # [Q, C, W] -> [Q, 2C] (3C with centre)
         return self.head(self.dropout(features))
