@@ -68,6 +68,7 @@ METRICS = ("d_mfcc", "mrstft", "loudness_diff_lu")
 ENCODERS = {  # --encoder NAME -> the afx fit options that select it
     "small": ["--model.encoder", "afx_lightning.encoders.SmallEncoder", "--model.encoder.centre", "true"],
     "tcn": ["--model.encoder", "afx_lightning.encoders.TemporalConvEncoder"],
+    "inception": ["--model.encoder", "afx_lightning.encoders.InceptionEncoder"],  # the recipes' own (slow on CPU)
 }
 
 
@@ -353,7 +354,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--encoder",
         choices=sorted(ENCODERS),
         default="small",
-        help="small: the SmallEncoder with its centre features (default); tcn: the streaming TemporalConvEncoder",
+        help="small: the SmallEncoder with its centre features (default); tcn: the streaming TemporalConvEncoder; "
+        "inception: the recipes' own encoder (about 10x slower a step on a CPU)",
     )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
