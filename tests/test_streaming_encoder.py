@@ -90,10 +90,14 @@ def test_centre_adds_the_column_under_the_frame_being_processed() -> None:
     with torch.no_grad():
         columns = enc.columns(enc.frontend.norm(mel))  # [1, 8, 40 // 2 - 3 + 1 = 18]
         features = enc.body(enc.frontend.norm(mel))
-        mel[..., 18:22] = 3.0  # an event in the middle two stem columns
-        moved = enc.body(enc.frontend.norm(mel)) - features
+        edge, middle = mel.clone(), mel.clone()
+        edge[..., 0:4] = 3.0  # an event under the first output columns only (receptive field 6 mel frames)
+        middle[..., 18:22] = 3.0  # the same event under the middle column (stem columns 9-11)
+        at_edge = enc.body(enc.frontend.norm(edge)) - features
+        at_middle = enc.body(enc.frontend.norm(middle)) - features
     torch.testing.assert_close(features[:, 16:], 0.1 * columns[..., 9])
-    assert moved[:, 16:].abs().max() > 1e-3
+    assert at_edge[:, :16].abs().max() > 1e-3 and at_edge[:, 16:].abs().max() == 0  # pooled features only
+    assert at_middle[:, 16:].abs().max() > 1e-3
 
 
 def test_the_feature_scale_bounds_how_far_one_adam_step_moves_the_outputs() -> None:
