@@ -192,11 +192,11 @@ def _process(argv: Sequence[str]) -> int:
     jobs = _process_jobs(parser, args)
     if args.compile and args.quantize:
         parser.error("--compile and --quantize are two ways to speed up the encoder: choose one")
-    from .inference import Processor, load_model
+    from .inference import Processor, load_inference_model
 
     try:
         processor = Processor(
-            load_model(args.ckpt),
+            load_inference_model(args.ckpt),
             smoothing_hz=args.smoothing_hz,
             device=args.device,
             predict_hop=args.predict_hop,

@@ -149,11 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "unless its recipe set another; 0: none)",
     )
     args = parser.parse_args(argv)
-    from .inference import Processor, load_model
+    from .inference import Processor, load_inference_model
 
     try:
         pairs = paired_files(args.data, args.split)
-        with Processor(load_model(args.ckpt), smoothing_hz=args.smoothing_hz) as processor:
+        with Processor(load_inference_model(args.ckpt), smoothing_hz=args.smoothing_hz) as processor:
             report = evaluate(
                 pairs,
                 lambda audio, rate: processor.process_array(audio, rate)[0],

@@ -125,7 +125,7 @@ def check_moved_options(args: Any) -> None:
     a ``--config`` file), naming its new key, rather than with jsonargparse's list of every accepted key."""
     import yaml
 
-    from .module import moved_option_message
+    from .description import moved_option_message
 
     if not isinstance(args, (list, tuple)):
         return

@@ -18,69 +18,21 @@ from .constants import PREDICT_SMOOTHING_HZ
 from .data import AudioFxDataModule
 from .data.preprocess import Preprocessing
 from .data.writer import FilePrediction, PredictOptions
-from .encoders import InceptionEncoder, ParameterEncoder
+from .description import CONFIG_FORMAT, CONFIG_KEY, chain_reference_name, description_parts
+from .encoders import InceptionEncoder, ParameterEncoder, build_encoder
 from .loss import LossConfig
 from .metrics import mfcc_distance
 
 EncoderFactory = Callable[[int], ParameterEncoder]
 DEFAULT_FX, DEFAULT_LOSS = FxConfig(), LossConfig()  # frozen: one default instance is safe to share
 
-CONFIG_KEY = "afx_model"  # the checkpoint key of :meth:`DeepAFx.get_config`
-CONFIG_FORMAT = 2  # 2: the parts (fx, loss) apart; 1: one flat ``options`` mapping (still read)
-READABLE_FORMATS = (1, 2)
-
 _PLAIN = (bool, int, float, str, type(None))
-
-#: Options that moved into a part, old flat name -> new key under ``model.`` (recipes written before the parts fail
-#: with a one-line message naming the new key; checkpoint descriptions of format 1 are read through it).
-MOVED_OPTIONS: dict[str, str] = {
-    "chain": "fx.chain",
-    "gradient": "fx.gradient",
-    "epsilon": "fx.epsilon",
-    "num_perturbations": "fx.num_perturbations",
-    "fx_workers": "fx.workers",
-    "fx_timeout_s": "fx.timeout_s",
-    "fx_max_retries": "fx.max_retries",
-    "fx_build_timeout_s": "fx.build_timeout_s",
-    "spsa_seed": "fx.seed",
-    "max_shift": "loss.max_shift",
-    "time_weight": "loss.time_weight",
-    "freq_weight": "loss.freq_weight",
-}
 
 
 def _plain(value: Any) -> bool:
     if isinstance(value, (list, tuple)):
         return all(_plain(v) for v in value)
     return isinstance(value, _PLAIN)
-
-
-def moved_option_message(name: str, where: str = "") -> str | None:
-    """``model.<name> moved to model.<new>`` for an option that moved into a part, else None."""
-    new = MOVED_OPTIONS.get(name)
-    return None if new is None else f"model.{name} moved to model.{new}" + (f" ({where})" if where else "")
-
-
-def chain_reference_name(chain: Any) -> str | None:
-    """A chain as plain data: its registered name, or ``module:function`` for a module-level factory.
-
-    ``functools.partial(build_chain, name)`` (``registry.chain_reference``) is its name; anything else that has
-    no importable module-level name (a lambda, a bound method, a partial with arguments) gives None.
-    """
-    import functools
-
-    if isinstance(chain, str):
-        return chain
-    if isinstance(chain, functools.partial):
-        from .registry import build_chain
-
-        if chain.func is build_chain and len(chain.args) == 1 and not chain.keywords and isinstance(chain.args[0], str):
-            return chain.args[0]
-        return None
-    module, qualname = getattr(chain, "__module__", None), getattr(chain, "__qualname__", "")
-    if not module or not qualname or "<" in qualname or "." in qualname:
-        return None
-    return f"{module}:{qualname}"
 
 
 class DeepAFx(pl.LightningModule):
@@ -164,14 +116,7 @@ class DeepAFx(pl.LightningModule):
         self.hparams.update(fx=fx.get_config(), loss=loss.get_config())
         self.fx = fx.build(sample_rate, frame_size, channels, num_slots, num_eval_slots)
         make_encoder = encoder if encoder is not None else InceptionEncoder
-        self.encoder = make_encoder(self.fx.num_params)
-        if getattr(self.encoder, "num_params", self.fx.num_params) != self.fx.num_params:
-            raise ValueError(
-                f"model.encoder predicts {self.encoder.num_params} parameters but chain {fx.chain!r} has "
-                f"{self.fx.num_params}"
-            )
-        if getattr(self.encoder, "sample_rate", sample_rate) != sample_rate:
-            raise ValueError(f"model.encoder runs at {self.encoder.sample_rate} Hz but the data is at {sample_rate} Hz")
+        self.encoder = build_encoder(make_encoder, self.fx.num_params, sample_rate, fx.chain)
         self.context_size: int | None = None  # the encoder context of the data it was trained on (get_config)
         # what its inputs went through in training (the data module's, or the checkpoint's); None: not known
         self.preprocessing: Preprocessing | None = None
@@ -197,17 +142,9 @@ class DeepAFx(pl.LightningModule):
     @classmethod
     def from_config(cls, config: Mapping[str, Any], chain: Any, encoder: EncoderFactory) -> DeepAFx:
         """An untrained model for inference (one slot, one worker) from a checkpoint's description
-        (:meth:`get_config`; format 1's flat options are read through :data:`MOVED_OPTIONS`). ``chain`` and
+        (:meth:`get_config`; format 1's flat options are read by :func:`~afx_lightning.description.description_parts`). ``chain`` and
         ``encoder`` are the description's, already checked by the caller (``inference.build_model``)."""
-        fx, loss = dict(config.get("fx") or {}), dict(config.get("loss") or {})
-        options: dict[str, Any] = {}
-        for name, value in (config.get("options") or {}).items():
-            part, _, key = MOVED_OPTIONS.get(name, "").partition(".")
-            if part:
-                (fx if part == "fx" else loss)[key] = value
-            elif name in cls.OPTIONS:
-                options[name] = value
-        fx.pop("chain", None)
+        fx, loss, options = description_parts(config, cls.OPTIONS)
         return cls(
             encoder=encoder,
             fx=FxConfig.from_config(fx, chain=chain, workers=1),
@@ -224,6 +161,19 @@ class DeepAFx(pl.LightningModule):
     @property
     def param_names(self) -> list[str]:
         return self.fx.info.param_names
+
+    # the audio format and smoothing as attributes, as ``inference.InferenceModel`` has them (the Processor's view)
+    @property
+    def sample_rate(self) -> int:
+        return int(self.hparams.sample_rate)
+
+    @property
+    def frame_size(self) -> int:
+        return int(self.hparams.frame_size)
+
+    @property
+    def smoothing_hz(self) -> float:
+        return float(self.hparams.smoothing_hz)
 
     def forward(self, context: Tensor) -> Tensor:
         """Context audio [M, C, T] -> normalised parameters [M, P]."""

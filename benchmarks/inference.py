@@ -22,7 +22,7 @@ marked ``freed_memory_kept: false`` (the per-context and NCHW ones, as the code 
 Prints one JSON object. The model is untrained (random weights; speed does not depend on them):
 ``DeepAFx(chain, encoder=InceptionEncoder, num_slots=1, num_eval_slots=1)`` saved as a checkpoint (state dict,
 hyper-parameters and the module's own ``on_save_checkpoint`` extras, as ``trainer.save_checkpoint`` would) and
-reloaded with :func:`afx_lightning.inference.load_model`, exactly as ``afx process`` does.
+reloaded with :func:`afx_lightning.inference.load_inference_model`, exactly as ``afx process`` does.
 
 ``speed``   ``Processor(model).process_file(in, out)`` on a generated stereo 22.05 kHz file of ``--seconds``
             (default 60), ``--repeats`` times in this process (the first run is reported separately as
@@ -101,7 +101,7 @@ def write_test_file(path: Path, seconds: float, sr: int = SAMPLE_RATE, channels:
 
 
 def make_checkpoint(path: Path, chain: str, encoder: str, random_head: bool = False) -> dict:
-    """Untrained model -> checkpoint readable by ``load_model`` (same keys as ``trainer.save_checkpoint``).
+    """Untrained model -> checkpoint readable by ``load_inference_model`` (same keys as ``trainer.save_checkpoint``).
     ``random_head``: the dense layer gets its default random weights back, so θ depends on the input (the
     DeepAFx start is the chain's defaults for any input, which would make θ comparisons vacuous)."""
     import torch
@@ -133,9 +133,9 @@ def make_checkpoint(path: Path, chain: str, encoder: str, random_head: bool = Fa
 
 def child_peak(ckpt: Path, in_path: Path | None, out_path: Path | None) -> dict:
     """In a fresh process: load the model, process ``in_path`` (or nothing: baseline), report peaks."""
-    from afx_lightning.inference import Processor, load_model
+    from afx_lightning.inference import Processor, load_inference_model
 
-    model = load_model(ckpt)
+    model = load_inference_model(ckpt)
     proc = Processor(model)
     loaded_mb = _maxrss_mb(resource.RUSAGE_SELF)
     res = {"model_loaded_rss_mb": loaded_mb, "model_loaded_current_rss_mb": _proc_status_mb("VmRSS")}
@@ -230,7 +230,7 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict:
     """The ``--compare`` variants on one file (see the module docstring)."""
     import torch
 
-    from afx_lightning.inference import Processor, load_model
+    from afx_lightning.inference import Processor, load_inference_model
     from afx_lightning.memory import freed_memory_kept
 
     speed_in, speed_out = workdir / "speed_in.wav", workdir / "speed_out.wav"
@@ -262,7 +262,7 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict:
         variants = [v for v in variants if v[0] in wanted]
     results, reference = {}, None
     for name, enc, options in variants:
-        model = load_model(ckpts[enc])
+        model = load_inference_model(ckpts[enc])
         options = dict(options)
         warm = options.pop("warm", False)
         keep_freed = not options.pop("system_malloc", False)
@@ -336,7 +336,7 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict:
 def run(args: argparse.Namespace, workdir: Path) -> dict:
     import torch
 
-    from afx_lightning.inference import Processor, load_model
+    from afx_lightning.inference import Processor, load_inference_model
 
     ckpt = workdir / "model.ckpt"
     t0 = time.perf_counter()
@@ -347,7 +347,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
     speed_in, speed_out = workdir / "speed_in.wav", workdir / "speed_out.wav"
     write_test_file(speed_in, args.seconds)
     t0 = time.perf_counter()
-    model = load_model(ckpt)
+    model = load_inference_model(ckpt)
     proc = Processor(model, predict_hop=args.predict_hop)
     load_s = time.perf_counter() - t0
     runs = []

@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import functools
 import json
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from afx_lightning.blackbox import FxConfig
+from afx_lightning.description import CONFIG_KEY
 from afx_lightning.encoders import SmallEncoder, TemporalConvEncoder, declared_encoders
-from afx_lightning.inference import InferenceError, load_model
-from afx_lightning.module import CONFIG_KEY, DeepAFx
+from afx_lightning.inference import InferenceError, InferenceModel, load_inference_model, load_model
+from afx_lightning.module import DeepAFx
+
+#: both loaders read a checkpoint the same way: the commands' (no Lightning) and the whole training module
+LOADERS = pytest.mark.parametrize("load", [load_inference_model, load_model], ids=["inference", "training"])
 
 
 def _model(encoder=None) -> DeepAFx:
@@ -75,7 +81,68 @@ def test_description_is_plain_data_and_is_all_loading_uses(tmp_path):
     torch.testing.assert_close(_probe(loaded), _probe(model))
 
 
-def test_older_checkpoints_with_only_the_encoder_spec_still_load(tmp_path):
+def test_the_inference_model_is_the_trained_encoder_and_chain_with_what_processing_needs(tmp_path):
+    """What ``afx process`` / ``evaluate`` load (no Lightning) predicts what the training module predicts, with
+    the same audio format, automation smoothing, context, preprocessing and plugin-layer options."""
+    from afx_lightning.data.preprocess import Preprocessing
+    from afx_lightning.inference import Processor, _array_source
+
+    model = DeepAFx(
+        encoder=functools.partial(SmallEncoder, width=4),
+        fx=FxConfig(chain="pb_mb_compressor", workers=3, epsilon=0.04),
+        num_slots=2, num_eval_slots=1, smoothing_hz=0.5,
+    )  # fmt: skip
+    with torch.no_grad():
+        for p in model.encoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.context_size, model.preprocessing = 8192, Preprocessing(highpass_hz=40.0, loudness_lufs=-20.0)
+    path = tmp_path / "m.ckpt"
+    _save(model, path)
+    fast, full = load_inference_model(path), load_model(path)
+    assert isinstance(fast, InferenceModel) and not isinstance(fast, DeepAFx)
+    for name in ("sample_rate", "frame_size", "smoothing_hz", "context_size", "preprocessing", "param_names"):
+        assert getattr(fast, name) == getattr(full, name) == getattr(model, name), name
+    assert (fast.fx.estimator.epsilon, fast.fx.num_workers, fast.fx.num_slots) == (0.04, 1, 1)
+    assert not fast.training
+    torch.testing.assert_close(_probe(fast), _probe(model))
+    audio = np.random.default_rng(0).normal(0, 0.1, 22050).astype(np.float32)
+    thetas = [Processor(m, batch_size=8).predict(_array_source(audio, 22050)) for m in (fast, full)]
+    np.testing.assert_array_equal(thetas[0].normalized, thetas[1].normalized)
+    assert thetas[0].input_gain_db == thetas[1].input_gain_db is not None  # the loudness pass ran for both
+    with pytest.raises(ValueError, match=r"model.smoothing_hz must be >= 0 \(0: no smoothing\), got -1"):
+        InferenceModel(fast.encoder, fast.fx, 22050, 1024, smoothing_hz=-1)
+
+
+def test_afx_process_and_evaluate_never_import_lightning(tmp_path):
+    """Lightning (and the torchvision / dynamo imports behind it) took most of a short file's ``afx process``
+    wall time; the commands that use a trained model must run without it. Run as a user would, in a subprocess."""
+    import soundfile as sf
+
+    _save(_model(), tmp_path / "m.ckpt")
+    audio = np.random.default_rng(0).normal(0, 0.1, 22050).astype(np.float32)
+    for folder in ("input", "target"):
+        (tmp_path / "pairs" / folder).mkdir(parents=True)
+        sf.write(tmp_path / "pairs" / folder / "a.wav", audio, 22050)
+    commands = {
+        "process": ["--ckpt", "m.ckpt", "pairs/input/a.wav", "out.wav"],
+        "evaluate": ["--ckpt", "m.ckpt", "--data", "pairs", "--json", "scores.json"],
+    }
+    for command, args in commands.items():
+        result = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "afx_lightning.cli", command, *args],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+        assert result.returncode == 0, result.stderr[-2000:]
+        lightning = sorted(m for m in imported if m.split(".")[0] in ("lightning", "pytorch_lightning", "torchmetrics"))
+        assert not lightning, f"afx {command} imported {lightning[:5]}"
+        assert "afx_lightning.inference.processor" in imported  # the check reads real import records
+    assert sf.info(tmp_path / "out.wav").frames == audio.size
+    assert json.loads((tmp_path / "scores.json").read_text())["files"]
+
+
+@LOADERS
+def test_older_checkpoints_with_only_the_encoder_spec_still_load(load, tmp_path):
     """Written before ``afx_model``: the chain and audio format come from the plain hyper-parameters."""
     model = _model()
     path = tmp_path / "old.ckpt"
@@ -92,12 +159,15 @@ def test_older_checkpoints_with_only_the_encoder_spec_still_load(tmp_path):
     }
     checkpoint["hyper_parameters"]["_instantiator"] = "lightning.pytorch.cli.instantiate_module"
     torch.save(checkpoint, path)
-    loaded = load_model(path)
+    loaded = load(path)
     assert loaded.context_size == 4096 and loaded.fx.num_params == model.fx.num_params
     torch.testing.assert_close(_probe(loaded), _probe(model))
 
 
-def test_a_checkpoint_written_before_an_encoder_option_existed_rebuilds_with_the_value_it_was_trained_with(tmp_path):
+@LOADERS
+def test_a_checkpoint_written_before_an_encoder_option_existed_rebuilds_with_the_value_it_was_trained_with(
+    load, tmp_path
+):
     """The streaming encoder's ``feature_scale`` (default 0.1) came after checkpoints trained at 1.0 were written:
     one whose description does not name it must predict what it was trained to predict."""
     tcn = functools.partial(TemporalConvEncoder, channels=8, dilations=(1,), stride=2, feature_scale=1.0)
@@ -108,13 +178,13 @@ def test_a_checkpoint_written_before_an_encoder_option_existed_rebuilds_with_the
     checkpoint = _save(model, path)
     del checkpoint[CONFIG_KEY]["encoder"]["init_args"]["feature_scale"]
     torch.save(checkpoint, path)
-    loaded = load_model(path)
+    loaded = load(path)
     assert loaded.encoder.pool.scale == 1.0
     torch.testing.assert_close(_probe(loaded), _probe(model))
 
     model = _model(functools.partial(tcn, feature_scale=0.25))  # a checkpoint that names it keeps its own value
     _save(model, path)
-    assert load_model(path).encoder.pool.scale == 0.25
+    assert load(path).encoder.pool.scale == 0.25
     assert TemporalConvEncoder(num_params=2).pool.scale == 0.1  # today's default, for new models
 
 
@@ -141,13 +211,14 @@ def marker_module(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "class_path", ["afx_marker_mod.Evil", "os.system", "posix.system", "torch.nn.Linear", "no_such_module.X"]
 )
-def test_an_undeclared_encoder_class_is_refused_without_importing_it(class_path, marker_module, tmp_path):
+@LOADERS
+def test_an_undeclared_encoder_class_is_refused_without_importing_it(load, class_path, marker_module, tmp_path):
     path = tmp_path / "evil.ckpt"
     checkpoint = _save(_model(), path)
     checkpoint[CONFIG_KEY]["encoder"] = {"class_path": class_path, "init_args": {"command": "touch pwned"}}
     torch.save(checkpoint, path)
     with pytest.raises(InferenceError) as err:
-        load_model(path)
+        load(path)
     message = str(err.value)
     assert "\n" not in message and str(path) in message and repr(class_path) in message
     assert "not a declared encoder" in message
@@ -156,13 +227,14 @@ def test_an_undeclared_encoder_class_is_refused_without_importing_it(class_path,
 
 
 @pytest.mark.parametrize("chain", ["afx_marker_mod:factory", "os:system", "no_such_chain", 42])
-def test_an_unregistered_chain_is_refused_without_importing_it(chain, marker_module, tmp_path):
+@LOADERS
+def test_an_unregistered_chain_is_refused_without_importing_it(load, chain, marker_module, tmp_path):
     path = tmp_path / "chain.ckpt"
     checkpoint = _save(_model(), path)
     checkpoint[CONFIG_KEY]["chain"] = chain
     torch.save(checkpoint, path)
     with pytest.raises(InferenceError) as err:
-        load_model(path)
+        load(path)
     message = str(err.value)
     assert "\n" not in message and str(path) in message and repr(chain) in message
     assert not marker_module.exists() and "afx_marker_mod" not in sys.modules
@@ -181,7 +253,8 @@ def _plugin_package(site: Path, name: str, declare: bool) -> None:
         (dist / "entry_points.txt").write_text(f"[afx_lightning.encoders]\ntiny = {name}:TinyEncoder\n")
 
 
-def test_an_encoder_declared_by_an_installed_package_loads_and_an_undeclared_one_does_not(tmp_path, monkeypatch):
+@LOADERS
+def test_an_encoder_declared_by_an_installed_package_loads_and_an_undeclared_one_does_not(load, tmp_path, monkeypatch):
     site = tmp_path / "site"
     _plugin_package(site, "afx_declared_enc", declare=True)
     _plugin_package(site, "afx_undeclared_enc", declare=False)
@@ -194,26 +267,27 @@ def test_an_encoder_declared_by_an_installed_package_loads_and_an_undeclared_one
         model = _model(functools.partial(TinyEncoder, width=4))
         path = tmp_path / "plugin.ckpt"
         _save(model, path)
-        loaded = load_model(path)
+        loaded = load(path)
         assert type(loaded.encoder).__qualname__ == "TinyEncoder"
         torch.testing.assert_close(_probe(loaded), _probe(model))
 
         path = tmp_path / "undeclared.ckpt"
         _save(_model(functools.partial(Undeclared, width=4)), path)
         with pytest.raises(InferenceError, match="'afx_undeclared_enc.TinyEncoder' is not a declared encoder"):
-            load_model(path)
+            load(path)
     finally:
         for name in ("afx_declared_enc", "afx_undeclared_enc"):
             sys.modules.pop(name, None)
 
 
-def test_a_description_from_another_format_version_is_refused(tmp_path):
+@LOADERS
+def test_a_description_from_another_format_version_is_refused(load, tmp_path):
     path = tmp_path / "future.ckpt"
     checkpoint = _save(_model(), path)
     checkpoint[CONFIG_KEY]["format"] = 99
     torch.save(checkpoint, path)
     with pytest.raises(InferenceError, match="format 99"):
-        load_model(path)
+        load(path)
 
 
 def test_a_format_1_description_with_flat_options_still_loads(tmp_path):

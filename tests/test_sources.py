@@ -10,6 +10,7 @@ import soundfile as sf
 import yaml
 
 from afx_lightning.data import AudioFxDataModule, DataError
+from afx_lightning.data.audio_files import write_audio_atomic
 from afx_lightning.data.sources import (
     SOURCES,
     DataSource,
@@ -20,7 +21,7 @@ from afx_lightning.data.sources import (
     SourceOptions,
     make_source,
 )
-from afx_lightning.data.writer import FilePrediction, PredictionFileWriter, PredictOptions, write_audio_atomic
+from afx_lightning.data.writer import FilePrediction, PredictionFileWriter, PredictOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 256

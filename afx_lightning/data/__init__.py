@@ -1,6 +1,14 @@
-"""Paired audio in, per-slot consecutive frames out: the data side of DeepAFx training."""
+"""Paired audio in, per-slot consecutive frames out: the data side of DeepAFx training.
 
-from .datamodule import AudioFxDataModule
+The Lightning parts (``AudioFxDataModule``, the prediction writer) load on first use: ``afx process`` and
+``afx evaluate`` read audio through this package and should not pay Lightning's import (about 8 s on 2 cores).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from .datasets import (
     ArrayClips,
     Clip,
@@ -13,7 +21,19 @@ from .datasets import (
 )
 from .sources import SOURCES, DataSource, make_source
 from .streams import SlotStream, StreamStep, TrainStream
-from .writer import FilePrediction, PredictionFileWriter
+
+_LIGHTNING_PARTS = {
+    "AudioFxDataModule": ".datamodule",
+    "FilePrediction": ".writer",
+    "PredictionFileWriter": ".writer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LIGHTNING_PARTS:
+        return getattr(importlib.import_module(_LIGHTNING_PARTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ArrayClips",

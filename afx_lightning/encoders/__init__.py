@@ -5,7 +5,7 @@ arguments (so LightningCLI can expose them), the shared :class:`LogMelFrontend`,
 :meth:`ParameterEncoder.init_output_bias` to start at given parameter values.
 """
 
-from .base import ParameterEncoder, count_parameters
+from .base import ParameterEncoder, build_encoder, count_parameters
 from .frontend import LogMelFrontend, LogMelStream
 from .inception import InceptionEncoder
 from .mobilenet import MobileNetV2Encoder
@@ -21,6 +21,7 @@ __all__ = [
     "ParameterEncoder",
     "SmallEncoder",
     "TemporalConvEncoder",
+    "build_encoder",
     "count_parameters",
     "declared_encoders",
 ]

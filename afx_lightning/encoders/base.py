@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -102,6 +104,17 @@ class ParameterEncoder(nn.Module):
             raise ValueError(f"expected {self.num_params} values, got {values.numel()}")
         self.head.bias.copy_(torch.logit(values.clamp(0.01, 0.99)))
         self.head.weight.mul_(weight_scale)
+
+
+def build_encoder(make_encoder: Any, num_params: int, sample_rate: int, chain: Any) -> nn.Module:
+    """``make_encoder(num_params)``, checked against the chain it is to drive (named ``chain`` in the error) and
+    the audio rate: an encoder built for another P or rate fails here with the option's name, not in a matmul."""
+    encoder = make_encoder(num_params)
+    if getattr(encoder, "num_params", num_params) != num_params:
+        raise ValueError(f"model.encoder predicts {encoder.num_params} parameters but chain {chain!r} has {num_params}")
+    if getattr(encoder, "sample_rate", sample_rate) != sample_rate:
+        raise ValueError(f"model.encoder runs at {encoder.sample_rate} Hz but the data is at {sample_rate} Hz")
+    return encoder
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

@@ -37,11 +37,13 @@ The output is written to a temporary file next to the target and renamed at the 
 Layers, each importing only those below it (torch ← numpy ← file, as asteroid's ``separate.py``):
 
 * :mod:`.errors`: :class:`InferenceError`, the one-line error of ``afx process``;
-* :mod:`.checkpoints`: :func:`load_model` / :func:`build_model`, weights-only and from declared classes only;
+* :mod:`.model`: :class:`InferenceModel`, a trained encoder and its plugin layer without the training module;
+* :mod:`.checkpoints`: :func:`load_inference_model` (what the commands use) and :func:`load_model` (the whole
+  training module), weights-only and from declared classes only;
 * :mod:`.streaming`: :class:`StreamingResampler` and the ring buffer the contexts are cut from;
 * :mod:`.automation`: θ smoothing and the CSV / JSON export (:class:`Automation`);
 * :mod:`.audio_io`: file and array sources, the output format and path checks (the atomic write and the format
-  rule are :mod:`afx_lightning.data.writer`'s, shared with ``afx predict``);
+  rule are :mod:`afx_lightning.data.audio_files`'s, shared with ``afx predict``);
 * :mod:`.processor`: :class:`Processor` (the passes above, incl. the per-file log-mel) and :class:`ProcessStats`;
 * the ``--plot`` figure is :func:`afx_lightning.plots.plot_automation`, drawn like the media callback's.
 """
@@ -54,12 +56,15 @@ from .checkpoints import (
     SAFE_GLOBALS,
     _chain_source,
     _safe_load,
+    build_inference_model,
     build_model,
+    load_inference_model,
     load_model,
     model_config,
     model_preprocessing,
 )
 from .errors import InferenceError, PathLike
+from .model import InferenceModel
 from .processor import Processor, ProcessStats
 from .streaming import StreamingResampler
 
@@ -69,11 +74,14 @@ __all__ = [
     "SAFE_GLOBALS",
     "Automation",
     "InferenceError",
+    "InferenceModel",
     "PathLike",
     "ProcessStats",
     "Processor",
     "StreamingResampler",
+    "build_inference_model",
     "build_model",
+    "load_inference_model",
     "load_model",
     "max_step",
     "model_config",

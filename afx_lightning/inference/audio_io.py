@@ -1,5 +1,5 @@
 """Where the audio comes from and goes: file and array sources read in blocks, the output format of a file name
-(:func:`afx_lightning.data.writer.output_format`, shared with ``afx predict``, as is the atomic write the
+(:func:`afx_lightning.data.audio_files.output_format`, shared with ``afx predict``, as is the atomic write the
 :class:`~afx_lightning.inference.Processor` uses) and the checks on an output path."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from ..data.audio_files import output_format
 from ..data.datasets import DataError
-from ..data.writer import output_format
 from .errors import InferenceError
 
 READ_BLOCK = 65536  # input samples per read (per channel)
@@ -73,7 +73,7 @@ def _array_source(audio: np.ndarray, sample_rate: int) -> _Source:
 
 
 def _output_format(path: Path, input_subtype: str | None) -> tuple[str, str]:
-    """:func:`~afx_lightning.data.writer.output_format`, its one-line error as an :class:`InferenceError`."""
+    """:func:`~afx_lightning.data.audio_files.output_format`, its one-line error as an :class:`InferenceError`."""
     try:
         return output_format(path, input_subtype)
     except DataError as exc:

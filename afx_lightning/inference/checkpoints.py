@@ -13,6 +13,7 @@ import torch
 
 from ..data.preprocess import Preprocessing
 from .errors import InferenceError, PathLike
+from .model import InferenceModel
 
 DEFAULT_CONTEXT = 40960
 
@@ -154,7 +155,7 @@ def _legacy_config(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
     Takes just the chain and the audio format from the saved hyper-parameters, and only as plain values;
     everything else those hold (e.g. LightningCLI's ``_instantiator``) is ignored.
     """
-    from ..module import chain_reference_name
+    from ..description import chain_reference_name
 
     spec = checkpoint.get("afx_encoder")
     if not isinstance(spec, dict):
@@ -199,7 +200,7 @@ def model_preprocessing(config: dict[str, Any], path: Path) -> Preprocessing:
 
 def model_config(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
     """The checkpoint's plain-data model description (:meth:`DeepAFx.get_config`), checked for shape."""
-    from ..module import CONFIG_FORMAT, CONFIG_KEY, READABLE_FORMATS
+    from ..description import CONFIG_FORMAT, CONFIG_KEY, READABLE_FORMATS
 
     config = checkpoint.get(CONFIG_KEY)
     if config is None:
@@ -214,32 +215,75 @@ def model_config(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
     return config
 
 
-def build_model(config: dict[str, Any], path: Path) -> DeepAFx:  # noqa: F821
-    """An untrained :class:`~afx_lightning.module.DeepAFx` for inference (one slot, one worker) from a description."""
-    from ..module import DeepAFx
-
-    factory = _encoder_factory(config.get("encoder"), path)
-    chain = _chain_source(config.get("chain"), path)
+def _audio_format(config: dict[str, Any], path: Path) -> tuple[int, int]:
     try:
-        int(config["sample_rate"]), int(config["frame_size"])
+        return int(config["sample_rate"]), int(config["frame_size"])
     except (KeyError, TypeError, ValueError):
         raise InferenceError(
             f"checkpoint {path}: the model description lacks an integer sample_rate/frame_size"
         ) from None
+
+
+def _rebuilt(path: Path, build: Callable[[], Any]) -> Any:
+    """``build()``, its errors as one-line :class:`InferenceError` naming the checkpoint."""
     try:
-        model = DeepAFx.from_config(config, chain=chain, encoder=factory)
+        return build()
     except ValueError as exc:
         raise InferenceError(f"checkpoint {path}: {exc}") from None
     except Exception as exc:
         raise InferenceError(f"checkpoint {path}: cannot rebuild the model ({type(exc).__name__}: {exc})") from None
+
+
+def _with_data_facts(model: Any, config: dict[str, Any], path: Path) -> Any:
     data = config.get("data") or {}
     model.context_size = int(data.get("context_size") or DEFAULT_CONTEXT)
     model.preprocessing = model_preprocessing(config, path)
     return model
 
 
+def build_model(config: dict[str, Any], path: Path) -> DeepAFx:  # noqa: F821
+    """An untrained :class:`~afx_lightning.module.DeepAFx` (one slot, one worker) from a description: the whole
+    training module, its optimisation options included (for inspecting or fine-tuning a checkpoint)."""
+    from ..module import DeepAFx
+
+    factory = _encoder_factory(config.get("encoder"), path)
+    chain = _chain_source(config.get("chain"), path)
+    _audio_format(config, path)
+    model = _rebuilt(path, lambda: DeepAFx.from_config(config, chain=chain, encoder=factory))
+    return _with_data_facts(model, config, path)
+
+
+def build_inference_model(config: dict[str, Any], path: Path) -> InferenceModel:
+    """An untrained :class:`InferenceModel` (one slot, one worker) from a description, without Lightning."""
+    from ..blackbox import FxConfig
+    from ..description import description_parts
+    from ..encoders import build_encoder
+
+    factory = _encoder_factory(config.get("encoder"), path)
+    chain = _chain_source(config.get("chain"), path)
+    sample_rate, frame_size = _audio_format(config, path)
+    fx_options, _, options = description_parts(config, ("smoothing_hz",))
+    channels = int(config.get("channels") or 1)  # of the training audio (older descriptions: mono)
+
+    def build() -> InferenceModel:
+        fx = FxConfig.from_config(fx_options, chain=chain, workers=1).build(sample_rate, frame_size, channels, 1, 1)
+        encoder = build_encoder(factory, fx.num_params, sample_rate, chain)  # the layer starts no worker until used
+        return InferenceModel(encoder, fx, sample_rate, frame_size, **options)
+
+    return _with_data_facts(_rebuilt(path, build), config, path)
+
+
 def load_model(ckpt_path: PathLike) -> DeepAFx:  # noqa: F821
-    """Rebuild a :class:`~afx_lightning.module.DeepAFx` from a checkpoint, loading it weights-only (no arbitrary code).
+    """Rebuild the training module :class:`~afx_lightning.module.DeepAFx` from a checkpoint, weights-only.
+
+    For processing audio, :func:`load_inference_model` gives the same encoder and chain without Lightning; both
+    read the checkpoint the same way (see there).
+    """
+    return _load(Path(ckpt_path), build_model)
+
+
+def load_inference_model(ckpt_path: PathLike) -> InferenceModel:
+    """Rebuild a trained model for processing from a checkpoint, loading it weights-only (no arbitrary code).
 
     Only the checkpoint's own description (``afx_model``, see :meth:`DeepAFx.get_config`) is used, never the
     trainer's hyper-parameters, so a checkpoint loads whichever tool wrote it. The chain is looked up by name in
@@ -247,12 +291,15 @@ def load_model(ckpt_path: PathLike) -> DeepAFx:  # noqa: F821
     The returned model is in eval mode and carries ``context_size`` (the encoder context used in training;
     40 960 if unknown) and ``preprocessing`` (what its inputs went through in training; the ``Processor`` repeats it).
     """
-    path = Path(ckpt_path)
+    return _load(Path(ckpt_path), build_inference_model)
+
+
+def _load(path: Path, build: Callable[[dict[str, Any], Path], Any]) -> Any:
     if not path.is_file():
         raise InferenceError(f"checkpoint {path} does not exist")
     checkpoint = _safe_load(path)
     config = model_config(checkpoint, path)
-    model = build_model(config, path)
+    model = build(config, path)
     trained_p = config.get("num_params")
     head = checkpoint["state_dict"].get("encoder.head.weight")
     if head is not None:

@@ -15,8 +15,8 @@ import soundfile as sf
 import torch
 
 from ..constants import PREDICT_SMOOTHING_HZ
+from ..data.audio_files import atomic_output
 from ..data.preprocess import LoudnessMeter, Preprocessing
-from ..data.writer import atomic_output
 from ..plots import plot_automation
 from .audio_io import _array_source, _check_output, _file_source, _output_format, _Source
 from .automation import Automation, smooth_automation
@@ -152,14 +152,16 @@ def _quantized(encoder: torch.nn.Module) -> torch.nn.Module:
 
 
 class Processor:
-    """Applies a :class:`~afx_lightning.module.DeepAFx` to whole files or arrays (see the module docstring).
+    """Applies a trained model to whole files or arrays (see the module docstring).
 
     Args:
-        model: a trained model (e.g. from :func:`load_model`).
+        model: an :class:`~afx_lightning.inference.InferenceModel` (from :func:`load_inference_model`) or the
+            training module :class:`~afx_lightning.module.DeepAFx` itself: anything with ``encoder``, ``fx``,
+            ``sample_rate``, ``frame_size``, ``smoothing_hz`` (and optionally ``context_size``, ``preprocessing``).
         smoothing_hz: cutoff of the zero-phase low-pass on the θ curves (frame rate ≈ 21.5 Hz); 0 disables it;
             None: the model's ``smoothing_hz`` (2 Hz unless its recipe set another).
         device: where the encoder runs.
-        context_size: encoder context in samples; default: the model's ``context_size`` (set by :func:`load_model`
+        context_size: encoder context in samples; default: the model's ``context_size`` (set by :func:`load_inference_model`
             from training) or 40 960.
         batch_size: contexts per encoder call.
         predict_hop: run the encoder on every ``predict_hop``-th frame only and interpolate the curves linearly
@@ -167,7 +169,7 @@ class Processor:
             almost all of the cost on a CPU; with 2 Hz smoothing a hop of 4 (5.4 predictions/s) changes the
             smoothed automation little and is 4x faster.
         preprocessing: what the input goes through before the encoder and the chain see it; default: the model's
-            ``preprocessing`` (set by :func:`load_model` from training), else none.
+            ``preprocessing`` (set by the checkpoint loader from training), else none.
         share_log_mel: compute the log-mel front end once per file and cut each context's frames out of it
             (:attr:`shares_log_mel` says when the front end allows it) instead of once per overlapping context;
             False encodes every context's audio on its own, as training does. Same θ within float rounding.
@@ -212,10 +214,10 @@ class Processor:
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         if smoothing_hz is None:  # the model's own (the recipe's model.smoothing_hz, stored in its checkpoint)
-            smoothing_hz = model.hparams.get("smoothing_hz", PREDICT_SMOOTHING_HZ)
+            smoothing_hz = getattr(model, "smoothing_hz", PREDICT_SMOOTHING_HZ)
         self.smoothing_hz = float(smoothing_hz or 0.0)
-        self.sample_rate = int(model.hparams.sample_rate)
-        self.frame_size = int(model.hparams.frame_size)
+        self.sample_rate = int(model.sample_rate)
+        self.frame_size = int(model.frame_size)
         self.context_size = int(context_size or getattr(model, "context_size", None) or DEFAULT_CONTEXT)
         if self.context_size < self.frame_size:
             raise ValueError(f"context_size ({self.context_size}) must be at least the frame size ({self.frame_size})")
