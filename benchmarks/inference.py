@@ -6,6 +6,7 @@ Usage::
     python benchmarks/inference.py --long-minutes 5   # shorter long file
     python benchmarks/inference.py --quick            # CI smoke run: SmallEncoder, 10 s and 30 s files
     python benchmarks/inference.py --compare          # issue 14: each speed-up side by side on one file, one run
+    python benchmarks/inference.py --command          # the afx process command's wall time, start-up included
 
 ``--compare`` (issue 14) processes one ``--seconds`` file (default 20) with each variant in turn, in this process:
 Inception per context (the old path: ``share_log_mel=False``), Inception with the log-mel computed once per file,
@@ -18,6 +19,12 @@ speed-up over the first and θ's largest difference from it (same weights). Memo
 Like ``afx process``, the script keeps freed memory in the process (``afx_lightning.memory``); the variants
 marked ``freed_memory_kept: false`` (the per-context and NCHW ones, as the code ran before, and
 ``inception_log_mel_once_system_malloc``) run with glibc's default malloc.
+
+``--command`` times ``afx process`` as a user runs it, a fresh interpreter per run (``--repeats`` each, medians),
+on one ``--seconds`` file (default 20) with the ``--encoder`` (default here: the streaming one): as it is, and
+the same command with ``lightning.pytorch`` imported first (what the command paid before it stopped building the
+training module). ``startup_s`` is the wall time less the processing the command reports; ``lightning_imported``
+says whether the command itself imported Lightning (from ``python -X importtime``).
 
 Prints one JSON object. The model is untrained (random weights; speed does not depend on them):
 ``DeepAFx(chain, encoder=InceptionEncoder, num_slots=1, num_eval_slots=1)`` saved as a checkpoint (state dict,
@@ -184,7 +191,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--chain", default="pb_mb_compressor")
-    ap.add_argument("--encoder", default="inception", choices=["inception", "small", "tcn"])
+    ap.add_argument(
+        "--encoder",
+        default=None,
+        choices=["inception", "small", "tcn"],
+        help="default: tcn for --command, else inception",
+    )
     ap.add_argument("--seconds", type=float, default=60.0, help="length of the speed file (default: %(default)s)")
     ap.add_argument("--repeats", type=int, default=1, help="process_file runs on the speed file (default: %(default)s)")
     ap.add_argument("--short-minutes", type=float, default=1.0, help="short memory file (default: %(default)s)")
@@ -203,6 +215,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--quick", action="store_true", help="CI smoke run: SmallEncoder, 10 s speed file, 10 s vs 30 s memory"
     )
     ap.add_argument("--compare", action="store_true", help="issue 14: the inference speed-ups side by side (see above)")
+    ap.add_argument("--command", action="store_true", help="afx process end to end, start-up included (see above)")
     ap.add_argument("--no-compile", action="store_true", help="--compare without the torch.compile variant")
     ap.add_argument(
         "--only",
@@ -216,10 +229,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--ckpt", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.encoder is None:
+        args.encoder = "tcn" if args.command else "inception"
     if args.quick:
         args.encoder, args.seconds, args.repeats = "small", 10.0, 1
         args.short_minutes, args.long_minutes = 10 / 60, 30 / 60
-    if args.compare and "--seconds" not in " ".join(argv if argv is not None else sys.argv):
+    if (args.compare or args.command) and "--seconds" not in " ".join(argv if argv is not None else sys.argv):
         args.seconds = 20.0
     if args.memory_encoder == "same":
         args.memory_encoder = args.encoder
@@ -330,6 +345,66 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict:
         "notes": "realtime_factor = audio seconds / wall seconds of Processor.process_file (predict + render + "
         "write); untrained weights; all variants in this one process on the same file, one after "
         "another, so the ratios are comparable even on a loaded machine. An untrained Inception's features hardly depend on the input (theta_range ~1e-6), so its theta_max_abs_diff says little; tests/test_inference.py checks the per-file log-mel against per-context encoding where θ varies (1e-5)",
+    }
+
+
+def _timed_command(code: str, args: Sequence[str], cwd: Path) -> tuple[float, str]:
+    """Wall time and stderr of ``python -X importtime -c code args`` in a fresh interpreter."""
+    t0 = time.perf_counter()
+    run = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+    wall = time.perf_counter() - t0
+    if run.returncode != 0:
+        raise RuntimeError(f"afx process failed: {run.stderr.strip().splitlines()[-1:]}")
+    return wall, run.stderr
+
+
+def command(args: argparse.Namespace, workdir: Path) -> dict:
+    """``afx process`` end to end in fresh interpreters, as it is and with Lightning imported first."""
+    import re
+
+    encoder = args.encoder
+    ckpt, wav = workdir / f"{encoder}.ckpt", workdir / "in.wav"
+    info = make_checkpoint(ckpt, args.chain, encoder)
+    write_test_file(wav, args.seconds)
+    main_call = "import sys; from afx_lightning.cli import main; sys.exit(main(sys.argv[1:]))"
+    variants = {"with_lightning_import": "import lightning.pytorch; " + main_call, "now": main_call}
+    rows: dict[str, dict] = {}
+    for name, code in variants.items():
+        walls, processing, imported = [], [], False
+        for i in range(max(1, args.repeats)):
+            out = workdir / f"out_{name}_{i}.wav"
+            wall, err = _timed_command(
+                code, ["process", "--ckpt", str(ckpt), str(wav), str(out), "--no-progress"], workdir
+            )
+            walls.append(wall)
+            match = re.search(r"([0-9.]+) s wall", err)
+            processing.append(float(match.group(1)) if match else float("nan"))
+            imported |= any(line.rstrip().endswith(("| lightning", "| lightning.pytorch")) for line in err.splitlines())
+        wall, proc = statistics.median(walls), statistics.median(processing)
+        rows[name] = {
+            "wall_s": wall,
+            "processing_s": proc,
+            "startup_s": wall - proc,
+            "realtime_factor": args.seconds / wall,
+            "lightning_imported": imported,
+            "walls_s": walls,
+        }
+        _log(f"{name}: {wall:.2f} s wall ({proc:.2f} s processing)")
+    base = rows["with_lightning_import"]
+    return {
+        "benchmark": "inference_command",
+        "encoder": encoder,
+        "chain": args.chain,
+        "seconds": args.seconds,
+        "repeats": max(1, args.repeats),
+        **info,
+        "variants": rows,
+        "speedup_vs_with_lightning_import": base["wall_s"] / rows["now"]["wall_s"],
+        "notes": "wall_s: median over repeats of afx process (python -c main) in a fresh interpreter, imports, "
+        "model load, plugin workers and both passes included; processing_s: the wall time the command itself "
+        "reports; startup_s: the difference.",
     }
 
 
@@ -472,15 +547,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         out_path = Path(args.child_out) if args.child_out else None
         print(json.dumps(child_peak(Path(args.ckpt), in_path, out_path)))
         return 0
+    mode = command if args.command else compare if args.compare else run
     t0 = time.perf_counter()
     load_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     if args.workdir:
         workdir = Path(args.workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        result = (compare if args.compare else run)(args, workdir)
+        result = mode(args, workdir)
     else:
         with tempfile.TemporaryDirectory(prefix="afx_bench_inference_") as tmp:
-            result = (compare if args.compare else run)(args, Path(tmp))
+            result = mode(args, Path(tmp))
     result["loadavg_start"] = load_start
     result["total_s"] = time.perf_counter() - t0
     result["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None

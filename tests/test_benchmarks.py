@@ -215,3 +215,19 @@ def test_breath_set_and_its_band_ceiling(tmp_path, capsys):
     third = bands["32 third-octave bands"]
     assert third["d_mfcc"] < 0.6 * identity["d_mfcc"] and third["mrstft"] < 0.6 * identity["mrstft"]
     assert bands["4 bands (pb_mb_gate defaults)"]["d_mfcc"] > 0.8 * identity["d_mfcc"]
+
+
+def test_inference_command_times_afx_process_with_and_without_lightning(tmp_path):
+    """``inference.py --command``: ``afx process`` in fresh interpreters; the command itself imports no Lightning,
+    the baseline does, and both report a wall time that includes their start-up."""
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "inference.py"), "--command", "--seconds", "2", "--encoder", "small"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout)
+    now, before = result["variants"]["now"], result["variants"]["with_lightning_import"]
+    assert (now["lightning_imported"], before["lightning_imported"]) == (False, True)
+    for row in (now, before):
+        assert row["wall_s"] > row["processing_s"] > 0 and row["startup_s"] == row["wall_s"] - row["processing_s"]
+    assert result["speedup_vs_with_lightning_import"] == before["wall_s"] / now["wall_s"]
