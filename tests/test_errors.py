@@ -67,7 +67,7 @@ def _bug(*args, **kwargs):
     "target, argv",
     [
         ((evaluation, "paired_files"), ["evaluate", "--ckpt", "x.ckpt", "--data", "."]),
-        ((inference, "load_model"), ["process", "--ckpt", "x.ckpt", "in.wav", "out.wav"]),
+        ((inference, "load_inference_model"), ["process", "--ckpt", "x.ckpt", "in.wav", "out.wav"]),
         ((registry, "recipe_path"), ["recipes", "show", "quickstart"]),
         ((registry, "build_chain"), ["effects", "show", "pb_mb_compressor"]),
     ],
