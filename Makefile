@@ -9,6 +9,10 @@ UV     := $(BIN)/uv
 STAMP  := $(VENV)/.lock-stamp
 LOCK   := requirements.lock
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist; whole files per process, so a module's fixtures are built once and the DDP tests
+# never overlap). 2 suits 2 cores: most tests wait on subprocesses and imports. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 # The one place the lock's options live: `make lock` writes them, tests/test_lock.py reads them from the header.
 LOCK_ARGS := pyproject.toml --group dev --universal --python-version 3.10 --generate-hashes
 
@@ -38,10 +42,10 @@ demo: install
 	$(BIN)/afx fit --config recipes/quickstart.yaml
 
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 # Lint and format check only (settings in pyproject.toml [tool.ruff]); `ruff check --fix .` / `ruff format .` fix.
 lint: install
