@@ -6,6 +6,7 @@ metrics in ``metrics.py``. This file decides what is logged and how the parts ar
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -410,12 +411,18 @@ class DeepAFx(pl.LightningModule):
             self.anchor.copy_(torch.tensor(anchor["columns"], dtype=self.anchor.dtype))
             self.anchor_origin = str(anchor["origin"])
         config = checkpoint.get(CONFIG_KEY)
+        compare = getattr(self.encoder, "differences_from", None)  # a ParameterEncoder's
+        differences = compare(config.get("encoder")) if compare and isinstance(config, dict) else []
+        if differences:  # e.g. an option whose default changed since: the weights load, the model is another one
+            warnings.warn(
+                f"the checkpoint's encoder was trained with other options than model.encoder has now "
+                f"({'; '.join(differences)}): set them as trained to continue that model",
+                stacklevel=2,
+            )
         if isinstance(config, dict) and "preprocessing" in config:
             self.preprocessing = Preprocessing.from_config(config["preprocessing"])
             data = getattr(self._datamodule(), "preprocessing", None)
             if isinstance(data, Preprocessing) and data != self.preprocessing:
-                import warnings
-
                 warnings.warn(
                     f"the checkpoint was trained on inputs preprocessed with {self.preprocessing.describe()}, the data "
                     f"module preprocesses with {data.describe()} (data.highpass_hz / data.loudness_lufs)",

@@ -280,6 +280,24 @@ def test_an_encoder_declared_by_an_installed_package_loads_and_an_undeclared_one
             sys.modules.pop(name, None)
 
 
+def test_resuming_with_encoder_options_other_than_the_checkpoints_warns_by_name(tmp_path):
+    """``afx fit --ckpt_path`` builds the model from today's config: an option whose default changed since the
+    checkpoint was written (``feature_scale``: 1.0 then, 0.1 now) would load the weights into another model."""
+    import warnings
+
+    tcn = functools.partial(TemporalConvEncoder, channels=8, dilations=(1,), stride=2)
+    checkpoint = _save(_model(functools.partial(tcn, feature_scale=1.0)), tmp_path / "m.ckpt")
+    del checkpoint[CONFIG_KEY]["encoder"]["init_args"]["feature_scale"]  # written before the option existed
+    with pytest.warns(UserWarning, match=r"feature_scale: trained with 1\.0, configured 0\.1\)") as caught:
+        _model(tcn).on_load_checkpoint(checkpoint)
+    assert len([w for w in caught if "feature_scale" in str(w.message)]) == 1
+    assert "channels" not in str(caught[0].message) and "dilations" not in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _model(functools.partial(tcn, feature_scale=1.0)).on_load_checkpoint(checkpoint)  # as trained: silent
+        _model().on_load_checkpoint(checkpoint)  # another class: its weights will not load; nothing to compare
+
+
 @LOADERS
 def test_a_description_from_another_format_version_is_refused(load, tmp_path):
     path = tmp_path / "future.ckpt"

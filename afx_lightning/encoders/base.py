@@ -56,6 +56,20 @@ class ParameterEncoder(nn.Module):
             raise TypeError(f"{cls.__qualname__}.config_args() does not return its option(s) {', '.join(missing)}")
         return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": init_args}
 
+    def differences_from(self, spec: object) -> list[str]:
+        """How this encoder's options differ from a checkpoint's description of the same class (``name: trained
+        with A, configured B``; options it does not name count with :attr:`options_since`). Empty when they
+        agree or when ``spec`` describes another class (its weights will not load anyway)."""
+        mine = self.get_config()
+        if not isinstance(spec, dict) or spec.get("class_path") != mine["class_path"]:
+            return []
+        trained = {**type(self).options_since, **(spec.get("init_args") or {})}
+        return [
+            f"{name}: trained with {trained[name]!r}, configured {value!r}"
+            for name, value in mine["init_args"].items()
+            if name in trained and _plain_value(trained[name]) != _plain_value(value)
+        ]
+
     def _build_head(self, in_features: int) -> None:
         self.head = nn.Linear(in_features, self.num_params)
 
@@ -104,6 +118,10 @@ class ParameterEncoder(nn.Module):
             raise ValueError(f"expected {self.num_params} values, got {values.numel()}")
         self.head.bias.copy_(torch.logit(values.clamp(0.01, 0.99)))
         self.head.weight.mul_(weight_scale)
+
+
+def _plain_value(value: object) -> object:
+    return [_plain_value(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def build_encoder(make_encoder: Any, num_params: int, sample_rate: int, chain: Any) -> nn.Module:
